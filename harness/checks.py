@@ -1,0 +1,64 @@
+"""Comparisons of losses, predictions and parameters, with failures that say what was compared."""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from harness.tolerances import Tolerance
+
+
+def rel_diff(got: np.ndarray | float, ref: np.ndarray | float) -> float:
+    """max |got - ref| / max |ref| (norm-wise relative difference), in float64."""
+    got, ref = np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    if got.shape != ref.shape:
+        raise ValueError(f"shape {got.shape} differs from the reference's {ref.shape}")
+    scale = np.max(np.abs(ref), initial=0.0)
+    diff = np.max(np.abs(got - ref), initial=0.0)
+    return float(diff / scale) if scale > 0 else float(diff)
+
+
+def param_diffs(got: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """rel_diff per parameter, in the reference's order; a missing or extra name is an error."""
+    if set(got) != set(ref):
+        raise ValueError(f"parameter names {sorted(got)} differ from the reference's {sorted(ref)}")
+    return {name: rel_diff(got[name], ref[name]) for name in ref}
+
+
+def assert_close(got, ref, tol: Tolerance, what: str) -> None:
+    """Raise AssertionError naming ``what`` (implementation, dtype, step, quantity) when out of tolerance."""
+    if isinstance(ref, Mapping):
+        diffs = param_diffs(got, ref)
+    else:
+        diffs = {"": rel_diff(got, ref)}
+    for name, diff in diffs.items():
+        if not diff <= tol.rel:  # also fails on NaN
+            label = f"{what} {name}".strip()
+            raise AssertionError(f"{label}: relative difference {diff:.3e} > {tol.rel:.0e}")
+
+
+def objective(predictions: np.ndarray, y: np.ndarray, reduction: str) -> float:
+    """The loss whose gradient the implementations follow, in float64: sum or mean of sel."""
+    per_element = 0.5 * (np.asarray(y, np.float64) - np.asarray(predictions, np.float64)) ** 2
+    return float(per_element.sum() if reduction == "sum" else per_element.mean())
+
+
+def finite_difference_grads(impl, params: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray,
+                            step: float) -> dict[str, np.ndarray]:
+    """Central differences of the objective through ``impl.forward``, one coordinate at a time.
+
+    Uses only the implementation's forward pass, so it checks any implementation's
+    gradients, a hand-written one included. Meant for float64 specs.
+    """
+    grads = {}
+    for name, value in params.items():
+        grad = np.zeros(value.shape)
+        for index in np.ndindex(value.shape):
+            values = []
+            for sign in (1.0, -1.0):
+                moved = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
+                moved[name][index] += sign * step
+                values.append(objective(impl.forward(moved, x), y, impl.spec.reduction))
+            grad[index] = (values[0] - values[1]) / (2 * step)
+        grads[name] = grad
+    return grads

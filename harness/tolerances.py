@@ -1,0 +1,62 @@
+"""Every tolerance the harness and its tests use, each named once with the reason for its size.
+
+All are *relative*, in the sense of ``harness.checks.rel_diff``: the largest
+absolute difference over an array divided by the largest magnitude of the
+reference array (norm-wise, so zero-initialised biases are not divided by 0).
+u64 = 2**-53 = 1.1e-16 and u32 = 2**-24 = 6.0e-8 are the unit roundoffs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    rel: float
+    reason: str
+
+
+SAME_MATH_F64 = Tolerance(
+    1e-12,
+    "same formulas in another library (e.g. 1/(1+exp(-z)) against torch.sigmoid, another matmul"
+    " order): each of the ~20 ops in a 2-4-1 forward and backward rounds to u64, so agreement is"
+    " a few 1e-16 (measured <= 1.2e-15, also after 2,000 SGD steps); 1e-12 leaves three orders"
+    " of headroom while any wrong derivative shows at 1e-3 or more",
+)
+
+NOTEBOOK_FD = Tolerance(
+    1e-6,
+    "the notebook's prime() takes a central difference with h = 1e-8; rounding in f(z +- h)"
+    " costs about u64 * |f| / h = 1e-8 per derivative factor, and gradient elements are as"
+    " small as 1e-2, so the relative error is 1e-8 to 1e-6 (measured 4e-8 at the notebook's"
+    " initial weights)",
+)
+
+FD_CHECK_STEP = 1e-5  # about u64 ** (1/3) for O(1) parameters: balances truncation and rounding
+
+FD_CHECK_F64 = Tolerance(
+    1e-7,
+    "a central difference of the summed loss with h = 1e-5 has truncation error h**2/6 * f'''"
+    " ~ 1e-11 and rounding error u64 * |f| / h ~ 1e-11, so about 1e-9 relative to gradients of"
+    " size 1e-2 (measured 1.5e-10); 1e-7 keeps two orders of headroom and still catches a wrong"
+    " derivative, which is off by 1e-2 or more",
+)
+
+TRAJECTORY_F32 = Tolerance(
+    1e-4,
+    "float32 frameworks legitimately round differently (XLA's own tanh, other summation"
+    " orders); each SGD update p - lr*g rounds to u32, so after n = 2,000 steps two runs can"
+    " drift apart by about sqrt(n) * 2 * u32 = 5e-6 if the flips are random and at most"
+    " n * 2 * u32 = 2.4e-4 if they all line up; 1e-4 sits between (measured 2e-7 among numpy,"
+    " torch and jax), while a derivative bug moves the parameters by 1e-2 or more",
+)
+
+SAME_MATH_F32 = Tolerance(
+    1e-5,
+    "the same loss and gradients at the same parameters in float32: each of the ~20 ops rounds"
+    " to u32 = 6e-8 and torch's and XLA's tanh/sigmoid kernels differ from NumPy's by a few ulp"
+    " (measured <= 4e-7); 1e-5 allows about 170 u32 of accumulated rounding, far below a"
+    " derivative bug",
+)
+
+SAME_MATH = {"float64": SAME_MATH_F64, "float32": SAME_MATH_F32}  # teacher-forced, by dtype

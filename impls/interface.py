@@ -1,0 +1,71 @@
+"""The common interface: NumPy arrays at the boundary, framework tensors only inside.
+
+Every implementation is constructed from a ``ModelSpec`` and offers three
+stateless calls. Parameters are a dict of named arrays (``w0, b0, w1, b1, ...``);
+the caller's arrays are never mutated, and every returned array is a fresh,
+writable ``np.ndarray`` of the spec's dtype.
+
+Step numbering: "step k" is the state after k SGD updates. ``losses[k]`` is the
+reported (mean) loss at that state, computed just before update k, which is
+what the notebook's loop prints on its last iteration.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from impls.spec import ModelSpec
+
+Params = Mapping[str, np.ndarray]
+
+
+class Unavailable(Exception):
+    """An implementation cannot run here or for this spec; ``str(exc)`` is the one-line reason."""
+
+
+@dataclass
+class TrainResult:
+    """What a native training loop returns."""
+
+    losses: np.ndarray  # shape (steps,): reported loss at step k, before update k
+    params: dict[str, np.ndarray]  # parameters after the last update (step == steps)
+    checkpoints: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)  # step -> params
+
+
+@runtime_checkable
+class Implementation(Protocol):
+    """What every implementation provides."""
+
+    name: str
+    spec: ModelSpec
+
+    def forward(self, params: Params, x: np.ndarray) -> np.ndarray:
+        """Predictions of shape (k, layers[-1])."""
+        ...
+
+    def loss_and_grads(
+        self, params: Params, x: np.ndarray, y: np.ndarray
+    ) -> tuple[float, dict[str, np.ndarray]]:
+        """Reported loss and the gradient of the spec's objective, at ``params``."""
+        ...
+
+    def train(
+        self,
+        params: Params,
+        x: np.ndarray,
+        y: np.ndarray,
+        steps: int,
+        record: Sequence[int] = (),
+    ) -> TrainResult:
+        """Run ``steps`` SGD updates; keep the parameters at each step in ``record`` (0..steps)."""
+        ...
+
+
+def check_record(steps: int, record: Sequence[int]) -> list[int]:
+    """Sorted unique checkpoint steps, each in 0..steps."""
+    wanted = sorted(set(int(k) for k in record))
+    if wanted and not (0 <= wanted[0] and wanted[-1] <= steps):
+        raise ValueError(f"checkpoint steps must lie in 0..{steps}, got {wanted}")
+    return wanted

@@ -1,0 +1,34 @@
+"""``numpy-fd``: the notebook's loop as written, every derivative by its central difference.
+
+It exists to measure how far the notebook's own method (h = 1e-8) is from exact
+gradients. It is float64 only: in float32, ``z + 1e-8 == z`` once |z| > 0.25
+(half an ulp there is 1.5e-8), so the difference quotient is zero, and below
+that it is a multiple of ulp / 2h, not a derivative.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from impls.interface import Unavailable
+from impls.np_notebook import ACTIVATION, NotebookNumpy, prime, sel
+from impls.spec import ModelSpec
+
+
+class NumpyFiniteDiff(NotebookNumpy):
+    """``prime(loss_fn, y_pred)`` and ``prime(activation, z)``, as in In [191]."""
+
+    name = "numpy-fd"
+
+    def __init__(self, spec: ModelSpec) -> None:
+        if spec.dtype != "float64":
+            raise Unavailable(
+                f"numpy-fd runs in float64 only: its step h = 1e-8 is below float32's"
+                f" resolution (eps = {np.finfo(np.float32).eps:.1e}), so its differences are zero"
+            )
+        super().__init__(spec)
+
+    def loss_grad(self, y_hat: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return prime(lambda v: sel(v, y), y_hat)
+
+    def activation_grad(self, act: str, z: np.ndarray, out: np.ndarray) -> np.ndarray:
+        return prime(ACTIVATION[act], z)

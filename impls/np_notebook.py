@@ -1,0 +1,154 @@
+"""The notebook's NumPy building blocks, and the loop both NumPy implementations share.
+
+The functions keep the notebook's names and formulas. The two NumPy
+implementations differ only in how they differentiate the loss and the
+activations: ``numpy`` uses the analytic derivatives below, ``numpy-fd`` the
+notebook's central difference ``prime``.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+from impls.interface import Params, TrainResult, check_record
+from impls.spec import ModelSpec
+
+FD_STEP = 1e-8  # the notebook's h in prime()
+
+
+def prime(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> np.ndarray:
+    """The notebook's central difference, h = 1e-8."""
+    return (fn(x + FD_STEP) - fn(x - FD_STEP)) / (2 * FD_STEP)
+
+
+def sel(y_hat: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return 0.5 * (y - y_hat) ** 2
+
+
+def sel_prime(y_hat: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return -(y - y_hat)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-x))
+
+
+def sigmoid_prime(y: np.ndarray) -> np.ndarray:
+    """Derivative in terms of the output y = sigmoid(z)."""
+    return y * (1 - y)
+
+
+def relu(x: np.ndarray) -> np.ndarray:
+    return x * (x > 0)
+
+
+def relu_prime(y: np.ndarray) -> np.ndarray:
+    """Derivative in terms of the output: H(z) with H(0) = 0."""
+    return 1 * (y > 0)
+
+
+def tanh(x: np.ndarray) -> np.ndarray:
+    return np.tanh(x)
+
+
+def tanh_prime(y: np.ndarray) -> np.ndarray:
+    """Derivative in terms of the output y = tanh(z)."""
+    return 1 - y**2
+
+
+def dense(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return x @ w + b
+
+
+def dense_grads(x: np.ndarray, grad_loss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    dw = x.T @ grad_loss
+    db = np.sum(grad_loss, axis=0, keepdims=True)
+    return dw, db
+
+
+def update_weights(w: np.ndarray, b: np.ndarray, dw: np.ndarray, db: np.ndarray, lr: float) -> None:
+    """In place, as in the notebook; only ever applied to the loop's own copies."""
+    w -= lr * dw
+    b -= lr * db
+
+
+ACTIVATION = {"relu": relu, "tanh": tanh, "sigmoid": sigmoid}
+ACTIVATION_PRIME = {"relu": relu_prime, "tanh": tanh_prime, "sigmoid": sigmoid_prime}
+
+Layer = tuple[np.ndarray, np.ndarray, np.ndarray]  # (input h, pre-activation z, output)
+
+
+class NotebookNumpy:
+    """Forward, backward and SGD exactly as the notebook's In [191] cell, for any depth."""
+
+    name = "numpy-base"
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.dtype = np.dtype(spec.dtype)
+
+    # The two hooks the implementations fill in.
+    def loss_grad(self, y_hat: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """d sel / d y_hat, element-wise."""
+        raise NotImplementedError
+
+    def activation_grad(self, act: str, z: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """d out / d z, element-wise."""
+        raise NotImplementedError
+
+    # The boundary: the only place arrays change dtype or get copied.
+    def _own(self, params: Params) -> dict[str, np.ndarray]:
+        return {k: np.array(v, dtype=self.dtype) for k, v in params.items()}
+
+    def _cast(self, a: np.ndarray) -> np.ndarray:
+        return np.asarray(a, dtype=self.dtype)
+
+    def _layers(self, p: Params, x: np.ndarray) -> list[Layer]:
+        layers, h = [], x
+        for i, act in enumerate(self.spec.activations):
+            z = dense(h, p[f"w{i}"], p[f"b{i}"])
+            out = ACTIVATION[act](z)
+            layers.append((h, z, out))
+            h = out
+        return layers
+
+    def _backward(self, p: Params, layers: list[Layer], y: np.ndarray) -> dict[str, np.ndarray]:
+        y_hat = layers[-1][2]
+        grad_loss = self.loss_grad(y_hat, y)
+        if self.spec.reduction == "mean":
+            grad_loss = grad_loss / y.size
+        grads: dict[str, np.ndarray] = {}
+        for i in reversed(range(self.spec.depth)):
+            h, z, out = layers[i]
+            grad_loss = grad_loss * self.activation_grad(self.spec.activations[i], z, out)
+            grads[f"w{i}"], grads[f"b{i}"] = dense_grads(h, grad_loss)
+            if i:
+                grad_loss = grad_loss @ p[f"w{i}"].T
+        return {k: grads[k] for k in p}
+
+    def forward(self, params: Params, x: np.ndarray) -> np.ndarray:
+        return self._layers(self._own(params), self._cast(x))[-1][2].copy()
+
+    def loss_and_grads(self, params: Params, x: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
+        p, y = self._own(params), self._cast(y)
+        layers = self._layers(p, self._cast(x))
+        loss = np.mean(sel(layers[-1][2], y))
+        return float(loss), self._backward(p, layers, y)
+
+    def train(self, params: Params, x: np.ndarray, y: np.ndarray, steps: int, record: Sequence[int] = ()) -> TrainResult:
+        wanted = set(check_record(steps, record))
+        p, x, y = self._own(params), self._cast(x), self._cast(y)
+        losses = np.empty(steps)
+        checkpoints = {}
+        for step in range(steps):
+            if step in wanted:
+                checkpoints[step] = {k: v.copy() for k, v in p.items()}
+            layers = self._layers(p, x)
+            losses[step] = np.mean(sel(layers[-1][2], y))
+            grads = self._backward(p, layers, y)
+            for i in range(self.spec.depth):
+                update_weights(p[f"w{i}"], p[f"b{i}"], grads[f"w{i}"], grads[f"b{i}"], self.spec.lr)
+        if steps in wanted:
+            checkpoints[steps] = {k: v.copy() for k, v in p.items()}
+        return TrainResult(losses=losses, params=p, checkpoints=checkpoints)

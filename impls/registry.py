@@ -1,0 +1,44 @@
+"""Names to implementations, imported lazily so a missing framework only disables its own entry."""
+from __future__ import annotations
+
+import importlib
+
+from impls.interface import Implementation, Unavailable
+from impls.spec import ModelSpec
+
+# name -> (module, class, the framework whose absence makes it unavailable)
+REGISTRY: dict[str, tuple[str, str, str]] = {
+    "numpy": ("impls.np_backprop", "NumpyBackprop", "numpy"),
+    "numpy-fd": ("impls.np_fd", "NumpyFiniteDiff", "numpy"),
+    "torch": ("impls.torch_autograd", "TorchAutograd", "torch"),
+    "jax": ("impls.jax_grad", "JaxGrad", "jax"),
+}
+
+
+def names() -> list[str]:
+    """Every registered implementation, in report order."""
+    return list(REGISTRY)
+
+
+def create(name: str, spec: ModelSpec) -> Implementation:
+    """An implementation of ``spec``; raises ``Unavailable`` with a one-line reason if it cannot run."""
+    if name not in REGISTRY:
+        raise Unavailable(f"unknown implementation {name!r}; choose from {', '.join(REGISTRY)}")
+    module_name, class_name, framework = REGISTRY[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise Unavailable(f"{name}: {framework} is not installed ({exc})") from None
+    return getattr(module, class_name)(spec)
+
+
+def available(spec: ModelSpec, wanted: list[str] | None = None) -> tuple[dict[str, Implementation], dict[str, str]]:
+    """(the implementations that can run ``spec``, the reason each other one cannot)."""
+    ready: dict[str, Implementation] = {}
+    skipped: dict[str, str] = {}
+    for name in wanted or names():
+        try:
+            ready[name] = create(name, spec)
+        except Unavailable as exc:
+            skipped[name] = str(exc)
+    return ready, skipped

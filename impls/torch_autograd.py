@@ -1,0 +1,74 @@
+"""``torch``: PyTorch autograd, eager, on the CPU."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from impls.interface import Params, TrainResult, check_record
+from impls.spec import ModelSpec
+
+ACTIVATION = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
+
+
+class TorchAutograd:
+    """Forward in torch ops; gradients by ``torch.autograd.grad``; SGD under ``no_grad``."""
+
+    name = "torch"
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.dtype = getattr(torch, spec.dtype)
+
+    # The boundary: the only place NumPy arrays become tensors and back.
+    def _tensor(self, a: np.ndarray, grad: bool = False) -> torch.Tensor:
+        return torch.tensor(np.asarray(a), dtype=self.dtype, requires_grad=grad)
+
+    def _leaves(self, params: Params) -> dict[str, torch.Tensor]:
+        return {k: self._tensor(v, grad=True) for k, v in params.items()}
+
+    @staticmethod
+    def _numpy(tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        return {k: t.detach().numpy().copy() for k, t in tensors.items()}
+
+    def _forward(self, p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        h = x
+        for i, act in enumerate(self.spec.activations):
+            h = ACTIVATION[act](h @ p[f"w{i}"] + p[f"b{i}"])
+        return h
+
+    def _objective(self, p, x, y) -> tuple[torch.Tensor, torch.Tensor]:
+        """(objective to differentiate, reported mean loss)."""
+        per_element = 0.5 * (y - self._forward(p, x)) ** 2
+        objective = per_element.sum() if self.spec.reduction == "sum" else per_element.mean()
+        return objective, per_element.detach().mean()
+
+    def forward(self, params: Params, x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            out = self._forward({k: self._tensor(v) for k, v in params.items()}, self._tensor(x))
+        return out.numpy().copy()
+
+    def loss_and_grads(self, params: Params, x: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
+        p = self._leaves(params)
+        objective, reported = self._objective(p, self._tensor(x), self._tensor(y))
+        grads = torch.autograd.grad(objective, list(p.values()))
+        return float(reported), self._numpy(dict(zip(p, grads)))
+
+    def train(self, params: Params, x: np.ndarray, y: np.ndarray, steps: int, record: Sequence[int] = ()) -> TrainResult:
+        wanted = set(check_record(steps, record))
+        p, x_t, y_t = self._leaves(params), self._tensor(x), self._tensor(y)
+        leaves, lr = list(p.values()), self.spec.lr
+        losses = torch.empty(steps, dtype=self.dtype)
+        checkpoints = {}
+        for step in range(steps):
+            if step in wanted:
+                checkpoints[step] = self._numpy(p)
+            objective, losses[step] = self._objective(p, x_t, y_t)
+            grads = torch.autograd.grad(objective, leaves)
+            with torch.no_grad():
+                for leaf, g in zip(leaves, grads):
+                    leaf.sub_(lr * g)
+        if steps in wanted:
+            checkpoints[steps] = self._numpy(p)
+        return TrainResult(losses=losses.numpy().astype(np.float64), params=self._numpy(p), checkpoints=checkpoints)

@@ -1,0 +1,38 @@
+"""Shared fixtures: the XOR data, the notebook's initial weights, and implementations by name."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from harness.data import xor
+from harness.init import NOTEBOOK, initial_params
+from impls.interface import Implementation, Unavailable
+from impls.registry import create
+from impls.spec import ModelSpec
+
+# CI sets this so that a framework missing from the environment fails the run instead of skipping.
+REQUIRE_ALL = os.environ.get("XOR_HARNESS_REQUIRE_ALL") == "1"
+
+EXACT = ["numpy", "torch", "jax"]  # implementations with exact (non finite-difference) gradients
+
+
+def make(name: str, spec: ModelSpec) -> Implementation:
+    """The implementation, or a skip naming why it is unavailable (a failure under CI)."""
+    try:
+        return create(name, spec)
+    except Unavailable as exc:
+        if REQUIRE_ALL and "not installed" in str(exc):
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+
+
+@pytest.fixture
+def data() -> tuple[np.ndarray, np.ndarray]:
+    return xor()
+
+
+@pytest.fixture
+def notebook_params() -> dict[str, np.ndarray]:
+    return initial_params(ModelSpec(), NOTEBOOK)

@@ -1,0 +1,20 @@
+"""The README's commands are the contract; CI must run exactly the test command it shows."""
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _readme_commands() -> list[str]:
+    return re.findall(r"```bash\n(.+?)\n```", (ROOT / "README.md").read_text())
+
+
+def test_readme_opens_with_the_two_commands():
+    compare_cmd, test_cmd = _readme_commands()[:2]
+    assert compare_cmd.endswith("python -m harness.compare")
+    assert test_cmd.endswith("python -m pytest -q")
+
+
+def test_ci_runs_the_readmes_test_command():
+    test_cmd = _readme_commands()[1]
+    assert test_cmd in (ROOT / ".ci" / "run").read_text().splitlines()
