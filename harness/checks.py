@@ -62,3 +62,27 @@ def finite_difference_grads(impl, params: Mapping[str, np.ndarray], x: np.ndarra
             grad[index] = (values[0] - values[1]) / (2 * step)
         grads[name] = grad
     return grads
+
+
+def error_row(got, ref, dtype: str, scale=None) -> dict[str, float]:
+    """max_abs, rel and ulps of ``got`` against ``ref``, for one array or scalar.
+
+    ``rel`` and ``ulps`` are taken at ``scale``'s largest magnitude (default: ``ref``'s).
+    A gradient is a sum over samples that can cancel to almost nothing while its
+    rounding error stays the size of the terms; passing the summed magnitude of
+    the terms as ``scale`` keeps the relative error meaningful there.
+    """
+    ref = np.asarray(ref, np.longdouble)
+    diff = np.max(np.abs(np.asarray(got, np.longdouble) - ref), initial=0.0)
+    size = np.max(np.abs(ref if scale is None else np.asarray(scale, np.longdouble)), initial=0.0)
+    spacing = np.spacing(np.asarray(size, dtype=dtype))
+    return {"max_abs": float(diff), "rel": float(diff / size) if size > 0 else float(diff),
+            "ulps": float(diff / spacing) if spacing > 0 else float("inf")}
+
+
+def term_scale(oracle, params: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+    """The summed magnitude of the per-sample terms of each gradient (and of the loss), by the oracle."""
+    per_sample = [oracle.loss_and_grads(params, x[i:i + 1], y[i:i + 1]) for i in range(len(x))]
+    weight = 1.0 if oracle.spec.reduction == "sum" else 1.0 / len(x)  # mean: the k per-sample means average
+    scale = {name: weight * sum(np.abs(g[name]) for _, g in per_sample) for name in per_sample[0][1]}
+    return {"loss": np.asarray(sum(loss for loss, _ in per_sample) / len(x)), **scale}

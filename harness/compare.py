@@ -1,84 +1,241 @@
-"""python -m harness.compare [--impls numpy,torch] [--dtypes float64] [--steps 100000] ...
+"""python -m harness.compare [--impls numpy,torch] [--dtype float64] [--steps 100000] [--out DIR] ...
 
-Trains every available implementation from the same Glorot weights and prints,
-per implementation and dtype, the state the notebook prints (its last forward
-pass, after steps - 1 updates), the agreement with ``numpy`` in the same dtype
-at the initial weights, after 2,000 steps and at the end, and the wall time.
-Exit codes: 0 done, 1 the notebook's printed line was not reproduced, 2 bad usage.
+Compares every available implementation on one configuration (defaults: the
+notebook's run, every implementation, float64 and float32):
+1. teacher-forced: loss and gradients at the same parameters (the initial
+   weights and every checkpoint of numpy's float64 trajectory) against the
+   longdouble oracle;
+2. finite differences of every implementation's own forward pass, in float64;
+3. free-running: each native training loop against the oracle's, the loss on
+   every step and the parameters at checkpoints, with the first divergence
+   named down to the step and parameter;
+4. timings: first call apart, steady state as median and IQR.
+Writes tables, meta.json, summary.md and plots to --out (harness/results.py).
+Exit codes: 0 every check passed, 1 a check failed (printed), 2 bad usage.
 """
 from __future__ import annotations
 
 import sys
-import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
+from tqdm import tqdm
 
-from harness import notebook
-from harness.checks import param_diffs, rel_diff
+from harness import notebook, plots, report, results, timing
 from harness.config import RunConfig, UsageError, parse_args
 from harness.data import xor
+from harness.divergence import Divergence, first_divergence, loss_table, param_table
+from harness.gradcheck import finite_differences, teacher_forced
 from harness.init import initial_params
-from impls.registry import available
+from harness.meta import run_metadata
+from harness.runs import Run, train
+from impls.interface import Implementation
+from impls.registry import available, create
+from impls.spec import ORACLE_DTYPE
 
-MIDWAY = 2_000  # the step at which trajectories are also compared (the tests' horizon)
+TIMING_STEPS = 200  # native-loop steps per timed repeat (short: the whole run is timed too)
+TIMING_REPEATS = 5
+CALL_REPEATS, CALLS_PER_REPEAT = 7, 20
+STORED_LOSS_STEPS = 400  # per-step losses kept in trajectory.csv: log-spaced, plus every checkpoint
 
 
-def run_dtype(config: RunConfig, dtype: str) -> bool:
-    """Train every implementation in one dtype and print its rows; False if the notebook was not reproduced."""
-    spec = config.spec(dtype)
+@dataclass
+class Outcome:
+    tables: dict[str, pd.DataFrame]
+    failures: list[str]
+    skipped: dict[str, str]
+    notebook_line: dict[tuple[str, str], str] = field(default_factory=dict)
+
+
+def _impls(config: RunConfig) -> tuple[list[Implementation], dict[str, str]]:
+    """The implementations to run, numpy first in each dtype (it is the plain baseline)."""
+    wanted = ["numpy"] + [n for n in config.impls if n != "numpy"]
+    impls, skipped = [], {}
+    for dtype in config.dtype:
+        ready, missing = available(config.spec(dtype), wanted)
+        impls += ready.values()
+        skipped.update({f"{name} {dtype}": reason for name, reason in missing.items()})
+    return impls, skipped
+
+
+def _stored_steps(steps: int, checkpoints: list[int], extra: list[int]) -> np.ndarray:
+    logspaced = np.unique(np.geomspace(1, steps, STORED_LOSS_STEPS).astype(int) - 1)
+    return np.unique(np.concatenate([logspaced, checkpoints, extra]).astype(int).clip(0, steps - 1))
+
+
+def _time(impl: Implementation, run: Run, params, x, y) -> list[dict]:
+    """First call on a fresh instance, steady loss-and-grads and train-step times, the whole run."""
+    fresh = create(impl.name, impl.spec)
+    measured = {
+        "first_call": timing.once(lambda: fresh.loss_and_grads(params, x, y)),
+        "loss_and_grads": timing.steady(lambda: impl.loss_and_grads(params, x, y), CALL_REPEATS, CALLS_PER_REPEAT),
+        "train_step": timing.steady(lambda: impl.train(params, x, y, TIMING_STEPS), TIMING_REPEATS, 1, TIMING_STEPS),
+        "trajectory": timing.Timing(run.wall_s, 0.0, 1, 1),
+    }
+    return [{"impl": impl.name, "dtype": impl.spec.dtype, "measure": m, "median_s": t.median_s, "iqr_s": t.iqr_s,
+             "repeats": t.repeats, "number": t.number, "noisy": t.noisy} for m, t in measured.items()]
+
+
+def compare(config: RunConfig) -> Outcome:
+    """Run every check; the tables it returns are what results.write stores."""
     x, y = xor()
-    params = initial_params(spec, config.preset())
-    ready, skipped = available(spec, list(config.impls))
-    record = sorted({k for k in (MIDWAY, config.steps - 1) if 0 <= k <= config.steps})
-    results, reproduced = {}, True
-    for name, impl in ready.items():
-        start = time.perf_counter()
-        results[name] = impl.train(params, x, y, config.steps, record=record)
-        results[name].wall_s = time.perf_counter() - start
-    ref = results.get("numpy")
-    print(f"\n{dtype}  ({config.steps:,} steps; agreement is max relative difference from numpy {dtype})")
-    print(f"{'impl':9} {'notebook line (loss, predictions at step ' + str(config.steps - 1) + ')':75} {'solved':6}"
-          f" {'init':>8} {'@' + str(MIDWAY):>8} {'final':>8} {'wall s':>7}")
-    for name, result in results.items():
-        state = result.checkpoints[config.steps - 1]
-        preds = ready[name].forward(state, x)
-        line = notebook.printed_line(result.losses[-1], preds)
-        solved = bool(np.all(np.round(preds) == y))
-        agree = _agreement(ready[name], ready.get("numpy"), params, x, y, result, ref)
-        if config.is_notebook_run and dtype == "float64" and line != notebook.PRINTED:
-            reproduced = False
-        print(f"{name:9} {line:75} {'yes' if solved else 'NO':6} {agree} {result.wall_s:7.2f}")
-    for name, reason in skipped.items():
-        print(f"{name:9} skipped: {reason}")
-    return reproduced
+    params = initial_params(config.spec("float64"), config.preset())
+    impls, skipped = _impls(config)
+    oracle_impl = create("numpy", config.spec(ORACLE_DTYPE))
+    bar = tqdm(total=2 * len(impls) + 3, disable=config.quiet or not sys.stderr.isatty(), file=sys.stderr,
+               unit="task", leave=False)
+
+    def step(label: str) -> None:
+        bar.set_description(label)
+        bar.update()
+
+    bar.set_description(f"oracle {ORACLE_DTYPE}")
+    oracle = train(oracle_impl, params, x, y, config.steps, config.check_every)
+    step("trajectories")
+    runs = []
+    for impl in impls:
+        bar.set_description(f"train {impl.name} {impl.spec.dtype}")
+        runs.append(train(impl, params, x, y, config.steps, config.check_every))
+        bar.update()
+    plain = {r.dtype: r for r in runs if r.name == "numpy"}
+    reference = plain.get("float64") or oracle
+
+    step("teacher-forced and finite-difference checks")
+    plain_impls = {d: r.impl for d, r in plain.items()}
+    grads = pd.concat([
+        teacher_forced(impls, oracle_impl, plain_impls, reference.result.checkpoints, x, y),
+        finite_differences([i for i in impls if i.spec.dtype == "float64"], oracle_impl,
+                           {0: params, config.steps: reference.state(config.steps)}, x, y),
+    ], ignore_index=True)
+
+    step("trajectory checks")
+    loss_tables, param_tables, divergences, finals = [], [], [], []
+    for run in runs:
+        losses, params_err = loss_table(run, oracle, plain[run.dtype]), param_table(run, oracle, plain[run.dtype])
+        div = first_divergence(run, losses, params_err, oracle_impl, plain[run.dtype].impl, x, y)
+        loss_tables.append(losses)
+        param_tables.append(params_err)
+        divergences.append(div)
+        finals.append(_final(run, config.steps, x, y))
+    checkpoints = sorted(reference.result.checkpoints)
+    extra = [d.step for d in divergences if d.step is not None]
+    all_losses = pd.concat(loss_tables, ignore_index=True)
+    stored = all_losses[all_losses.step.isin(_stored_steps(config.steps, checkpoints, extra))]
+
+    rows = []
+    for run in runs:
+        bar.set_description(f"time {run.name} {run.dtype}")
+        rows += _time(run.impl, run, params, x, y)
+        bar.update()
+    bar.close()
+
+    tables = {
+        "gradients": grads,
+        "trajectory": stored.reset_index(drop=True),
+        "parameters": pd.concat(param_tables, ignore_index=True),
+        "divergence": _divergence_table(divergences),
+        "final": pd.DataFrame(finals),
+        "timings": pd.DataFrame(rows),
+    }
+    outcome = Outcome(tables, _failures(tables), skipped)
+    outcome.notebook_line = {(f["impl"], f["dtype"]): f["notebook_line"] for f in finals}
+    if config.is_notebook_run:
+        for (impl, dtype), line in outcome.notebook_line.items():
+            if dtype == "float64" and line != notebook.PRINTED:
+                outcome.failures.append(f"{impl} float64 did not reproduce the notebook: {line}")
+    return outcome
 
 
-def _agreement(impl, ref_impl, params, x, y, result, ref) -> str:
-    """Max relative difference from numpy at init (loss and grads), step MIDWAY and the end."""
-    if ref_impl is None:
-        return f"{'-':>8} {'-':>8} {'-':>8}"
-    loss, grads = impl.loss_and_grads(params, x, y)
-    ref_loss, ref_grads = ref_impl.loss_and_grads(params, x, y)
-    at_init = max(rel_diff(loss, ref_loss), *param_diffs(grads, ref_grads).values())
-    midway = (max(param_diffs(result.checkpoints[MIDWAY], ref.checkpoints[MIDWAY]).values())
-              if MIDWAY in result.checkpoints else float("nan"))
-    final = max(param_diffs(result.params, ref.params).values())
-    return " ".join(f"{d:8.1e}" for d in (at_init, midway, final))
+def _final(run: Run, steps: int, x, y) -> dict:
+    """The notebook's printed state: the loop's last forward pass, at step steps - 1."""
+    preds = run.impl.forward(run.state(steps - 1), x).ravel()
+    loss = float(run.result.losses[steps - 1])
+    row = {"impl": run.name, "dtype": run.dtype, "step": steps - 1, "loss": loss}
+    row.update({f"pred_{i}": float(p) for i, p in enumerate(preds)})
+    row["solved"] = bool(np.all(np.round(preds) == y.ravel()))
+    row["notebook_line"] = notebook.printed_line(loss, preds)
+    return row
+
+
+def _divergence_table(divergences: list[Divergence]) -> pd.DataFrame:
+    rows = []
+    for d in divergences:
+        none = d.step is None
+        rows.append({"impl": d.impl, "dtype": d.dtype, "first_step": "" if none else d.step,
+                     "detected_by": d.detected_by, "cause": d.cause,
+                     "cause_step": "" if d.cause_step is None else d.cause_step, "param": d.param,
+                     "rel": "" if none else f"{d.rel:.3e}", "allowed": "" if none else f"{d.allowed:.3e}"})
+    return pd.DataFrame(rows)
+
+
+def _failures(tables: dict[str, pd.DataFrame]) -> list[str]:
+    """One line per failed check, naming implementation, dtype, step and parameter."""
+    lines = []
+    g = tables["gradients"]
+    for (check, impl, dtype), bad in g[~g.passed].groupby(["check", "impl", "dtype"], sort=False):
+        first = bad.iloc[0]
+        lines.append(f"{check}: {impl} {dtype} step {first.step} {first.param}: relative error"
+                     f" {first.rel:.3e} > allowed {first.allowed:.1e} ({len(bad)} values out of tolerance)")
+    for d in tables["divergence"].itertuples():
+        if d.first_step != "":
+            where = f"{d.cause} of {d.param} at step {d.cause_step}" if d.param else d.cause
+            lines.append(f"trajectory: {d.impl} {d.dtype} diverges at step {d.first_step} (by its {d.detected_by});"
+                         f" first disagreement: {where}, relative error {d.rel} > allowed {d.allowed}")
+    return lines
+
+
+def _summary(config: RunConfig, outcome: Outcome) -> str:
+    t = outcome.tables
+    verdict = ("**PASS**: every check passed." if not outcome.failures else
+               "**FAIL**:\n\n" + "\n".join(f"- {line}" for line in outcome.failures))
+    sections: dict[str, pd.DataFrame | str] = {}
+    if config.is_notebook_run:
+        sections["The notebook's printed line"] = (
+            f"Notebook: `{notebook.PRINTED}`\n\n" + report.markdown(pd.DataFrame(
+                [{"impl": i, "dtype": d, "line at step " + str(config.steps - 1): f"`{line}`",
+                  "reproduced": "yes" if line == notebook.PRINTED else ("NO" if d == "float64" else "-")}
+                 for (i, d), line in outcome.notebook_line.items()])))
+    sections["Agreement (relative error vs the longdouble oracle)"] = report.agreement(
+        t["gradients"], t["parameters"], t["divergence"])
+    div = t["divergence"]
+    sections["First divergence"] = div if (div.first_step != "").any() else "No implementation left tolerance."
+    final = t["final"].drop(columns=["notebook_line"])
+    sections[f"Final state (step {config.steps - 1}, the loop's last forward pass)"] = final
+    sections["Timings"] = report.timing_table(t["timings"])
+    if outcome.skipped:
+        sections["Unavailable"] = "\n".join(f"- {k}: {v}" for k, v in outcome.skipped.items())
+    sections["Tolerances"] = report.tolerance_table()
+    title = f"harness.compare: layers {config.layers}, {config.steps:,} steps, lr {config.lr}"
+    return report.summary(title, verdict, sections)
+
+
+def _plots(tables: dict[str, pd.DataFrame]) -> list[results.Plot]:
+    deviation = tables["parameters"].groupby(["impl", "dtype", "step"], sort=False, as_index=False).rel_err.max()
+    return [("loss.png", plots.plot_losses, tables["trajectory"]),
+            ("deviation.png", plots.plot_deviation, deviation),
+            ("timings.png", plots.plot_timings, tables["timings"])]
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         config = parse_args(argv)
-    except UsageError as exc:
+        out = Path(config.out) if config.out else results.default_out()
+        results.check_out(out, config.overwrite)
+    except (UsageError, ValueError) as exc:
         print(f"harness.compare: error: {exc}", file=sys.stderr)
         return 2
-    if config.is_notebook_run:
-        print(f"notebook printed: {notebook.PRINTED}")
-    reproduced = all([run_dtype(config, dtype) for dtype in config.dtypes])
-    if not reproduced:
-        print("\nFAILED: a float64 implementation did not reproduce the notebook's printed line")
-        return 1
-    return 0
+    outcome = compare(config)
+    summary = _summary(config, outcome)
+    meta = {"config": asdict(config), "skipped": outcome.skipped, "environment": run_metadata()}
+    written = results.write(out, outcome.tables, meta, summary, [] if config.no_plots else _plots(outcome.tables))
+    if config.quiet:
+        print("\n".join(outcome.failures) or "PASS")
+    else:
+        print(summary)
+    print(f"results: {written}")
+    return 1 if outcome.failures else 0
 
 
 if __name__ == "__main__":

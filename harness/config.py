@@ -14,14 +14,19 @@ from impls.spec import DTYPES, ModelSpec
 class RunConfig:
     """Defaults reproduce the notebook's printed run with every implementation, in both dtypes."""
 
-    impls: tuple[str, ...] = tuple(names())  # implementations to compare
-    dtypes: tuple[str, ...] = DTYPES  # each is a separate run
+    impls: tuple[str, ...] = tuple(names())  # implementations to compare (numpy always runs: it is the baseline)
+    dtype: tuple[str, ...] = DTYPES  # each is a separate run
     steps: int = STEPS  # SGD updates per run
     lr: float = ModelSpec.lr  # SGD step size
     layers: tuple[int, ...] = ModelSpec.layers  # input, hidden..., output sizes
     activations: tuple[str, ...] = ModelSpec.activations  # one per layer
     reduction: str = ModelSpec.reduction  # gradient of the sum (notebook) or the mean
     seed: int | None = None  # None: the notebook's preset (seed 0, 648 draws skipped)
+    check_every: int = 1000  # steps between checkpoints (teacher-forced and parameter checks)
+    out: str | None = None  # results folder; None: a new one under results/
+    overwrite: bool = False  # replace an existing --out folder
+    no_plots: bool = False  # skip the PNG plots
+    quiet: bool = False  # no progress bar; print only the verdict line and failures
 
     def spec(self, dtype: str) -> ModelSpec:
         """The model spec of this run in ``dtype`` (raises ValueError on a bad combination)."""
@@ -32,7 +37,7 @@ class RunConfig:
 
     @property
     def is_notebook_run(self) -> bool:
-        """True when the notebook's printed line is the expected output."""
+        """True when the notebook's printed line is the expected float64 output."""
         return self.preset() == NOTEBOOK and self.steps == STEPS and self.spec("float64") == ModelSpec()
 
 
@@ -51,16 +56,22 @@ def _csv(kind):
 
 HELP = {
     "impls": "comma-separated implementations",
-    "dtypes": "comma-separated dtypes",
+    "dtype": "comma-separated dtypes",
     "steps": "SGD updates per run",
     "lr": "learning rate",
     "layers": "comma-separated layer sizes",
     "activations": "comma-separated activation per layer",
     "reduction": "reduction whose gradient is followed: sum or mean",
     "seed": "fresh seed for glorot, drawn from np.random.RandomState(S)",
+    "check_every": "steps between checkpoints",
+    "out": "results folder",
+    "overwrite": "replace an existing --out folder",
+    "no_plots": "do not draw the PNG plots",
+    "quiet": "no progress bar; print only the verdict and failures",
 }
-KIND = {"impls": _csv(str), "dtypes": _csv(str), "layers": _csv(int), "activations": _csv(str),
-        "steps": int, "lr": float, "reduction": str, "seed": int}
+KIND = {"impls": _csv(str), "dtype": _csv(str), "layers": _csv(int), "activations": _csv(str),
+        "steps": int, "lr": float, "reduction": str, "seed": int, "check_every": int, "out": str}
+SHOWN = {"seed": "the notebook's preset", "out": "a new folder under results/"}
 
 
 def parse_args(argv: list[str] | None = None) -> RunConfig:
@@ -68,10 +79,12 @@ def parse_args(argv: list[str] | None = None) -> RunConfig:
     parser = _Parser(prog="python -m harness.compare", description=RunConfig.__doc__)
     defaults = RunConfig()
     for f in fields(RunConfig):
-        default = getattr(defaults, f.name)
-        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        shown = "the notebook's preset" if shown is None else shown
-        parser.add_argument(f"--{f.name}", type=KIND[f.name], default=default,
+        flag, default = "--" + f.name.replace("_", "-"), getattr(defaults, f.name)
+        if isinstance(default, bool):
+            parser.add_argument(flag, action="store_true", help=HELP[f.name])
+            continue
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else SHOWN.get(f.name, default)
+        parser.add_argument(flag, type=KIND[f.name], default=default, dest=f.name,
                             help=f"{HELP[f.name]} (default: {shown})", metavar=f.name.upper())
     config = RunConfig(**vars(parser.parse_args(argv)))
     validate(config)
@@ -83,12 +96,17 @@ def validate(config: RunConfig) -> None:
     unknown = [name for name in config.impls if name not in names()]
     if unknown:
         raise UsageError(f"unknown implementation {unknown[0]!r}; choose from {', '.join(names())}")
+    bad_dtype = [d for d in config.dtype if d not in DTYPES]
+    if bad_dtype:
+        raise UsageError(f"unknown dtype {bad_dtype[0]!r}; choose from {', '.join(DTYPES)}")
     if config.steps < 1:
         raise UsageError(f"--steps must be >= 1, got {config.steps}")
+    if not 1 <= config.check_every <= config.steps:
+        raise UsageError(f"--check-every must be in 1..{config.steps} (--steps), got {config.check_every}")
     if config.seed is not None and not 0 <= config.seed < 2**32:
         raise UsageError(f"--seed must be in 0..2**32-1, got {config.seed}")
     try:
-        for dtype in config.dtypes:
+        for dtype in config.dtype:
             config.spec(dtype)
     except ValueError as exc:
         raise UsageError(str(exc)) from None

@@ -40,6 +40,7 @@ class Implementation(Protocol):
 
     name: str
     spec: ModelSpec
+    exact: bool  # False for finite-difference gradients: the harness then holds it to NOTEBOOK_FD
 
     def forward(self, params: Params, x: np.ndarray) -> np.ndarray:
         """Predictions of shape (k, layers[-1])."""
@@ -63,8 +64,16 @@ class Implementation(Protocol):
         ...
 
 
+def require_dtype(name: str, spec: ModelSpec, supported: tuple[str, ...]) -> None:
+    """Raise Unavailable unless the implementation computes in ``spec.dtype``."""
+    if spec.dtype not in supported:
+        raise Unavailable(f"{name} has no {spec.dtype}; it runs in {', '.join(supported)}")
+
+
 def check_record(steps: int, record: Sequence[int]) -> list[int]:
-    """Sorted unique checkpoint steps, each in 0..steps."""
+    """Sorted unique checkpoint steps, each in 0..steps (steps >= 1)."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
     wanted = sorted(set(int(k) for k in record))
     if wanted and not (0 <= wanted[0] and wanted[-1] <= steps):
         raise ValueError(f"checkpoint steps must lie in 0..{steps}, got {wanted}")

@@ -16,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from impls.interface import Params, TrainResult, check_record
-from impls.spec import ModelSpec
+from impls.interface import Params, TrainResult, check_record, require_dtype
+from impls.spec import DTYPES, ModelSpec
 
 ACTIVATION = {"relu": jax.nn.relu, "tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid}
 
@@ -27,16 +27,20 @@ class JaxGrad:
 
     name = "jax"
 
+    exact = True
+
     def __init__(self, spec: ModelSpec) -> None:
+        require_dtype(self.name, spec, DTYPES)
         self.spec = spec
         self.x64 = spec.dtype == "float64"
         self._forward_jit = jax.jit(self._forward)
         self._value_and_grad = jax.jit(jax.value_and_grad(self._objective, has_aux=True))
         self._scan = jax.jit(self._run, static_argnums=3)
 
-    # The boundary: the only place NumPy arrays become JAX arrays and back.
-    def _array(self, a: np.ndarray) -> jax.Array:
-        return jnp.asarray(np.asarray(a, dtype=self.spec.dtype))
+    # The boundary: the only place arrays change type. Compiled functions take NumPy
+    # arrays directly: jit's dispatch transfers them faster than jnp.asarray per array.
+    def _array(self, a: np.ndarray) -> np.ndarray:
+        return np.asarray(a, dtype=self.spec.dtype)
 
     def _numpy(self, tree: dict[str, jax.Array]) -> dict[str, np.ndarray]:
         """Copies in the spec's parameter order (JAX sorts dict keys)."""

@@ -83,6 +83,7 @@ class NotebookNumpy:
     """Forward, backward and SGD exactly as the notebook's In [191] cell, for any depth."""
 
     name = "numpy-base"
+    exact = True
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 ACTIVATIONS = ("relu", "tanh", "sigmoid")
 LOSSES = ("sel",)
 REDUCTIONS = ("sum", "mean")
-DTYPES = ("float64", "float32")
+DTYPES = ("float64", "float32")  # what a run can ask for
+ORACLE_DTYPE = "longdouble"  # the extended-precision truth; only numpy computes in it
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class ModelSpec:
     activations: tuple[str, ...] = ("tanh", "sigmoid")  # one per layer after the input
     loss: str = "sel"  # 0.5 * (y - y_hat)**2 per element
     reduction: str = "sum"  # gradient of the sum (notebook) or of the mean
-    dtype: str = "float64"  # float64 or float32, for every array in the run
+    dtype: str = "float64"  # float64 or float32 (or longdouble, for the oracle), for every array
     lr: float = 0.001  # plain SGD step size, as in the notebook
 
     def __post_init__(self) -> None:
@@ -44,7 +45,7 @@ class ModelSpec:
         _one_of("activation", self.activations, ACTIVATIONS)
         _one_of("loss", (self.loss,), LOSSES)
         _one_of("reduction", (self.reduction,), REDUCTIONS)
-        _one_of("dtype", (self.dtype,), DTYPES)
+        _one_of("dtype", (self.dtype,), DTYPES + (ORACLE_DTYPE,))
         if not 0 < self.lr < float("inf"):
             raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
 

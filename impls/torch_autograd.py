@@ -6,8 +6,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from impls.interface import Params, TrainResult, check_record
-from impls.spec import ModelSpec
+from impls.interface import Params, TrainResult, check_record, require_dtype
+from impls.spec import DTYPES, ModelSpec
 
 ACTIVATION = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
 
@@ -17,7 +17,10 @@ class TorchAutograd:
 
     name = "torch"
 
+    exact = True
+
     def __init__(self, spec: ModelSpec) -> None:
+        require_dtype(self.name, spec, DTYPES)
         self.spec = spec
         self.dtype = getattr(torch, spec.dtype)
 

@@ -1,0 +1,64 @@
+"""One-step checks: loss and gradients at given parameters, against the oracle and finite differences."""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+from harness.checks import error_row, finite_difference_grads, term_scale
+from harness.tolerances import FD_CHECK_F64, FD_CHECK_STEP, NOTEBOOK_FD, allowed
+from impls.interface import Implementation, Params
+
+COLUMNS = ["check", "impl", "dtype", "step", "param", "max_abs", "rel", "ulps", "allowed", "passed"]
+
+
+def _cast(params: Params, dtype: str) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v, dtype=dtype) for k, v in params.items()}
+
+
+def _loss_and_grads(impl: Implementation, params: Params, x, y) -> dict[str, np.ndarray]:
+    loss, grads = impl.loss_and_grads(params, x, y)
+    return {"loss": np.asarray(loss), **grads}
+
+
+def teacher_forced(impls: list[Implementation], oracle: Implementation, plain: Mapping[str, Implementation],
+                   states: Mapping[int, Params], x: np.ndarray, y: np.ndarray) -> pd.DataFrame:
+    """Every implementation at the same parameters (``states``, cast to its dtype) against the oracle.
+
+    Errors are relative to the gradients' per-sample terms (``checks.term_scale``).
+    The allowed error at each point is set by plain NumPy's own error there (``plain[dtype]``).
+    """
+    rows = []
+    for step, state in states.items():
+        for dtype in sorted({impl.spec.dtype for impl in impls}):
+            params = _cast(state, dtype)
+            truth = _loss_and_grads(oracle, params, x, y)
+            scale = term_scale(oracle, params, x, y)
+            baseline = _loss_and_grads(plain[dtype], params, x, y)
+            for impl in (i for i in impls if i.spec.dtype == dtype):
+                got = baseline if impl is plain[dtype] else _loss_and_grads(impl, params, x, y)
+                for name, ref in truth.items():
+                    error = error_row(got[name], ref, dtype, scale[name])
+                    limit = allowed(dtype, error_row(baseline[name], ref, dtype, scale[name])["rel"], impl.exact)
+                    rows.append({"check": "teacher-forced", "impl": impl.name, "dtype": dtype, "step": step,
+                                 "param": name, **error, "allowed": limit, "passed": error["rel"] <= limit})
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def finite_differences(impls: list[Implementation], oracle: Implementation, states: Mapping[int, Params],
+                       x: np.ndarray, y: np.ndarray) -> pd.DataFrame:
+    """Each float64 implementation's gradients against central differences of its own forward pass."""
+    rows = []
+    for step, state in states.items():
+        params = _cast(state, "float64")
+        scale = term_scale(oracle, params, x, y)
+        for impl in impls:
+            limit = FD_CHECK_F64.rel if impl.exact else NOTEBOOK_FD.rel
+            _, grads = impl.loss_and_grads(params, x, y)
+            estimate = finite_difference_grads(impl, params, x, y, FD_CHECK_STEP)
+            for name, ref in estimate.items():
+                error = error_row(grads[name], ref, "float64", scale[name])
+                rows.append({"check": "finite-difference", "impl": impl.name, "dtype": "float64", "step": step,
+                             "param": name, **error, "allowed": limit, "passed": error["rel"] <= limit})
+    return pd.DataFrame(rows, columns=COLUMNS)

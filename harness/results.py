@@ -1,0 +1,73 @@
+"""The one writer of results folders: tidy CSV tables, meta.json, summary.md and PNG plots.
+
+A run is written into a hidden temporary folder beside its destination and
+renamed into place only when every file is complete, so a folder under
+``results/`` is either a whole run or absent. Only CSV, JSON, Markdown and
+PNG are written: nothing a reader must unpickle.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+FORMAT_VERSION = 1
+RESULTS = Path("results")
+
+Plot = tuple[str, Callable[[pd.DataFrame, Path], None], pd.DataFrame]  # file name, plotter, its data
+
+
+def default_out(root: Path = RESULTS) -> Path:
+    """A new folder under results/ named by the local time, never an existing one."""
+    stem = time.strftime("run-%Y%m%d-%H%M%S")
+    out, n = root / stem, 1
+    while out.exists():
+        n += 1
+        out = root / f"{stem}-{n}"
+    return out
+
+
+def check_out(out: Path, overwrite: bool) -> None:
+    """Raise ValueError (one line) if ``out`` cannot receive a run."""
+    if out.exists() and not overwrite:
+        raise ValueError(f"output folder {out} exists; pass --overwrite to replace it")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output path {out} is not a folder")
+    parent = out.parent if out.parent != Path("") else Path(".")
+    probe = parent
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK):
+        raise ValueError(f"output folder {out} cannot be written ({probe} is not writable)")
+
+
+def write(out: Path, tables: dict[str, pd.DataFrame], meta: dict, summary: str,
+          plots: list[Plot] = ()) -> Path:
+    """Write every file into a temporary folder, then move it to ``out`` (replacing an old run)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        for name, table in tables.items():
+            table.to_csv(tmp / f"{name}.csv", index=False, float_format="%.17g")
+        (tmp / "meta.json").write_text(json.dumps({"format_version": FORMAT_VERSION, **meta}, indent=2) + "\n")
+        (tmp / "summary.md").write_text(summary)
+        for file_name, plotter, data in plots:
+            plotter(data, tmp / file_name)
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
