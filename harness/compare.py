@@ -202,6 +202,8 @@ def _summary(config: RunConfig, outcome: Outcome) -> str:
     div = t["divergence"]
     sections["First divergence"] = div if (div.first_step != "").any() else "No implementation left tolerance."
     final = t["final"].drop(columns=["notebook_line"])
+    final = final.assign(loss=final.loss.map("{:.6f}".format),
+                         **{c: final[c].map("{:.8f}".format) for c in final if c.startswith("pred_")})
     sections[f"Final state (step {config.steps - 1}, the loop's last forward pass)"] = final
     sections["Timings"] = report.timing_table(t["timings"])
     if outcome.skipped:
@@ -212,9 +214,8 @@ def _summary(config: RunConfig, outcome: Outcome) -> str:
 
 
 def _plots(tables: dict[str, pd.DataFrame]) -> list[results.Plot]:
-    deviation = tables["parameters"].groupby(["impl", "dtype", "step"], sort=False, as_index=False).rel_err.max()
     return [("loss.png", plots.plot_losses, tables["trajectory"]),
-            ("deviation.png", plots.plot_deviation, deviation),
+            ("deviation.png", plots.plot_deviation, tables["trajectory"]),
             ("timings.png", plots.plot_timings, tables["timings"])]
 
 

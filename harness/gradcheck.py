@@ -31,7 +31,7 @@ def teacher_forced(impls: list[Implementation], oracle: Implementation, plain: M
     """
     rows = []
     for step, state in states.items():
-        for dtype in sorted({impl.spec.dtype for impl in impls}):
+        for dtype in dict.fromkeys(impl.spec.dtype for impl in impls):  # in run order
             params = _cast(state, dtype)
             truth = _loss_and_grads(oracle, params, x, y)
             scale = term_scale(oracle, params, x, y)

@@ -69,7 +69,7 @@ def _deviation_figure(deviation: pd.DataFrame) -> Figure:
     for value, label in ((U64, "u64"), (U32, "u32")):
         # Labelled in the legend, not beside the line: text at the axes' edge collides with the legend.
         ax.axhline(value, color="grey", linestyle=":", linewidth=1, label=label)
-    ax.set(xscale="log", yscale="log", xlabel="step + 1", ylabel="relative error",
+    ax.set(xscale="log", yscale="log", xlabel="step + 1", ylabel="relative error of the per-step loss",
            title="deviation from the longdouble oracle")
     _legend(ax)
     return fig

@@ -35,7 +35,7 @@ class JaxGrad:
         self.x64 = spec.dtype == "float64"
         self._forward_jit = jax.jit(self._forward)
         self._value_and_grad = jax.jit(jax.value_and_grad(self._objective, has_aux=True))
-        self._scan = jax.jit(self._run, static_argnums=3)
+        self._scan = jax.jit(self._run_many, static_argnums=(3, 4))
 
     # The boundary: the only place arrays change type. Compiled functions take NumPy
     # arrays directly: jit's dispatch transfers them faster than jnp.asarray per array.
@@ -65,6 +65,13 @@ class JaxGrad:
     def _run(self, p, x, y, length: int):
         return lax.scan(lambda c, _: self._step(c, x, y), p, None, length=length)
 
+    def _run_many(self, p, x, y, length: int, count: int):
+        """``count`` segments of ``length`` steps in one compiled call; params kept at each segment's end."""
+        def segment(c, _):
+            c, losses = self._run(c, x, y, length)
+            return c, (c, losses)
+        return lax.scan(segment, p, None, length=count)
+
     def forward(self, params: Params, x: np.ndarray) -> np.ndarray:
         with jax.enable_x64(self.x64):
             p = {k: self._array(v) for k, v in params.items()}
@@ -77,18 +84,38 @@ class JaxGrad:
             return float(reported), self._numpy(grads)
 
     def train(self, params: Params, x: np.ndarray, y: np.ndarray, steps: int, record: Sequence[int] = ()) -> TrainResult:
-        """One compiled scan per stretch between checkpoints (each distinct length compiles once)."""
+        """Checkpoints split the run into segments; equal consecutive segments run as one compiled call."""
         wanted = check_record(steps, record)
         with jax.enable_x64(self.x64):
             p = {k: self._array(v) for k, v in params.items()}
             x_j, y_j = self._array(x), self._array(y)
-            checkpoints, chunks, done = {}, [], 0
-            for stop in [k for k in wanted if k < steps] + [steps]:
-                if stop > done:
-                    p, losses = self._scan(p, x_j, y_j, stop - done)
-                    chunks.append(losses)
-                    done = stop
-                if stop in wanted:
-                    checkpoints[stop] = self._numpy(p)
-            losses = np.concatenate([np.asarray(c, dtype=np.float64) for c in chunks]) if chunks else np.empty(0)
+            stored, chunks = [], []
+            for start, length, count in _segments(wanted, steps):
+                p, (states, losses) = self._scan(p, x_j, y_j, length, count)
+                stored.append((start, length, count, states))
+                chunks.append(losses)
+            # Copy to the host only at the end, so the segments are dispatched without waiting.
+            checkpoints = {0: {k: np.array(v, dtype=self.spec.dtype) for k, v in params.items()}} if 0 in wanted else {}
+            for start, length, count, states in stored:
+                host = self._numpy(states)
+                for j in range(count):
+                    if start + (j + 1) * length in wanted:
+                        checkpoints[start + (j + 1) * length] = {k: v[j].copy() for k, v in host.items()}
+            losses = np.concatenate([np.asarray(c, dtype=np.float64).ravel() for c in chunks])
             return TrainResult(losses=losses, params=self._numpy(p), checkpoints=checkpoints)
+
+
+def _segments(wanted: list[int], steps: int) -> list[tuple[int, int, int]]:
+    """(start, length, count) runs of equal-length segments between consecutive stops."""
+    stops = [k for k in wanted if 0 < k < steps] + [steps]
+    runs: list[tuple[int, int, int]] = []
+    previous = 0
+    for stop in stops:
+        length = stop - previous
+        if runs and runs[-1][1] == length:
+            start, _, count = runs[-1]
+            runs[-1] = (start, length, count + 1)
+        else:
+            runs.append((previous, length, 1))
+        previous = stop
+    return runs

@@ -1,20 +1,94 @@
-"""The ``python -m harness.compare`` entry point: its output and exit codes."""
-import numpy as np
+"""The ``python -m harness.compare`` entry point: files, exit codes, and planted bugs caught."""
+import json
+
+import pandas as pd
 import pytest
 
 from harness import compare, config, notebook
 from harness.data import xor
 from harness.init import initial_params
 from impls.spec import ModelSpec
+from tests.broken import BiasGradMean, LrDoubledInLoop, TanhPrimeWrong, register
 from tests.conftest import make
 
+SHORT = ["--steps", "300", "--check-every", "100"]
+FILES = ["summary.md", "gradients.csv", "trajectory.csv", "parameters.csv", "divergence.csv", "final.csv",
+         "timings.csv", "meta.json", "loss.png", "deviation.png", "timings.png"]
 
-def test_prints_a_row_per_implementation_and_dtype(capsys):
-    assert compare.main(["--steps", "2100", "--impls", "numpy,numpy-fd,jax"]) == 0
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "short"
+    code = compare.main([*SHORT, "--out", str(out), "--quiet"])
+    return code, out
+
+
+def test_short_run_passes_and_writes_every_file(short_run):
+    code, out = short_run
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(FILES)
+    assert not list(out.parent.glob(".short.*"))  # no temporary folder left beside it
+
+
+def test_final_table_has_the_documented_columns(short_run):
+    final = pd.read_csv(short_run[1] / "final.csv")
+    assert list(final.columns[:9]) == ["impl", "dtype", "step", "loss", "pred_0", "pred_1", "pred_2", "pred_3",
+                                       "solved"]
+    assert set(zip(final.impl, final.dtype)) == {
+        ("numpy", "float64"), ("numpy-fd", "float64"), ("torch", "float64"), ("jax", "float64"),
+        ("numpy", "float32"), ("torch", "float32"), ("jax", "float32")}
+    assert (final.step == 299).all()
+
+
+def test_tables_hold_every_check(short_run):
+    out = short_run[1]
+    grads = pd.read_csv(out / "gradients.csv")
+    assert set(grads.check) == {"teacher-forced", "finite-difference"}
+    assert set(grads.param) == {"loss", "w0", "b0", "w1", "b1"}
+    assert sorted(grads[grads.check == "teacher-forced"].step.unique()) == [0, 100, 200, 299, 300]
+    assert grads.passed.all() and (grads.ulps >= 0).all()
+    losses = pd.read_csv(out / "trajectory.csv")
+    assert {0, 299} <= set(losses.step) and (losses.rel_err <= losses.allowed).all()
+    timings = pd.read_csv(out / "timings.csv")
+    assert set(timings.measure) == {"first_call", "loss_and_grads", "train_step", "trajectory"}
+    assert (timings.median_s > 0).all()
+
+
+def test_meta_records_config_versions_and_threads(short_run):
+    meta = json.loads((short_run[1] / "meta.json").read_text())
+    assert meta["format_version"] == 1 and meta["config"]["steps"] == 300
+    env = meta["environment"]
+    assert env["numpy"]["version"] and env["torch"]["num_threads"] >= 1
+    assert env["jax"]["x64_enabled_globally"] is False
+    assert "numpy-fd float32" in meta["skipped"]
+
+
+def test_summary_reads_first(short_run):
+    text = (short_run[1] / "summary.md").read_text()
+    assert text.splitlines()[2] == "**PASS**: every check passed."
+    for heading in ("Agreement", "First divergence", "Final state", "Timings", "Tolerances"):
+        assert f"## {heading}" in text
+
+
+@pytest.mark.parametrize("cls, expected", [
+    (TanhPrimeWrong, "diverges at step 1 (by its loss); first disagreement: gradient of w0 at step 0"),
+    (BiasGradMean, "diverges at step 1 (by its loss); first disagreement: gradient of b1 at step 0"),
+    (LrDoubledInLoop, "diverges at step 1 (by its loss); first disagreement: training loop"),
+])
+def test_a_planted_bug_exits_1_naming_step_and_parameter(monkeypatch, capsys, tmp_path, cls, expected):
+    name = register(monkeypatch, cls)
+    code = compare.main([*SHORT, "--impls", f"numpy,{name}", "--dtype", "float64", "--out", str(tmp_path / "r"),
+                         "--quiet", "--no-plots"])
     out = capsys.readouterr().out
-    assert out.count("\nnumpy ") == 2 and out.count("\njax ") == 2
-    assert "numpy-fd  skipped: numpy-fd runs in float64 only" in out
-    assert "Loss: " in out and "@2000" in out
+    assert code == 1
+    assert f"trajectory: {name} float64 {expected}" in out
+    assert "numpy float64" not in out  # the correct implementation is not blamed
+
+
+def test_teacher_forced_failure_names_the_parameter(monkeypatch, capsys, tmp_path):
+    name = register(monkeypatch, TanhPrimeWrong)
+    compare.main([*SHORT, "--impls", name, "--dtype", "float64", "--out", str(tmp_path / "r"), "--quiet", "--no-plots"])
+    assert f"teacher-forced: {name} float64 step 0 w0: relative error" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -22,19 +96,33 @@ def test_prints_a_row_per_implementation_and_dtype(capsys):
     (["--steps", "ten"], "argument --steps: invalid int value: 'ten'"),
     (["--lr", "-1"], "lr must be a finite number > 0, got -1.0"),
     (["--impls", "numpy,tf"], "unknown implementation 'tf'"),
-    (["--dtypes", "float16"], "unknown dtype 'float16'"),
+    (["--dtype", "float16"], "unknown dtype 'float16'"),
     (["--activations", "tanh,gelu"], "unknown activation 'gelu'"),
     (["--layers", "2,4,4,1"], "need 3 activations"),
     (["--reduction", "max"], "unknown reduction 'max'"),
     (["--seed", "-3"], "--seed must be in 0..2**32-1, got -3"),
+    (["--check-every", "500", "--steps", "100"], "--check-every must be in 1..100"),
     (["--bogus"], "unrecognized arguments: --bogus"),
 ])
 def test_bad_usage_is_one_line_and_exit_2(capsys, argv, message):
     assert compare.main(argv) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert captured.err == f"harness.compare: error: {captured.err.split('error: ', 1)[1]}"
-    assert message in captured.err and captured.err.count("\n") == 1
+    assert captured.err.startswith("harness.compare: error: ") and captured.err.count("\n") == 1
+    assert message in captured.err
+
+
+def test_existing_out_folder_needs_overwrite(tmp_path, capsys):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "keep.txt").write_text("earlier run")
+    argv = ["--steps", "20", "--check-every", "10", "--impls", "numpy", "--dtype", "float64", "--out", str(out),
+            "--quiet", "--no-plots"]
+    assert compare.main(argv) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert (out / "keep.txt").exists()
+    assert compare.main([*argv, "--overwrite"]) == 0
+    assert (out / "summary.md").exists() and not (out / "keep.txt").exists()
 
 
 def _line_after(steps: int) -> str:
@@ -44,11 +132,13 @@ def _line_after(steps: int) -> str:
     return notebook.printed_line(run.losses[-1], impl.forward(run.checkpoints[steps - 1], x))
 
 
-def test_exit_1_when_the_notebook_is_not_reproduced(monkeypatch, capsys):
+def test_exit_1_when_the_notebook_is_not_reproduced(monkeypatch, capsys, tmp_path):
     """Shrink the notebook run to 30 steps: the real line passes, a wrong one fails."""
     monkeypatch.setattr(config, "STEPS", 30)
+    argv = ["--steps", "30", "--check-every", "10", "--impls", "numpy,jax", "--dtype", "float64", "--quiet",
+            "--no-plots"]
     monkeypatch.setattr(notebook, "PRINTED", _line_after(30))
-    assert compare.main(["--steps", "30", "--impls", "numpy,jax", "--dtypes", "float64"]) == 0
+    assert compare.main([*argv, "--out", str(tmp_path / "a")]) == 0
     monkeypatch.setattr(notebook, "PRINTED", _line_after(31))
-    assert compare.main(["--steps", "30", "--impls", "numpy,jax", "--dtypes", "float64"]) == 1
-    assert "did not reproduce the notebook's printed line" in capsys.readouterr().out
+    assert compare.main([*argv, "--out", str(tmp_path / "b")]) == 1
+    assert "did not reproduce the notebook" in capsys.readouterr().out

@@ -101,3 +101,11 @@ def test_jax_x64_does_not_leak_into_the_process(data, notebook_params):
     assert jax.config.jax_enable_x64 == before
     if not before:
         assert jnp.zeros(1).dtype == jnp.float32
+
+
+def test_jax_runs_equal_segments_as_one_call():
+    pytest.importorskip("jax")
+    from impls.jax_grad import _segments
+
+    assert _segments([0, 1000, 2000, 2999, 3000], 3000) == [(0, 1000, 2), (2000, 999, 1), (2999, 1, 1)]
+    assert _segments([], 5) == [(0, 5, 1)]

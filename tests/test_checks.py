@@ -1,0 +1,37 @@
+"""The comparison primitives the checks are built on."""
+import numpy as np
+import pytest
+
+from harness.checks import error_row, rel_diff, term_scale
+from harness.tolerances import allowed, floor, NOTEBOOK_FD, SAME_MATH_F32, SAME_MATH_F64, VS_PLAIN_NUMPY
+from impls.spec import ModelSpec
+from tests.conftest import make
+
+
+def test_rel_diff_is_normwise_so_zero_biases_do_not_divide_by_zero():
+    assert rel_diff(np.array([1e-3, 0.0]), np.array([0.0, 0.0])) == 1e-3
+    assert rel_diff(np.array([2.0, 1.0]), np.array([2.0, 1.1])) == pytest.approx(0.1 / 2.0)
+
+
+def test_ulps_count_units_of_the_runs_dtype():
+    ref = np.array([1.0])
+    assert error_row(ref + np.finfo(np.float32).eps, ref, "float32")["ulps"] == pytest.approx(1.0)
+    assert error_row(ref + np.finfo(np.float64).eps, ref, "float64")["ulps"] == pytest.approx(1.0)
+
+
+def test_term_scale_keeps_a_cancelled_gradient_comparable(data, notebook_params):
+    """A gradient that sums to ~0 over samples is judged against the size of its terms, not its total."""
+    oracle = make("numpy", ModelSpec(dtype="longdouble"))
+    x, y = data
+    _, grads = oracle.loss_and_grads(notebook_params, x, y)
+    scale = term_scale(oracle, notebook_params, x, y)
+    for name, g in grads.items():
+        assert np.all(scale[name] >= np.abs(g) * (1 - 1e-15)), name  # |sum| <= sum of |terms|
+    mean = term_scale(make("numpy", ModelSpec(dtype="longdouble", reduction="mean")), notebook_params, x, y)
+    np.testing.assert_allclose(np.asarray(mean["w0"], float), np.asarray(scale["w0"], float) / 4, rtol=1e-15)
+
+
+def test_allowed_is_the_floor_or_ten_times_plain_numpy():
+    assert allowed("float64", 1e-16) == SAME_MATH_F64.rel
+    assert allowed("float32", 1e-3) == VS_PLAIN_NUMPY * 1e-3
+    assert floor("float32") is SAME_MATH_F32 and floor("float64", exact=False) is NOTEBOOK_FD
