@@ -35,7 +35,8 @@ from impls.interface import Implementation
 from impls.registry import available, create
 from impls.spec import ORACLE_DTYPE
 
-TIMING_STEPS = 200  # native-loop steps per timed repeat (short: the whole run is timed too)
+TIMING_REPEAT_S = 0.03  # aim for a timed repeat this long: enough to swamp the clock and dispatch jitter
+TIMING_STEPS = (100, 20_000)  # bounds on native-loop steps per timed repeat
 TIMING_REPEATS = 5
 CALL_REPEATS, CALLS_PER_REPEAT = 7, 20
 STORED_LOSS_STEPS = 400  # per-step losses kept in trajectory.csv: log-spaced, plus every checkpoint
@@ -68,10 +69,12 @@ def _stored_steps(steps: int, checkpoints: list[int], extra: list[int]) -> np.nd
 def _time(impl: Implementation, run: Run, params, x, y) -> list[dict]:
     """First call on a fresh instance, steady loss-and-grads and train-step times, the whole run."""
     fresh = create(impl.name, impl.spec)
+    per_step = run.wall_s / len(run.result.losses)
+    steps = int(np.clip(TIMING_REPEAT_S / per_step, *TIMING_STEPS))
     measured = {
         "first_call": timing.once(lambda: fresh.loss_and_grads(params, x, y)),
         "loss_and_grads": timing.steady(lambda: impl.loss_and_grads(params, x, y), CALL_REPEATS, CALLS_PER_REPEAT),
-        "train_step": timing.steady(lambda: impl.train(params, x, y, TIMING_STEPS), TIMING_REPEATS, 1, TIMING_STEPS),
+        "train_step": timing.steady(lambda: impl.train(params, x, y, steps), TIMING_REPEATS, 1, steps),
         "trajectory": timing.Timing(run.wall_s, 0.0, 1, 1),
     }
     return [{"impl": impl.name, "dtype": impl.spec.dtype, "measure": m, "median_s": t.median_s, "iqr_s": t.iqr_s,
@@ -191,6 +194,9 @@ def _summary(config: RunConfig, outcome: Outcome) -> str:
     verdict = ("**PASS**: every check passed." if not outcome.failures else
                "**FAIL**:\n\n" + "\n".join(f"- {line}" for line in outcome.failures))
     sections: dict[str, pd.DataFrame | str] = {}
+    oracle = _oracle_info()
+    if not oracle["more_precise_than_float64"]:
+        verdict += "\n\nWarning: longdouble is float64 on this platform, so the oracle is no more precise than float64."
     if config.is_notebook_run:
         sections["The notebook's printed line"] = (
             f"Notebook: `{notebook.PRINTED}`\n\n" + report.markdown(pd.DataFrame(
@@ -213,6 +219,12 @@ def _summary(config: RunConfig, outcome: Outcome) -> str:
     return report.summary(title, verdict, sections)
 
 
+def _oracle_info() -> dict:
+    """How much more precise than float64 the oracle is here (longdouble is platform-dependent)."""
+    eps = float(np.finfo(np.longdouble).eps)
+    return {"dtype": ORACLE_DTYPE, "eps": eps, "more_precise_than_float64": eps < float(np.finfo(np.float64).eps)}
+
+
 def _plots(tables: dict[str, pd.DataFrame]) -> list[results.Plot]:
     return [("loss.png", plots.plot_losses, tables["trajectory"]),
             ("deviation.png", plots.plot_deviation, tables["trajectory"]),
@@ -229,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     outcome = compare(config)
     summary = _summary(config, outcome)
-    meta = {"config": asdict(config), "skipped": outcome.skipped, "environment": run_metadata()}
+    meta = {"config": asdict(config), "skipped": outcome.skipped, "oracle": _oracle_info(),
+            "environment": run_metadata()}
     written = results.write(out, outcome.tables, meta, summary, [] if config.no_plots else _plots(outcome.tables))
     if config.quiet:
         print("\n".join(outcome.failures) or "PASS")

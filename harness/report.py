@@ -50,7 +50,7 @@ def timing_table(timings: pd.DataFrame) -> pd.DataFrame:
             flag = " (noisy)" if r.noisy else ""
             return f"{r.median_s * 1e6:.1f} ± {r.iqr_s * 1e6:.1f}{flag}"
         rows.append({"impl": impl, "dtype": dtype,
-                     "first call (s)": f"{get.loc['first_call'].median_s:.3f}",
+                     "first call (ms)": f"{get.loc['first_call'].median_s * 1e3:.2f}",
                      "loss+grads (us, median ± IQR)": us("loss_and_grads"),
                      "train step (us, median ± IQR)": us("train_step"),
                      "trajectory (s)": f"{get.loc['trajectory'].median_s:.2f}"})

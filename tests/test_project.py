@@ -18,3 +18,11 @@ def test_readme_opens_with_the_two_commands():
 def test_ci_runs_the_readmes_test_command():
     test_cmd = _readme_commands()[1]
     assert test_cmd in (ROOT / ".ci" / "run").read_text().splitlines()
+
+
+def test_readme_shows_the_committed_reference_tables():
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("<!-- reference:start", 1)[1].split("<!-- reference:end -->", 1)[0]
+    summary = (ROOT / "results" / "reference" / "summary.md").read_text()
+    table_rows = [line for line in block.splitlines() if line.startswith("|")]
+    assert table_rows and all(line in summary for line in table_rows)
