@@ -189,7 +189,8 @@ def _failures(tables: dict[str, pd.DataFrame]) -> list[str]:
     return lines
 
 
-def _summary(config: RunConfig, outcome: Outcome) -> str:
+def _summary(config: RunConfig, outcome: Outcome, short: bool = False) -> str:
+    """summary.md; ``short`` (what the terminal shows) leaves out the tolerance reasons."""
     t = outcome.tables
     verdict = ("**PASS**: every check passed." if not outcome.failures else
                "**FAIL**:\n\n" + "\n".join(f"- {line}" for line in outcome.failures))
@@ -214,7 +215,8 @@ def _summary(config: RunConfig, outcome: Outcome) -> str:
     sections["Timings"] = report.timing_table(t["timings"])
     if outcome.skipped:
         sections["Unavailable"] = "\n".join(f"- {k}: {v}" for k, v in outcome.skipped.items())
-    sections["Tolerances"] = report.tolerance_table()
+    if not short:
+        sections["Tolerances"] = report.tolerance_table()
     title = f"harness.compare: layers {config.layers}, {config.steps:,} steps, lr {config.lr}"
     return report.summary(title, verdict, sections)
 
@@ -247,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     if config.quiet:
         print("\n".join(outcome.failures) or "PASS")
     else:
-        print(summary)
+        print(_summary(config, outcome, short=True))
     print(f"results: {written}")
     return 1 if outcome.failures else 0
 

@@ -55,7 +55,7 @@ def _csv(kind):
 
 
 HELP = {
-    "impls": "comma-separated implementations",
+    "impls": "comma-separated implementations (numpy always runs: it is the baseline)",
     "dtype": "comma-separated dtypes",
     "steps": "SGD updates per run",
     "lr": "learning rate",

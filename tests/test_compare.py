@@ -85,10 +85,21 @@ def test_a_planted_bug_exits_1_naming_step_and_parameter(monkeypatch, capsys, tm
     assert "numpy float64" not in out  # the correct implementation is not blamed
 
 
-def test_teacher_forced_failure_names_the_parameter(monkeypatch, capsys, tmp_path):
+def test_one_step_checks_name_the_parameter(monkeypatch, capsys, tmp_path):
     name = register(monkeypatch, TanhPrimeWrong)
     compare.main([*SHORT, "--impls", name, "--dtype", "float64", "--out", str(tmp_path / "r"), "--quiet", "--no-plots"])
-    assert f"teacher-forced: {name} float64 step 0 w0: relative error" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"teacher-forced: {name} float64 step 0 w0: relative error" in out
+    assert f"finite-difference: {name} float64 step 0 w0: relative error" in out
+
+
+def test_a_planted_bug_is_caught_in_float32_too(monkeypatch, capsys, tmp_path):
+    name = register(monkeypatch, BiasGradMean)
+    code = compare.main([*SHORT, "--impls", name, "--dtype", "float32", "--out", str(tmp_path / "r"), "--quiet",
+                         "--no-plots"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert f"trajectory: {name} float32 diverges at step 1 (by its loss); first disagreement: gradient of b1" in out
 
 
 @pytest.mark.parametrize("argv, message", [
