@@ -42,7 +42,7 @@ def teacher_forced(impls: list[Implementation], oracle: Implementation, plain: M
                     error = error_row(got[name], ref, dtype, scale[name])
                     limit = allowed(dtype, error_row(baseline[name], ref, dtype, scale[name])["rel"], impl.exact)
                     rows.append({"check": "teacher-forced", "impl": impl.name, "dtype": dtype, "step": step,
-                                 "param": name, **error, "allowed": limit, "passed": error["rel"] <= limit})
+                                 "param": name, **error, "allowed": float(limit), "passed": bool(error["rel"] <= limit)})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -60,5 +60,5 @@ def finite_differences(impls: list[Implementation], oracle: Implementation, stat
             for name, ref in estimate.items():
                 error = error_row(grads[name], ref, "float64", scale[name])
                 rows.append({"check": "finite-difference", "impl": impl.name, "dtype": "float64", "step": step,
-                             "param": name, **error, "allowed": limit, "passed": error["rel"] <= limit})
+                             "param": name, **error, "allowed": float(limit), "passed": bool(error["rel"] <= limit)})
     return pd.DataFrame(rows, columns=COLUMNS)
