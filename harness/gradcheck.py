@@ -13,6 +13,11 @@ from impls.interface import Implementation, Params
 COLUMNS = ["check", "impl", "dtype", "step", "param", "max_abs", "rel", "ulps", "allowed", "passed"]
 
 
+def _table(rows: list[dict]) -> pd.DataFrame:
+    """Typed even when empty, so tables concatenate without turning ``passed`` into objects."""
+    return pd.DataFrame(rows, columns=COLUMNS).astype({"step": int, "passed": bool})
+
+
 def _cast(params: Params, dtype: str) -> dict[str, np.ndarray]:
     return {k: np.asarray(v, dtype=dtype) for k, v in params.items()}
 
@@ -43,7 +48,7 @@ def teacher_forced(impls: list[Implementation], oracle: Implementation, plain: M
                     limit = allowed(dtype, error_row(baseline[name], ref, dtype, scale[name])["rel"], impl.exact)
                     rows.append({"check": "teacher-forced", "impl": impl.name, "dtype": dtype, "step": step,
                                  "param": name, **error, "allowed": float(limit), "passed": bool(error["rel"] <= limit)})
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return _table(rows)
 
 
 def finite_differences(impls: list[Implementation], oracle: Implementation, states: Mapping[int, Params],
@@ -61,4 +66,4 @@ def finite_differences(impls: list[Implementation], oracle: Implementation, stat
                 error = error_row(grads[name], ref, "float64", scale[name])
                 rows.append({"check": "finite-difference", "impl": impl.name, "dtype": "float64", "step": step,
                              "param": name, **error, "allowed": float(limit), "passed": bool(error["rel"] <= limit)})
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return _table(rows)
