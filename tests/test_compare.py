@@ -99,7 +99,9 @@ def test_a_planted_bug_is_caught_in_float32_too(monkeypatch, capsys, tmp_path):
                          "--no-plots"])
     out = capsys.readouterr().out
     assert code == 1
-    assert f"trajectory: {name} float32 diverges at step 1 (by its loss); first disagreement: gradient of b1" in out
+    # float32's floor lets the loss drift a few steps before it shows; the replay still finds step 0.
+    assert f"trajectory: {name} float32 diverges at step " in out
+    assert "first disagreement: gradient of b1 at step 0" in out
 
 
 @pytest.mark.parametrize("argv, message", [
