@@ -19,7 +19,7 @@ from jax import lax
 from impls.interface import Params, TrainResult, check_record, require_dtype
 from impls.spec import DTYPES, ModelSpec
 
-ACTIVATION = {"relu": jax.nn.relu, "tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid}
+ACTIVATION = {"relu": jax.nn.relu, "tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid, "identity": lambda z: z}
 
 
 class JaxGrad:
@@ -28,6 +28,7 @@ class JaxGrad:
     name = "jax"
 
     exact = True
+    relu_grad_at_zero = 0.0  # jax.nn.relu's derivative is defined as 0 at 0
 
     def __init__(self, spec: ModelSpec) -> None:
         require_dtype(self.name, spec, DTYPES)
@@ -46,15 +47,24 @@ class JaxGrad:
         """Copies in the spec's parameter order (JAX sorts dict keys)."""
         return {k: np.array(tree[k]) for k in self.spec.param_shapes()}
 
-    def _forward(self, p: dict[str, jax.Array], x: jax.Array) -> jax.Array:
+    def _layers(self, p: dict[str, jax.Array], x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(pre-activation, output) of the last layer."""
         h = x
         for i, act in enumerate(self.spec.activations):
-            h = ACTIVATION[act](h @ p[f"w{i}"] + p[f"b{i}"])
-        return h
+            z = h @ p[f"w{i}"] + p[f"b{i}"]
+            h = ACTIVATION[act](z)
+        return z, h
+
+    def _forward(self, p: dict[str, jax.Array], x: jax.Array) -> jax.Array:
+        return self._layers(p, x)[1]
 
     def _objective(self, p, x, y) -> tuple[jax.Array, jax.Array]:
         """(objective to differentiate, reported mean loss as aux)."""
-        per_element = 0.5 * (y - self._forward(p, x)) ** 2
+        z, out = self._layers(p, x)
+        if self.spec.loss == "bce":
+            per_element = jax.nn.softplus(z) - y * z  # softplus is logaddexp(z, 0): stable
+        else:
+            per_element = 0.5 * (y - out) ** 2
         objective = per_element.sum() if self.spec.reduction == "sum" else per_element.mean()
         return objective, per_element.mean()
 

@@ -10,9 +10,12 @@ class NumpyBackprop(NotebookNumpy):
     """Loss derivative ``sel_prime``; activation derivatives from the layer's output."""
 
     name = "numpy"
+    relu_grad_at_zero = 0.0  # relu_prime(out) = 1 * (out > 0): H(0) = 0, as in the w and b derivations
 
-    def loss_grad(self, y_hat: np.ndarray, y: np.ndarray) -> np.ndarray:
-        return sel_prime(y_hat, y)
+    def output_delta(self, z: np.ndarray, out: np.ndarray, y: np.ndarray) -> np.ndarray:
+        if self.spec.loss == "bce":  # d/dz [log(1 + e^z) - y z] = sigmoid(z) - y
+            return out - y
+        return sel_prime(out, y) * ACTIVATION_PRIME[self.spec.activations[-1]](out)
 
     def activation_grad(self, act: str, z: np.ndarray, out: np.ndarray) -> np.ndarray:
         return ACTIVATION_PRIME[act](out)

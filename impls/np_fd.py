@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from impls.interface import Unavailable
-from impls.np_notebook import ACTIVATION, NotebookNumpy, prime, sel
+from impls.np_notebook import ACTIVATION, LOSS, NotebookNumpy, prime
 from impls.spec import ModelSpec
 
 
@@ -19,6 +19,7 @@ class NumpyFiniteDiff(NotebookNumpy):
 
     name = "numpy-fd"
     exact = False
+    relu_grad_at_zero = 0.5  # (relu(h) - relu(-h)) / 2h at z = 0
 
     def __init__(self, spec: ModelSpec) -> None:
         if spec.dtype != "float64":
@@ -28,8 +29,9 @@ class NumpyFiniteDiff(NotebookNumpy):
             )
         super().__init__(spec)
 
-    def loss_grad(self, y_hat: np.ndarray, y: np.ndarray) -> np.ndarray:
-        return prime(lambda v: sel(v, y), y_hat)
+    def output_delta(self, z: np.ndarray, out: np.ndarray, y: np.ndarray) -> np.ndarray:
+        loss = LOSS[self.spec.loss]
+        return prime(lambda v: loss(v, y), out) * prime(ACTIVATION[self.spec.activations[-1]], z)
 
     def activation_grad(self, act: str, z: np.ndarray, out: np.ndarray) -> np.ndarray:
         return prime(ACTIVATION[act], z)

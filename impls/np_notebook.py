@@ -57,6 +57,24 @@ def tanh_prime(y: np.ndarray) -> np.ndarray:
     return 1 - y**2
 
 
+def identity(x: np.ndarray) -> np.ndarray:
+    return x
+
+
+def identity_prime(y: np.ndarray) -> np.ndarray:
+    return np.ones_like(y)
+
+
+def bce(y_hat: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Binary cross-entropy of probabilities (what a finite difference of the output sees)."""
+    return -(y * np.log(y_hat) + (1 - y) * np.log1p(-y_hat))
+
+
+def bce_logits(z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Binary cross-entropy of sigmoid(z), stably: log(1 + exp(z)) - y z."""
+    return np.logaddexp(0, z) - y * z
+
+
 def dense(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
     return x @ w + b
 
@@ -73,8 +91,9 @@ def update_weights(w: np.ndarray, b: np.ndarray, dw: np.ndarray, db: np.ndarray,
     b -= lr * db
 
 
-ACTIVATION = {"relu": relu, "tanh": tanh, "sigmoid": sigmoid}
-ACTIVATION_PRIME = {"relu": relu_prime, "tanh": tanh_prime, "sigmoid": sigmoid_prime}
+ACTIVATION = {"relu": relu, "tanh": tanh, "sigmoid": sigmoid, "identity": identity}
+ACTIVATION_PRIME = {"relu": relu_prime, "tanh": tanh_prime, "sigmoid": sigmoid_prime, "identity": identity_prime}
+LOSS = {"sel": sel, "bce": bce}
 
 Layer = tuple[np.ndarray, np.ndarray, np.ndarray]  # (input h, pre-activation z, output)
 
@@ -90,8 +109,8 @@ class NotebookNumpy:
         self.dtype = np.dtype(spec.dtype)
 
     # The two hooks the implementations fill in.
-    def loss_grad(self, y_hat: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """d sel / d y_hat, element-wise."""
+    def output_delta(self, z: np.ndarray, out: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """d loss / d z of the output layer, element-wise (loss derivative times activation derivative)."""
         raise NotImplementedError
 
     def activation_grad(self, act: str, z: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -114,15 +133,25 @@ class NotebookNumpy:
             h = out
         return layers
 
+    def preactivations(self, params: Params, x: np.ndarray) -> list[np.ndarray]:
+        """z of every layer (to tell when a relu sits exactly at its kink)."""
+        return [z for _, z, _ in self._layers(self._own(params), self._cast(x))]
+
+    def _loss(self, layers: list[Layer], y: np.ndarray) -> np.ndarray:
+        """Per-element loss; bce from the output's pre-activation, which stays finite when y_hat rounds to 0 or 1."""
+        _, z, out = layers[-1]
+        return bce_logits(z, y) if self.spec.loss == "bce" else sel(out, y)
+
     def _backward(self, p: Params, layers: list[Layer], y: np.ndarray) -> dict[str, np.ndarray]:
-        y_hat = layers[-1][2]
-        grad_loss = self.loss_grad(y_hat, y)
+        _, z, out = layers[-1]
+        grad_loss = self.output_delta(z, out, y)
         if self.spec.reduction == "mean":
             grad_loss = grad_loss / y.size
         grads: dict[str, np.ndarray] = {}
         for i in reversed(range(self.spec.depth)):
             h, z, out = layers[i]
-            grad_loss = grad_loss * self.activation_grad(self.spec.activations[i], z, out)
+            if i < self.spec.depth - 1:
+                grad_loss = grad_loss * self.activation_grad(self.spec.activations[i], z, out)
             grads[f"w{i}"], grads[f"b{i}"] = dense_grads(h, grad_loss)
             if i:
                 grad_loss = grad_loss @ p[f"w{i}"].T
@@ -134,8 +163,7 @@ class NotebookNumpy:
     def loss_and_grads(self, params: Params, x: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
         p, y = self._own(params), self._cast(y)
         layers = self._layers(p, self._cast(x))
-        loss = np.mean(sel(layers[-1][2], y))
-        return float(loss), self._backward(p, layers, y)
+        return float(np.mean(self._loss(layers, y))), self._backward(p, layers, y)
 
     def train(self, params: Params, x: np.ndarray, y: np.ndarray, steps: int, record: Sequence[int] = ()) -> TrainResult:
         wanted = set(check_record(steps, record))
@@ -146,7 +174,7 @@ class NotebookNumpy:
             if step in wanted:
                 checkpoints[step] = {k: v.copy() for k, v in p.items()}
             layers = self._layers(p, x)
-            losses[step] = np.mean(sel(layers[-1][2], y))
+            losses[step] = np.mean(self._loss(layers, y))
             grads = self._backward(p, layers, y)
             for i in range(self.spec.depth):
                 update_weights(p[f"w{i}"], p[f"b{i}"], grads[f"w{i}"], grads[f"b{i}"], self.spec.lr)

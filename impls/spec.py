@@ -3,7 +3,12 @@
 Semantics follow the notebook (../shared/seeds, In [191]):
 - each layer is ``z = h @ w + b`` (``w`` of shape (n, m), ``b`` of shape (1, m)),
   then its activation;
-- the per-element loss is ``sel(y_hat, y) = 0.5 * (y - y_hat) ** 2``;
+- the per-element loss is ``sel(y_hat, y) = 0.5 * (y - y_hat) ** 2`` (the notebook's),
+  or binary cross-entropy ``bce``, which needs a sigmoid output layer and is
+  computed stably from its pre-activation z: ``log(1 + exp(z)) - y * z``;
+- relu'(0): the notebook says H(0) = 0 for w and b and H(0) = 1 for x, and its
+  finite difference gives 1/2; each implementation states its choice as
+  ``relu_grad_at_zero`` and the harness reports divergences it causes;
 - the loss that is *reported* is always the mean over every element (the notebook
   prints ``np.mean(loss_fn(y_pred))``);
 - the gradient that is *followed* is that of the ``reduction`` of the per-element
@@ -16,8 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-ACTIVATIONS = ("relu", "tanh", "sigmoid")
-LOSSES = ("sel",)
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")
+LOSSES = ("sel", "bce")
 REDUCTIONS = ("sum", "mean")
 DTYPES = ("float64", "float32")  # what a run can ask for
 ORACLE_DTYPE = "longdouble"  # the extended-precision truth; only numpy computes in it
@@ -29,7 +34,7 @@ class ModelSpec:
 
     layers: tuple[int, ...] = (2, 4, 1)  # input, hidden..., output sizes
     activations: tuple[str, ...] = ("tanh", "sigmoid")  # one per layer after the input
-    loss: str = "sel"  # 0.5 * (y - y_hat)**2 per element
+    loss: str = "sel"  # sel: 0.5 * (y - y_hat)**2 per element; bce: binary cross-entropy
     reduction: str = "sum"  # gradient of the sum (notebook) or of the mean
     dtype: str = "float64"  # float64 or float32 (or longdouble, for the oracle), for every array
     lr: float = 0.001  # plain SGD step size, as in the notebook
@@ -44,6 +49,8 @@ class ModelSpec:
             )
         _one_of("activation", self.activations, ACTIVATIONS)
         _one_of("loss", (self.loss,), LOSSES)
+        if self.loss == "bce" and self.activations[-1] != "sigmoid":
+            raise ValueError(f"loss bce needs a sigmoid output layer, got {self.activations[-1]}")
         _one_of("reduction", (self.reduction,), REDUCTIONS)
         _one_of("dtype", (self.dtype,), DTYPES + (ORACLE_DTYPE,))
         if not 0 < self.lr < float("inf"):

@@ -5,11 +5,12 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from impls.interface import Params, TrainResult, check_record, require_dtype
 from impls.spec import DTYPES, ModelSpec
 
-ACTIVATION = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
+ACTIVATION = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "identity": lambda z: z}
 
 
 class TorchAutograd:
@@ -18,6 +19,7 @@ class TorchAutograd:
     name = "torch"
 
     exact = True
+    relu_grad_at_zero = 0.0  # autograd's relu backward passes gradient where z > 0 only
 
     def __init__(self, spec: ModelSpec) -> None:
         require_dtype(self.name, spec, DTYPES)
@@ -35,15 +37,21 @@ class TorchAutograd:
     def _numpy(tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
         return {k: t.detach().numpy().copy() for k, t in tensors.items()}
 
-    def _forward(self, p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    def _forward(self, p: dict[str, torch.Tensor], x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pre-activation, output) of the last layer."""
         h = x
         for i, act in enumerate(self.spec.activations):
-            h = ACTIVATION[act](torch.addmm(p[f"b{i}"], h, p[f"w{i}"]))  # b + h @ w, one op
-        return h
+            z = torch.addmm(p[f"b{i}"], h, p[f"w{i}"])  # b + h @ w, one op
+            h = ACTIVATION[act](z)
+        return z, h
 
     def _objective(self, p, x, y) -> torch.Tensor:
-        """The reduction of sel whose gradient is followed."""
-        per_element = 0.5 * (y - self._forward(p, x)) ** 2
+        """The reduction of the per-element loss whose gradient is followed."""
+        z, out = self._forward(p, x)
+        if self.spec.loss == "bce":
+            per_element = F.binary_cross_entropy_with_logits(z, y, reduction="none")
+        else:
+            per_element = 0.5 * (y - out) ** 2
         return per_element.sum() if self.spec.reduction == "sum" else per_element.mean()
 
     def _reported(self, objectives: torch.Tensor, count: int) -> torch.Tensor:
@@ -52,7 +60,7 @@ class TorchAutograd:
 
     def forward(self, params: Params, x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            out = self._forward({k: self._tensor(v) for k, v in params.items()}, self._tensor(x))
+            _, out = self._forward({k: self._tensor(v) for k, v in params.items()}, self._tensor(x))
         return out.numpy().copy()
 
     def loss_and_grads(self, params: Params, x: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
