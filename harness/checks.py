@@ -37,9 +37,13 @@ def assert_close(got, ref, tol: Tolerance, what: str) -> None:
             raise AssertionError(f"{label}: relative difference {diff:.3e} > {tol.rel:.0e}")
 
 
-def objective(predictions: np.ndarray, y: np.ndarray, reduction: str) -> float:
-    """The loss whose gradient the implementations follow, in float64: sum or mean of sel."""
-    per_element = 0.5 * (np.asarray(y, np.float64) - np.asarray(predictions, np.float64)) ** 2
+def objective(predictions: np.ndarray, y: np.ndarray, reduction: str, loss: str = "sel") -> float:
+    """The loss whose gradient the implementations follow, in float64: sum or mean of sel or bce."""
+    p, y = np.asarray(predictions, np.float64), np.asarray(y, np.float64)
+    if loss == "bce":
+        per_element = -(y * np.log(p) + (1 - y) * np.log1p(-p))
+    else:
+        per_element = 0.5 * (y - p) ** 2
     return float(per_element.sum() if reduction == "sum" else per_element.mean())
 
 
@@ -58,7 +62,7 @@ def finite_difference_grads(impl, params: Mapping[str, np.ndarray], x: np.ndarra
             for sign in (1.0, -1.0):
                 moved = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
                 moved[name][index] += sign * step
-                values.append(objective(impl.forward(moved, x), y, impl.spec.reduction))
+                values.append(objective(impl.forward(moved, x), y, impl.spec.reduction, impl.spec.loss))
             grad[index] = (values[0] - values[1]) / (2 * step)
         grads[name] = grad
     return grads

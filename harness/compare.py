@@ -16,6 +16,7 @@ Exit codes: 0 every check passed, 1 a check failed (printed), 2 bad usage.
 from __future__ import annotations
 
 import sys
+from functools import partial
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,15 +24,16 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from harness import notebook, plots, report, results, timing
+from harness import notebook, plots, plugins, report, results, timing
 from harness.config import RunConfig, UsageError, parse_args
-from harness.data import xor
+from harness.data import load
 from harness.divergence import Divergence, first_divergence, loss_table, param_table
 from harness.gradcheck import finite_differences, teacher_forced
 from harness.init import initial_params
 from harness.meta import run_metadata
 from harness.runs import Run, train
-from impls.interface import Implementation
+from harness.plugins import Factory, PluginError
+from impls.interface import Implementation, Unavailable
 from impls.registry import available, create
 from impls.spec import ORACLE_DTYPE
 
@@ -39,6 +41,7 @@ TIMING_REPEAT_S = 0.03  # aim for a timed repeat this long: enough to swamp the 
 TIMING_STEPS = (100, 20_000)  # bounds on native-loop steps per timed repeat
 TIMING_REPEATS = 5
 CALL_REPEATS, CALLS_PER_REPEAT = 7, 20
+MAX_PRED_COLUMNS = 16  # final.csv keeps every prediction up to this many outputs (accuracy always)
 STORED_LOSS_STEPS = 400  # per-step losses kept in trajectory.csv: log-spaced, plus every checkpoint
 
 
@@ -47,18 +50,40 @@ class Outcome:
     tables: dict[str, pd.DataFrame]
     failures: list[str]
     skipped: dict[str, str]
+    faults: dict[str, list[str]] = field(default_factory=dict)  # "impl dtype" -> what validation found
+    conventions: dict[str, float | None] = field(default_factory=dict)  # impl -> its relu'(0)
     notebook_line: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
-def _impls(config: RunConfig) -> tuple[list[Implementation], dict[str, str]]:
-    """The implementations to run, numpy first in each dtype (it is the plain baseline)."""
+def _impls(config: RunConfig, extra: dict[str, Factory], params, x, y):
+    """(implementations to run, numpy first in each dtype; factory per name; skipped; faults)."""
     wanted = ["numpy"] + [n for n in config.impls if n != "numpy"]
-    impls, skipped = [], {}
+    impls, factories, skipped, faults = [], {n: partial(create, n) for n in wanted}, {}, {}
     for dtype in config.dtype:
-        ready, missing = available(config.spec(dtype), wanted)
+        spec = config.spec(dtype)
+        ready, missing = available(spec, wanted)
         impls += ready.values()
         skipped.update({f"{name} {dtype}": reason for name, reason in missing.items()})
-    return impls, skipped
+        for label, factory in extra.items():
+            try:
+                impl = factory(spec)
+            except Unavailable as exc:
+                skipped[f"{label} {dtype}"] = str(exc)
+                continue
+            except Exception as exc:
+                faults[f"{label} {dtype}"] = [f"construction raised {type(exc).__name__}: {exc}"]
+                continue
+            found = plugins.validate(impl, spec, _cast(params, dtype), x, y)
+            if found:
+                faults[f"{getattr(impl, 'name', label)} {dtype}"] = found
+            else:
+                impls.append(impl)
+                factories[impl.name] = factory
+    return impls, factories, skipped, faults
+
+
+def _cast(params, dtype: str) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v, dtype=dtype) for k, v in params.items()}
 
 
 def _stored_steps(steps: int, checkpoints: list[int], extra: list[int]) -> np.ndarray:
@@ -66,9 +91,9 @@ def _stored_steps(steps: int, checkpoints: list[int], extra: list[int]) -> np.nd
     return np.unique(np.concatenate([logspaced, checkpoints, extra]).astype(int).clip(0, steps - 1))
 
 
-def _time(impl: Implementation, run: Run, params, x, y) -> list[dict]:
+def _time(impl: Implementation, factory: Factory, run: Run, params, x, y) -> list[dict]:
     """First call on a fresh instance, steady loss-and-grads and train-step times, the whole run."""
-    fresh = create(impl.name, impl.spec)
+    fresh = factory(impl.spec)
     per_step = run.wall_s / len(run.result.losses)
     steps = int(np.clip(TIMING_REPEAT_S / per_step, *TIMING_STEPS))
     measured = {
@@ -81,11 +106,14 @@ def _time(impl: Implementation, run: Run, params, x, y) -> list[dict]:
              "repeats": t.repeats, "number": t.number, "noisy": t.noisy} for m, t in measured.items()]
 
 
-def compare(config: RunConfig) -> Outcome:
-    """Run every check; the tables it returns are what results.write stores."""
-    x, y = xor()
+def compare(config: RunConfig, extra: dict[str, Factory] | None = None, timings: bool = True) -> Outcome:
+    """Run every check; the tables it returns are what results.write stores.
+
+    ``extra`` maps a label to a factory of your own implementation (validated first).
+    """
+    x, y = load(config.dataset)
     params = initial_params(config.spec("float64"), config.preset())
-    impls, skipped = _impls(config)
+    impls, factories, skipped, faults = _impls(config, extra or {}, params, x, y)
     oracle_impl = create("numpy", config.spec(ORACLE_DTYPE))
     bar = tqdm(total=2 * len(impls) + 3, disable=config.quiet or not sys.stderr.isatty(), file=sys.stderr,
                unit="task", leave=False)
@@ -128,9 +156,9 @@ def compare(config: RunConfig) -> Outcome:
     stored = all_losses[all_losses.step.isin(_stored_steps(config.steps, checkpoints, extra))]
 
     rows = []
-    for run in runs:
+    for run in runs if timings else []:
         bar.set_description(f"time {run.name} {run.dtype}")
-        rows += _time(run.impl, run, params, x, y)
+        rows += _time(run.impl, factories[run.name], run, params, x, y)
         bar.update()
     bar.close()
 
@@ -140,9 +168,13 @@ def compare(config: RunConfig) -> Outcome:
         "parameters": pd.concat(param_tables, ignore_index=True),
         "divergence": _divergence_table(divergences),
         "final": pd.DataFrame(finals),
-        "timings": pd.DataFrame(rows),
+        "timings": pd.DataFrame(rows, columns=["impl", "dtype", "measure", "median_s", "iqr_s", "repeats",
+                                               "number", "noisy"]),
     }
-    outcome = Outcome(tables, _failures(tables), skipped)
+    fault_lines = [f"faulty: {key}: {fault}" for key, found in faults.items() for fault in found]
+    conventions = {i.name: getattr(i, "relu_grad_at_zero", None) for i in impls}
+    outcome = Outcome(tables, fault_lines + _failures(tables, conventions), skipped, faults)
+    outcome.conventions = conventions
     outcome.notebook_line = {(f["impl"], f["dtype"]): f["notebook_line"] for f in finals}
     if config.is_notebook_run:
         for (impl, dtype), line in outcome.notebook_line.items():
@@ -156,8 +188,10 @@ def _final(run: Run, steps: int, x, y) -> dict:
     preds = run.impl.forward(run.state(steps - 1), x).ravel()
     loss = float(run.result.losses[steps - 1])
     row = {"impl": run.name, "dtype": run.dtype, "step": steps - 1, "loss": loss}
-    row.update({f"pred_{i}": float(p) for i, p in enumerate(preds)})
-    row["solved"] = bool(np.all(np.round(preds) == y.ravel()))
+    if preds.size <= MAX_PRED_COLUMNS:
+        row.update({f"pred_{i}": float(p) for i, p in enumerate(preds)})
+    correct = np.round(preds) == y.ravel()
+    row["solved"], row["accuracy"] = bool(np.all(correct)), float(np.mean(correct))
     row["notebook_line"] = notebook.printed_line(loss, preds)
     return row
 
@@ -173,14 +207,18 @@ def _divergence_table(divergences: list[Divergence]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _failures(tables: dict[str, pd.DataFrame]) -> list[str]:
+def _failures(tables: dict[str, pd.DataFrame], conventions: dict[str, float | None]) -> list[str]:
     """One line per failed check, naming implementation, dtype, step and parameter."""
     lines = []
     g = tables["gradients"]
     for (check, impl, dtype), bad in g[~g.passed].groupby(["check", "impl", "dtype"], sort=False):
         first = bad.iloc[0]
+        note = ""
+        if first.relu_kink:
+            note = (f"; a relu pre-activation is exactly 0 at this state, where {impl} takes relu'(0) ="
+                    f" {conventions.get(impl)} and the oracle 0")
         lines.append(f"{check}: {impl} {dtype} step {first.step} {first.param}: relative error"
-                     f" {first.rel:.3e} > allowed {first.allowed:.1e} ({len(bad)} values out of tolerance)")
+                     f" {first.rel:.3e} > allowed {first.allowed:.1e} ({len(bad)} values out of tolerance){note}")
     for d in tables["divergence"].itertuples():
         if d.first_step != "":
             where = f"{d.cause} of {d.param} at step {d.cause_step}" if d.param else d.cause
@@ -212,7 +250,14 @@ def _summary(config: RunConfig, outcome: Outcome, short: bool = False) -> str:
     final = final.assign(loss=final.loss.map("{:.6f}".format),
                          **{c: final[c].map("{:.8f}".format) for c in final if c.startswith("pred_")})
     sections[f"Final state (step {config.steps - 1}, the loop's last forward pass)"] = final
+    if "relu" in config.activations:
+        sections["relu'(0) conventions"] = report.markdown(pd.DataFrame(
+            [{"impl": k, "relu'(0)": "not stated" if v is None else f"{v:g}"} for k, v in outcome.conventions.items()]
+        )) + "\n\nThe oracle takes relu'(0) = 0; a failure at a state where a relu pre-activation is exactly 0 says so."
     sections["Timings"] = report.timing_table(t["timings"])
+    if outcome.faults:
+        sections["Faulty implementations (not compared)"] = "\n".join(
+            f"- {key}: {fault}" for key, found in outcome.faults.items() for fault in found)
     if outcome.skipped:
         sections["Unavailable"] = "\n".join(f"- {k}: {v}" for k, v in outcome.skipped.items())
     if not short:
@@ -236,12 +281,13 @@ def _plots(tables: dict[str, pd.DataFrame]) -> list[results.Plot]:
 def main(argv: list[str] | None = None) -> int:
     try:
         config = parse_args(argv)
+        extra = {reference: plugins.load(reference) for reference in config.impl}
         out = Path(config.out) if config.out else results.default_out()
         results.check_out(out, config.overwrite)
-    except (UsageError, ValueError) as exc:
+    except (UsageError, PluginError, ValueError) as exc:
         print(f"harness.compare: error: {exc}", file=sys.stderr)
         return 2
-    outcome = compare(config)
+    outcome = compare(config, extra)
     summary = _summary(config, outcome)
     meta = {"config": asdict(config), "skipped": outcome.skipped, "oracle": _oracle_info(),
             "environment": run_metadata()}

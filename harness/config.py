@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, fields
 
+from harness.data import load
 from harness.init import NOTEBOOK, InitPreset
 from harness.notebook import STEPS
 from impls.registry import names
@@ -15,12 +16,15 @@ class RunConfig:
     """Defaults reproduce the notebook's printed run with every implementation, in both dtypes."""
 
     impls: tuple[str, ...] = tuple(names())  # implementations to compare (numpy always runs: it is the baseline)
+    impl: tuple[str, ...] = ()  # your own implementations, as module:attr
     dtype: tuple[str, ...] = DTYPES  # each is a separate run
     steps: int = STEPS  # SGD updates per run
     lr: float = ModelSpec.lr  # SGD step size
     layers: tuple[int, ...] = ModelSpec.layers  # input, hidden..., output sizes
     activations: tuple[str, ...] = ModelSpec.activations  # one per layer
+    loss: str = ModelSpec.loss  # sel (the notebook's) or bce
     reduction: str = ModelSpec.reduction  # gradient of the sum (notebook) or the mean
+    dataset: str = "xor"  # xor or parity:N
     seed: int | None = None  # None: the notebook's preset (seed 0, 648 draws skipped)
     check_every: int = 1000  # steps between checkpoints (teacher-forced and parameter checks)
     out: str | None = None  # results folder; None: a new one under results/
@@ -30,7 +34,7 @@ class RunConfig:
 
     def spec(self, dtype: str) -> ModelSpec:
         """The model spec of this run in ``dtype`` (raises ValueError on a bad combination)."""
-        return ModelSpec(self.layers, self.activations, "sel", self.reduction, dtype, self.lr)
+        return ModelSpec(self.layers, self.activations, self.loss, self.reduction, dtype, self.lr)
 
     def preset(self) -> InitPreset:
         return NOTEBOOK if self.seed is None else InitPreset(seed=self.seed)
@@ -38,7 +42,8 @@ class RunConfig:
     @property
     def is_notebook_run(self) -> bool:
         """True when the notebook's printed line is the expected float64 output."""
-        return self.preset() == NOTEBOOK and self.steps == STEPS and self.spec("float64") == ModelSpec()
+        return (self.preset() == NOTEBOOK and self.steps == STEPS and self.dataset == "xor"
+                and self.spec("float64") == ModelSpec())
 
 
 class UsageError(Exception):
@@ -56,6 +61,9 @@ def _csv(kind):
 
 HELP = {
     "impls": "comma-separated implementations (numpy always runs: it is the baseline)",
+    "impl": "your own implementation as module:attr, a class or factory taking a ModelSpec (repeatable)",
+    "loss": "sel (0.5 (y - y_hat)^2, the notebook's) or bce (binary cross-entropy)",
+    "dataset": "xor or parity:N (2**N samples)",
     "dtype": "comma-separated dtypes",
     "steps": "SGD updates per run",
     "lr": "learning rate",
@@ -70,7 +78,7 @@ HELP = {
     "quiet": "no progress bar; print only the verdict and failures",
 }
 KIND = {"impls": _csv(str), "dtype": _csv(str), "layers": _csv(int), "activations": _csv(str),
-        "steps": int, "lr": float, "reduction": str, "seed": int, "check_every": int, "out": str}
+        "steps": int, "lr": float, "reduction": str, "loss": str, "dataset": str, "seed": int, "check_every": int, "out": str}
 SHOWN = {"seed": "the notebook's preset", "out": "a new folder under results/"}
 
 
@@ -83,10 +91,14 @@ def parse_args(argv: list[str] | None = None) -> RunConfig:
         if isinstance(default, bool):
             parser.add_argument(flag, action="store_true", help=HELP[f.name])
             continue
+        if f.name == "impl":
+            parser.add_argument(flag, action="append", default=[], help=HELP[f.name], metavar="MODULE:ATTR")
+            continue
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else SHOWN.get(f.name, default)
         parser.add_argument(flag, type=KIND[f.name], default=default, dest=f.name,
                             help=f"{HELP[f.name]} (default: {shown})", metavar=f.name.upper())
-    config = RunConfig(**vars(parser.parse_args(argv)))
+    args = vars(parser.parse_args(argv))
+    config = RunConfig(**{**args, "impl": tuple(args["impl"])})
     validate(config)
     return config
 
@@ -108,5 +120,9 @@ def validate(config: RunConfig) -> None:
     try:
         for dtype in config.dtype:
             config.spec(dtype)
+        x, y = load(config.dataset)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if (config.layers[0], config.layers[-1]) != (x.shape[1], y.shape[1]):
+        raise UsageError(f"--layers {','.join(map(str, config.layers))} does not fit {config.dataset}: it needs"
+                         f" {x.shape[1]} inputs and {y.shape[1]} output")

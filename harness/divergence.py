@@ -20,7 +20,7 @@ import pandas as pd
 from harness.gradcheck import teacher_forced
 from harness.runs import Run
 from harness.tolerances import floor, VS_PLAIN_NUMPY
-from impls.interface import Implementation
+from impls.interface import Implementation, exact
 
 
 @dataclass
@@ -38,9 +38,9 @@ class Divergence:
     allowed: float = 0.0  # what was allowed there
 
 
-def _allowed(errors: np.ndarray, plain_errors: np.ndarray, dtype: str, exact: bool) -> np.ndarray:
+def _allowed(errors: np.ndarray, plain_errors: np.ndarray, dtype: str, is_exact: bool) -> np.ndarray:
     running = np.maximum.accumulate(np.nan_to_num(plain_errors, nan=0.0, posinf=0.0))
-    return np.maximum(floor(dtype, exact).rel, VS_PLAIN_NUMPY * running)
+    return np.maximum(floor(dtype, is_exact).rel, VS_PLAIN_NUMPY * running)
 
 
 def loss_errors(run: Run, oracle: Run) -> np.ndarray:
@@ -55,7 +55,7 @@ def loss_table(run: Run, oracle: Run, plain: Run) -> pd.DataFrame:
     err = loss_errors(run, oracle)
     return pd.DataFrame({"impl": run.name, "dtype": run.dtype, "step": np.arange(err.size),
                          "loss": run.result.losses, "rel_err": err,
-                         "allowed": _allowed(err, loss_errors(plain, oracle), run.dtype, run.impl.exact)})
+                         "allowed": _allowed(err, loss_errors(plain, oracle), run.dtype, exact(run.impl))})
 
 
 def param_table(run: Run, oracle: Run, plain: Run) -> pd.DataFrame:
@@ -65,7 +65,7 @@ def param_table(run: Run, oracle: Run, plain: Run) -> pd.DataFrame:
     for name in run.state(steps[0]):
         err = np.array([_param_err(run, oracle, s, name) for s in steps])
         plain_err = np.array([_param_err(plain, oracle, s, name) for s in steps])
-        limit = _allowed(err, plain_err, run.dtype, run.impl.exact)
+        limit = _allowed(err, plain_err, run.dtype, exact(run.impl))
         rows += [{"impl": run.name, "dtype": run.dtype, "step": s, "param": name, "rel_err": e, "allowed": a}
                  for s, e, a in zip(steps, err, limit)]
     return pd.DataFrame(rows, columns=["impl", "dtype", "step", "param", "rel_err", "allowed"])

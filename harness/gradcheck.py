@@ -8,14 +8,23 @@ import pandas as pd
 
 from harness.checks import error_row, finite_difference_grads, term_scale
 from harness.tolerances import FD_CHECK_F64, FD_CHECK_STEP, NOTEBOOK_FD, allowed
-from impls.interface import Implementation, Params
+from impls.interface import Implementation, Params, exact
 
-COLUMNS = ["check", "impl", "dtype", "step", "param", "max_abs", "rel", "ulps", "allowed", "passed"]
+COLUMNS = ["check", "impl", "dtype", "step", "param", "max_abs", "rel", "ulps", "allowed", "passed", "relu_kink"]
 
 
 def _table(rows: list[dict]) -> pd.DataFrame:
     """Typed even when empty, so tables concatenate without turning ``passed`` into objects."""
-    return pd.DataFrame(rows, columns=COLUMNS).astype({"step": int, "passed": bool})
+    return pd.DataFrame(rows, columns=COLUMNS).astype({"step": int, "passed": bool, "relu_kink": bool})
+
+
+def at_relu_kink(oracle: Implementation, params: Params, x: np.ndarray) -> bool:
+    """Whether some relu layer's pre-activation is exactly 0 here, where relu'(0) conventions part."""
+    relu = [i for i, act in enumerate(oracle.spec.activations) if act == "relu"]
+    if not relu:
+        return False
+    z = oracle.preactivations(params, x)
+    return any(np.any(z[i] == 0) for i in relu)
 
 
 def _cast(params: Params, dtype: str) -> dict[str, np.ndarray]:
@@ -40,30 +49,38 @@ def teacher_forced(impls: list[Implementation], oracle: Implementation, plain: M
             params = _cast(state, dtype)
             truth = _loss_and_grads(oracle, params, x, y)
             scale = term_scale(oracle, params, x, y)
+            kink = at_relu_kink(oracle, params, x)
             baseline = _loss_and_grads(plain[dtype], params, x, y)
             for impl in (i for i in impls if i.spec.dtype == dtype):
                 got = baseline if impl is plain[dtype] else _loss_and_grads(impl, params, x, y)
                 for name, ref in truth.items():
                     error = error_row(got[name], ref, dtype, scale[name])
-                    limit = allowed(dtype, error_row(baseline[name], ref, dtype, scale[name])["rel"], impl.exact)
+                    limit = allowed(dtype, error_row(baseline[name], ref, dtype, scale[name])["rel"], exact(impl))
                     rows.append({"check": "teacher-forced", "impl": impl.name, "dtype": dtype, "step": step,
-                                 "param": name, **error, "allowed": float(limit), "passed": bool(error["rel"] <= limit)})
+                                 "param": name, **error, "allowed": float(limit), "passed": bool(error["rel"] <= limit),
+                                 "relu_kink": kink})
     return _table(rows)
 
 
 def finite_differences(impls: list[Implementation], oracle: Implementation, states: Mapping[int, Params],
                        x: np.ndarray, y: np.ndarray) -> pd.DataFrame:
-    """Each float64 implementation's gradients against central differences of its own forward pass."""
+    """Each float64 implementation's gradients against central differences of its own forward pass.
+
+    At a relu kink (a pre-activation exactly 0) the difference quotient is no derivative:
+    those rows are kept, marked ``relu_kink``, and not judged.
+    """
     rows = []
     for step, state in states.items():
         params = _cast(state, "float64")
         scale = term_scale(oracle, params, x, y)
+        kink = at_relu_kink(oracle, params, x)  # a difference quotient across a kink is no derivative
         for impl in impls:
-            limit = FD_CHECK_F64.rel if impl.exact else NOTEBOOK_FD.rel
+            limit = FD_CHECK_F64.rel if exact(impl) else NOTEBOOK_FD.rel
             _, grads = impl.loss_and_grads(params, x, y)
             estimate = finite_difference_grads(impl, params, x, y, FD_CHECK_STEP)
             for name, ref in estimate.items():
                 error = error_row(grads[name], ref, "float64", scale[name])
                 rows.append({"check": "finite-difference", "impl": impl.name, "dtype": "float64", "step": step,
-                             "param": name, **error, "allowed": float(limit), "passed": bool(error["rel"] <= limit)})
+                             "param": name, **error, "allowed": float(limit),
+                             "passed": bool(kink or error["rel"] <= limit), "relu_kink": kink})
     return _table(rows)

@@ -14,5 +14,5 @@ PRINTED_STEP = STEPS - 1
 def printed_line(loss: float, predictions: np.ndarray) -> str:
     """The notebook's display line for a loss and predictions: ``f"{loss:.4f}"`` and NumPy's 8 digits."""
     preds = np.asarray(predictions, dtype=np.float64).ravel()
-    shown = np.array2string(preds, precision=8, floatmode="maxprec")
+    shown = np.array2string(preds, precision=8, floatmode="maxprec", max_line_width=10**6)  # one line
     return f"Loss: {loss:.4f}, Predictions: {shown}"

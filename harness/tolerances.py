@@ -52,11 +52,12 @@ TRAJECTORY_F32 = Tolerance(
 )
 
 SAME_MATH_F32 = Tolerance(
-    1e-5,
-    "the same loss and gradients at the same parameters in float32: each of the ~20 ops rounds"
-    " to u32 = 6e-8 and torch's and XLA's tanh/sigmoid kernels differ from NumPy's by a few ulp"
-    " (measured <= 4e-7); 1e-5 allows about 170 u32 of accumulated rounding, far below a"
-    " derivative bug",
+    1e-4,
+    "the same loss and gradients at the same parameters in float32: each op rounds to u32 = 6e-8,"
+    " and kernels differ: XLA's CPU tanh is a fast approximation up to 4.3 ulp off (NumPy's 1.4,"
+    " torch's 0.5, measured on [0.5, 4]); through tanh' = 1 - tanh**2 near saturation that is"
+    " amplified 100-fold (measured 120 u32 = 1.2e-5 for jax on parity:3 after training, NumPy"
+    " 2.5 u32); 1e-4 (about 1,700 u32) holds that, while a derivative bug is off by 1e-2 or more",
 )
 
 SAME_MATH = {"float64": SAME_MATH_F64, "float32": SAME_MATH_F32}  # teacher-forced, by dtype

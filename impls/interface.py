@@ -64,6 +64,11 @@ class Implementation(Protocol):
         ...
 
 
+def exact(impl: object) -> bool:
+    """Whether ``impl`` claims exact gradients (the default for implementations that do not say)."""
+    return bool(getattr(impl, "exact", True))
+
+
 def require_dtype(name: str, spec: ModelSpec, supported: tuple[str, ...]) -> None:
     """Raise Unavailable unless the implementation computes in ``spec.dtype``."""
     if spec.dtype not in supported:

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
+
+from impls.interface import TrainResult
 from impls.np_backprop import NumpyBackprop
 
 
@@ -41,3 +44,65 @@ def register(monkeypatch, cls) -> str:
 
     monkeypatch.setitem(registry.REGISTRY, cls.name, ("tests.broken", cls.__name__, "numpy"))
     return cls.name
+
+
+class SignErrorLayer0(NumpyBackprop):
+    """The gradient of the first layer with its sign flipped."""
+
+    name = "sign-error-layer0"
+
+    def _backward(self, p, layers, y):
+        grads = super()._backward(p, layers, y)
+        return {k: -g if k in ("w0", "b0") else g for k, g in grads.items()}
+
+
+class TransposedWeightGrad(NumpyBackprop):
+    """dw1 transposed: the shape still fits when layer 1 is square (e.g. layers 2,4,4,1)."""
+
+    name = "transposed-weight-grad"
+
+    def _backward(self, p, layers, y):
+        grads = super()._backward(p, layers, y)
+        return {**grads, "w1": grads["w1"].T.copy()}
+
+
+class MisShapedWeightGrad(NumpyBackprop):
+    """dw0 transposed in a 2-4-1 net: the wrong shape, which validation must name."""
+
+    name = "mis-shaped-weight-grad"
+
+    def _backward(self, p, layers, y):
+        grads = super()._backward(p, layers, y)
+        return {**grads, "w0": grads["w0"].T.copy()}
+
+
+class UpdateBeforeGradient(NumpyBackprop):
+    """The loop applies the update before computing this step's gradient (a stale, one-step-late gradient)."""
+
+    name = "update-before-gradient"
+
+    def train(self, params, x, y, steps, record=()):
+        p, x, y = self._own(params), self._cast(x), self._cast(y)
+        grads = {k: np.zeros_like(v) for k, v in p.items()}
+        losses, checkpoints = np.empty(steps), {}
+        for step in range(steps):
+            if step in record:
+                checkpoints[step] = {k: v.copy() for k, v in p.items()}
+            layers = self._layers(p, x)
+            losses[step] = np.mean(self._loss(layers, y))
+            for k in p:
+                p[k] -= self.spec.lr * grads[k]  # the update, before this step's gradient
+            grads = self._backward(p, self._layers(p, x), y)
+        if steps in record:
+            checkpoints[steps] = {k: v.copy() for k, v in p.items()}
+        return TrainResult(losses=losses, params=p, checkpoints=checkpoints)
+
+
+class MutatesInputs(NumpyBackprop):
+    """Updates the caller's arrays in place."""
+
+    name = "mutates-inputs"
+
+    def loss_and_grads(self, params, x, y):
+        params["b0"] += 1.0
+        return super().loss_and_grads(params, x, y)

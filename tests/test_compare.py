@@ -155,3 +155,28 @@ def test_exit_1_when_the_notebook_is_not_reproduced(monkeypatch, capsys, tmp_pat
     monkeypatch.setattr(notebook, "PRINTED", _line_after(31))
     assert compare.main([*argv, "--out", str(tmp_path / "b")]) == 1
     assert "did not reproduce the notebook" in capsys.readouterr().out
+
+
+def test_any_mlp_loss_and_dataset_from_the_command_line(tmp_path):
+    argv = ["--dataset", "parity:3", "--layers", "3,6,4,1", "--activations", "tanh,identity,sigmoid", "--loss", "bce",
+            "--reduction", "mean", "--lr", "0.05", "--steps", "400", "--check-every", "100",
+            "--out", str(tmp_path / "r"), "--quiet", "--no-plots"]
+    assert compare.main(argv) == 0
+    final = pd.read_csv(tmp_path / "r" / "final.csv")
+    assert [c for c in final.columns if c.startswith("pred_")] == [f"pred_{i}" for i in range(8)]
+
+
+def test_relu_convention_divergence_is_reported_not_hidden(tmp_path, capsys):
+    argv = ["--activations", "relu,sigmoid", "--impls", "numpy,numpy-fd,torch,jax", "--dtype", "float64",
+            "--steps", "200", "--check-every", "100", "--out", str(tmp_path / "r"), "--quiet", "--no-plots"]
+    assert compare.main(argv) == 1
+    out = capsys.readouterr().out
+    assert ("teacher-forced: numpy-fd float64 step 0 b0: relative error" in out
+            and "where numpy-fd takes relu'(0) = 0.5 and the oracle 0" in out)
+    assert "torch float64" not in out and "jax float64" not in out  # same convention as the oracle
+    assert "## relu'(0) conventions" in (tmp_path / "r" / "summary.md").read_text()
+
+
+def test_layers_that_do_not_fit_the_dataset_are_bad_usage(capsys):
+    assert compare.main(["--dataset", "parity:3"]) == 2
+    assert "--layers 2,4,1 does not fit parity:3: it needs 3 inputs and 1 output" in capsys.readouterr().err

@@ -18,6 +18,8 @@ SPECS = {
     # relu at the notebook's init hits z == 0 exactly (sample [0, 0], zero biases):
     # all three exact implementations take relu'(0) = 0 there.
     "relu-deep": ModelSpec(layers=(2, 5, 3, 1), activations=("relu", "tanh", "sigmoid")),
+    "bce-mean": ModelSpec(loss="bce", reduction="mean"),
+    "identity": ModelSpec(layers=(2, 3, 1), activations=("identity", "sigmoid")),
 }
 DTYPES = ["float64", "float32"]
 
@@ -51,7 +53,7 @@ def test_backward_matches_numpy(name, spec_name, dtype, data):
     assert_close(grads, ref, SAME_MATH[dtype], f"{name} {dtype} {spec_name} step 0 gradient")
 
 
-@pytest.mark.parametrize("spec_name", ["notebook", "mean"])
+@pytest.mark.parametrize("spec_name", ["notebook", "mean", "bce-mean", "identity"])
 def test_notebook_fd_is_near_exact(spec_name, data):
     spec, params = _at(spec_name, "float64")
     x, y = data

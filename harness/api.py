@@ -1,0 +1,44 @@
+"""The harness from Python, for your own test suite.
+
+    from harness.api import assert_matches_reference
+
+    def test_my_backprop():
+        assert_matches_reference("mypkg.mymod:MyImpl", steps=500)
+
+It validates the implementation, checks its loss and gradients at the initial
+weights and along the way against the longdouble oracle, runs its own training
+loop and compares the trajectory. On any failure it raises AssertionError whose
+lines name the implementation, dtype, step and parameter.
+"""
+from __future__ import annotations
+
+from dataclasses import fields
+
+from harness.compare import compare
+from harness.config import RunConfig, UsageError, validate
+from harness.plugins import Factory, load
+
+
+def assert_matches_reference(impl: Factory | str, *, steps: int = 2_000, check_every: int | None = None,
+                             dtype: tuple[str, ...] = ("float64",), **model) -> None:
+    """Raise AssertionError unless ``impl`` matches the reference (the numpy baseline and the oracle).
+
+    ``impl`` is a class or factory taking a ``ModelSpec``, or its ``"module:attr"``.
+    ``model`` takes any other ``RunConfig`` field: layers, activations, loss,
+    reduction, dataset, lr, seed. Defaults: the notebook's network and weights.
+    """
+    factory = load(impl) if isinstance(impl, str) else impl
+    known = {f.name for f in fields(RunConfig)} - {"impls", "impl", "out", "overwrite", "no_plots", "quiet"}
+    unknown = sorted(set(model) - known)
+    if unknown:
+        raise TypeError(f"unknown settings {unknown}; choose from {sorted(known)}")
+    model = {k: tuple(v) if isinstance(v, list) else v for k, v in model.items()}
+    config = RunConfig(impls=("numpy",), dtype=tuple(dtype), steps=steps,
+                       check_every=check_every or max(1, steps // 10), quiet=True, **model)
+    try:
+        validate(config)
+    except UsageError as exc:
+        raise ValueError(str(exc)) from None
+    outcome = compare(config, {getattr(factory, "__name__", "impl"): factory}, timings=False)
+    if outcome.failures:
+        raise AssertionError("\n".join(outcome.failures))
