@@ -71,3 +71,32 @@ def summary(title: str, verdict: str, sections: dict[str, pd.DataFrame | str]) -
     for heading, body in sections.items():
         parts += [f"## {heading}", "", body if isinstance(body, str) else markdown(body), ""]
     return "\n".join(parts)
+
+
+README_SECTIONS = ("Agreement", "First divergence", "Final state", "Timings")
+MARK_START, MARK_END = "<!-- reference:start", "<!-- reference:end -->"
+
+
+def readme_block(summary_md: str) -> str:
+    """The reference run's headline tables, as the README shows them."""
+    blocks = []
+    for part in summary_md.split("\n## ")[1:]:
+        title, _, body = part.partition("\n\n")
+        if title.startswith(README_SECTIONS):
+            blocks.append(f"**{title}**\n\n{body.strip()}")
+    return "\n\n".join(blocks)
+
+
+def update_readme(readme: str, summary_md: str) -> str:
+    """``readme`` with the text between the reference markers replaced by ``readme_block``."""
+    head, rest = readme.split(MARK_START, 1)
+    marker_line, rest = rest.split("\n", 1)
+    _, tail = rest.split(MARK_END, 1)
+    return f"{head}{MARK_START}{marker_line}\n{readme_block(summary_md)}\n{MARK_END}{tail}"
+
+
+if __name__ == "__main__":  # python -m harness.report: refresh README.md from results/reference
+    from pathlib import Path
+
+    Path("README.md").write_text(update_readme(Path("README.md").read_text(),
+                                               Path("results/reference/summary.md").read_text()))
