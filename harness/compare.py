@@ -15,6 +15,7 @@ Exit codes: 0 every check passed, 1 a check failed (printed), 2 bad usage.
 """
 from __future__ import annotations
 
+import signal
 import sys
 from functools import partial
 from dataclasses import asdict, dataclass, field
@@ -32,6 +33,7 @@ from harness.gradcheck import finite_differences, teacher_forced
 from harness.init import initial_params
 from harness.meta import run_metadata
 from harness.runs import Run, train
+from harness.guard import Fault, guarded
 from harness.plugins import Factory, PluginError
 from impls.interface import Implementation, Unavailable
 from impls.registry import available, create
@@ -73,7 +75,7 @@ def _impls(config: RunConfig, extra: dict[str, Factory], params, x, y):
             except Exception as exc:
                 faults[f"{label} {dtype}"] = [f"construction raised {type(exc).__name__}: {exc}"]
                 continue
-            found = plugins.validate(impl, spec, _cast(params, dtype), x, y)
+            found = plugins.validate(impl, spec, _cast(params, dtype), x, y, config.time_limit)
             if found:
                 faults[f"{getattr(impl, 'name', label)} {dtype}"] = found
             else:
@@ -110,60 +112,77 @@ def compare(config: RunConfig, extra: dict[str, Factory] | None = None, timings:
     """Run every check; the tables it returns are what results.write stores.
 
     ``extra`` maps a label to a factory of your own implementation (validated first).
+    An implementation that raises or hangs at any stage becomes a fault and is left out.
+    Overflow to inf or NaN is a result here, reported per run, so NumPy's warnings are silenced.
     """
+    with np.errstate(all="ignore"):
+        return _compare(config, extra or {}, timings)
+
+
+def _compare(config: RunConfig, extra: dict[str, Factory], timings: bool) -> Outcome:
     x, y = load(config.dataset)
     params = initial_params(config.spec("float64"), config.preset())
-    impls, factories, skipped, faults = _impls(config, extra or {}, params, x, y)
+    impls, factories, skipped, faults = _impls(config, extra, params, x, y)
     oracle_impl = create("numpy", config.spec(ORACLE_DTYPE))
-    bar = tqdm(total=2 * len(impls) + 3, disable=config.quiet or not sys.stderr.isatty(), file=sys.stderr,
+    bar = tqdm(total=3 * len(impls) + 1, disable=config.quiet or not sys.stderr.isatty(), file=sys.stderr,
                unit="task", leave=False)
 
-    def step(label: str) -> None:
-        bar.set_description(label)
+    def attempt(impl: Implementation, label: str, fn):
+        """fn(), or None with the fault recorded against ``impl``."""
+        bar.set_description(f"{label} {impl.name} {impl.spec.dtype}")
         bar.update()
+        try:
+            return guarded(f"{label}()", fn, config.time_limit)
+        except Fault as exc:
+            faults.setdefault(f"{impl.name} {impl.spec.dtype}", []).append(str(exc))
+            return None
 
     bar.set_description(f"oracle {ORACLE_DTYPE}")
     oracle = train(oracle_impl, params, x, y, config.steps, config.check_every)
-    step("trajectories")
-    runs = []
-    for impl in impls:
-        bar.set_description(f"train {impl.name} {impl.spec.dtype}")
-        runs.append(train(impl, params, x, y, config.steps, config.check_every))
-        bar.update()
+    bar.update()
+    runs = [r for impl in impls
+            if (r := attempt(impl, "train", partial(train, impl, params, x, y, config.steps, config.check_every)))]
     plain = {r.dtype: r for r in runs if r.name == "numpy"}
     reference = plain.get("float64") or oracle
-
-    step("teacher-forced and finite-difference checks")
+    states = {k: v for k, v in reference.result.checkpoints.items() if _finite(v)}
     plain_impls = {d: r.impl for d, r in plain.items()}
-    grads = pd.concat([
-        teacher_forced(impls, oracle_impl, plain_impls, reference.result.checkpoints, x, y),
-        finite_differences([i for i in impls if i.spec.dtype == "float64"], oracle_impl,
-                           {0: params, config.steps: reference.state(config.steps)}, x, y),
-    ], ignore_index=True)
 
-    step("trajectory checks")
+    grads, fd_states = [], {0: params, **({config.steps: states[config.steps]} if config.steps in states else {})}
+    for run in list(runs):
+        checks = attempt(run.impl, "loss_and_grads", lambda: pd.concat([
+            teacher_forced([run.impl], oracle_impl, plain_impls, states, x, y),
+            finite_differences([run.impl] if run.dtype == "float64" else [], oracle_impl, fd_states, x, y),
+        ], ignore_index=True))
+        if checks is None:
+            runs.remove(run)
+        else:
+            grads.append(checks)
+
     loss_tables, param_tables, divergences, finals = [], [], [], []
     for run in runs:
-        losses, params_err = loss_table(run, oracle, plain[run.dtype]), param_table(run, oracle, plain[run.dtype])
+        horizon = _horizon(run, oracle, plain[run.dtype], config.steps)
+        losses = loss_table(run, oracle, plain[run.dtype])
+        losses = losses[losses.step < horizon]
+        params_err = param_table(run, oracle, plain[run.dtype], horizon)
         div = first_divergence(run, losses, params_err, oracle_impl, plain[run.dtype].impl, x, y)
+        div.nonfinite_at, div.oracle_nonfinite_at = run.nonfinite_at, oracle.nonfinite_at
+        div.plain_nonfinite_at = plain[run.dtype].nonfinite_at
         loss_tables.append(losses)
         param_tables.append(params_err)
         divergences.append(div)
         finals.append(_final(run, config.steps, x, y))
     checkpoints = sorted(reference.result.checkpoints)
-    extra = [d.step for d in divergences if d.step is not None]
+    extra_steps = [d.step for d in divergences if d.step is not None]
     all_losses = pd.concat(loss_tables, ignore_index=True)
-    stored = all_losses[all_losses.step.isin(_stored_steps(config.steps, checkpoints, extra))]
+    stored = all_losses[all_losses.step.isin(_stored_steps(config.steps, checkpoints, extra_steps))]
 
     rows = []
     for run in runs if timings else []:
-        bar.set_description(f"time {run.name} {run.dtype}")
-        rows += _time(run.impl, factories[run.name], run, params, x, y)
-        bar.update()
+        rows += attempt(run.impl, "timing", partial(_time, run.impl, factories[run.name], run, params, x, y)) or []
     bar.close()
 
     tables = {
-        "gradients": grads,
+        "gradients": pd.concat(grads, ignore_index=True),
         "trajectory": stored.reset_index(drop=True),
         "parameters": pd.concat(param_tables, ignore_index=True),
         "divergence": _divergence_table(divergences),
@@ -172,7 +191,7 @@ def compare(config: RunConfig, extra: dict[str, Factory] | None = None, timings:
                                                "number", "noisy"]),
     }
     fault_lines = [f"faulty: {key}: {fault}" for key, found in faults.items() for fault in found]
-    conventions = {i.name: getattr(i, "relu_grad_at_zero", None) for i in impls}
+    conventions = {r.name: getattr(r.impl, "relu_grad_at_zero", None) for r in runs}
     outcome = Outcome(tables, fault_lines + _failures(tables, conventions), skipped, faults)
     outcome.conventions = conventions
     outcome.notebook_line = {(f["impl"], f["dtype"]): f["notebook_line"] for f in finals}
@@ -181,6 +200,15 @@ def compare(config: RunConfig, extra: dict[str, Factory] | None = None, timings:
             if dtype == "float64" and line != notebook.PRINTED:
                 outcome.failures.append(f"{impl} float64 did not reproduce the notebook: {line}")
     return outcome
+
+
+def _finite(state: dict[str, np.ndarray]) -> bool:
+    return all(np.all(np.isfinite(v)) for v in state.values())
+
+
+def _horizon(run: Run, oracle: Run, plain: Run, steps: int) -> int:
+    """Steps compared: up to the first non-finite loss of the run, its baseline or the oracle."""
+    return min([k for k in (run.nonfinite_at, oracle.nonfinite_at, plain.nonfinite_at) if k is not None] + [steps])
 
 
 def _final(run: Run, steps: int, x, y) -> dict:
@@ -200,11 +228,18 @@ def _divergence_table(divergences: list[Divergence]) -> pd.DataFrame:
     rows = []
     for d in divergences:
         none = d.step is None
-        rows.append({"impl": d.impl, "dtype": d.dtype, "first_step": "" if none else d.step,
+        rows.append({"impl": d.impl, "dtype": d.dtype, "nonfinite_at": _blank(d.nonfinite_at),
+                     "plain_nonfinite_at": _blank(d.plain_nonfinite_at),
+                     "oracle_nonfinite_at": _blank(d.oracle_nonfinite_at), "first_step": "" if none else d.step,
                      "detected_by": d.detected_by, "cause": d.cause,
                      "cause_step": "" if d.cause_step is None else d.cause_step, "param": d.param,
-                     "rel": "" if none else f"{d.rel:.3e}", "allowed": "" if none else f"{d.allowed:.3e}"})
+                     "rel": "" if none or not d.param else f"{d.rel:.3e}",
+                     "allowed": "" if none or not d.param else f"{d.allowed:.3e}"})
     return pd.DataFrame(rows)
+
+
+def _blank(value) -> object:
+    return "" if value is None else value
 
 
 def _failures(tables: dict[str, pd.DataFrame], conventions: dict[str, float | None]) -> list[str]:
@@ -220,7 +255,10 @@ def _failures(tables: dict[str, pd.DataFrame], conventions: dict[str, float | No
         lines.append(f"{check}: {impl} {dtype} step {first.step} {first.param}: relative error"
                      f" {first.rel:.3e} > allowed {first.allowed:.1e} ({len(bad)} values out of tolerance){note}")
     for d in tables["divergence"].itertuples():
-        if d.first_step != "":
+        if d.nonfinite_at != "" and d.oracle_nonfinite_at == "" and d.plain_nonfinite_at == "":
+            lines.append(f"trajectory: {d.impl} {d.dtype} diverged at step {d.nonfinite_at} (non-finite loss) while"
+                         f" the oracle and numpy {d.dtype} stay finite")
+        if d.first_step != "" and d.cause != "accumulated rounding":
             where = f"{d.cause} of {d.param} at step {d.cause_step}" if d.param else d.cause
             lines.append(f"trajectory: {d.impl} {d.dtype} diverges at step {d.first_step} (by its {d.detected_by});"
                          f" first disagreement: {where}, relative error {d.rel} > allowed {d.allowed}")
@@ -245,7 +283,11 @@ def _summary(config: RunConfig, outcome: Outcome, short: bool = False) -> str:
     sections["Agreement (relative error vs the longdouble oracle)"] = report.agreement(
         t["gradients"], t["parameters"], t["divergence"])
     div = t["divergence"]
-    sections["First divergence"] = div if (div.first_step != "").any() else "No implementation left tolerance."
+    sections["First divergence"] = (div.drop(columns=["nonfinite_at", "plain_nonfinite_at", "oracle_nonfinite_at"])
+                                    if (div.first_step != "").any() else "No implementation left tolerance.")
+    if (div.nonfinite_at != "").any() or (div.oracle_nonfinite_at != "").any():
+        sections["Non-finite losses (step of the first NaN or inf)"] = div[
+            ["impl", "dtype", "nonfinite_at", "plain_nonfinite_at", "oracle_nonfinite_at"]]
     final = t["final"].drop(columns=["notebook_line"])
     final = final.assign(loss=final.loss.map("{:.6f}".format),
                          **{c: final[c].map("{:.8f}".format) for c in final if c.startswith("pred_")})
@@ -278,6 +320,27 @@ def _plots(tables: dict[str, pd.DataFrame]) -> list[results.Plot]:
             ("timings.png", plots.plot_timings, tables["timings"])]
 
 
+OUTPUT_ONLY = ("out", "overwrite", "no_plots", "quiet")  # how a run is written, not what it computes
+INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + signal number, the shell's convention
+
+
+class Interrupted(BaseException):
+    """Ctrl-C or SIGTERM arrived; the run stops and writes nothing."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.code = INTERRUPTED[signum]
+
+
+def _on_signal(signum, frame):
+    raise Interrupted(signum)
+
+
+def run_config(config: RunConfig) -> dict:
+    """The configuration as meta.json stores it: what was computed, not where it was written."""
+    return {k: v for k, v in asdict(config).items() if k not in OUTPUT_ONLY}
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         config = parse_args(argv)
@@ -287,11 +350,21 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, PluginError, ValueError) as exc:
         print(f"harness.compare: error: {exc}", file=sys.stderr)
         return 2
-    outcome = compare(config, extra)
-    summary = _summary(config, outcome)
-    meta = {"config": asdict(config), "skipped": outcome.skipped, "oracle": _oracle_info(),
-            "environment": run_metadata()}
-    written = results.write(out, outcome.tables, meta, summary, [] if config.no_plots else _plots(outcome.tables))
+    previous = {s: signal.signal(s, _on_signal) for s in INTERRUPTED}
+    try:
+        outcome = compare(config, extra)
+        summary = _summary(config, outcome)
+        meta = {"config": run_config(config), "skipped": outcome.skipped, "oracle": _oracle_info(),
+                "environment": run_metadata()}
+        plots_ = [] if config.no_plots else _plots(outcome.tables)
+        written = results.write(out, outcome.tables, meta, summary, plots_)
+    except (Interrupted, KeyboardInterrupt) as exc:
+        code = exc.code if isinstance(exc, Interrupted) else INTERRUPTED[signal.SIGINT]
+        print(f"harness.compare: interrupted; nothing was written to {out}", file=sys.stderr)
+        return code
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     if config.quiet:
         print("\n".join(outcome.failures) or "PASS")
     else:

@@ -27,6 +27,7 @@ class RunConfig:
     dataset: str = "xor"  # xor or parity:N
     seed: int | None = None  # None: the notebook's preset (seed 0, 648 draws skipped)
     check_every: int = 1000  # steps between checkpoints (teacher-forced and parameter checks)
+    time_limit: float = 600.0  # seconds one call into an implementation may take before it is stopped
     out: str | None = None  # results folder; None: a new one under results/
     overwrite: bool = False  # replace an existing --out folder
     no_plots: bool = False  # skip the PNG plots
@@ -72,13 +73,15 @@ HELP = {
     "reduction": "reduction whose gradient is followed: sum or mean",
     "seed": "fresh seed for glorot, drawn from np.random.RandomState(S)",
     "check_every": "steps between checkpoints",
+    "time_limit": "seconds one call into an implementation may take before it is stopped as hung",
     "out": "results folder",
     "overwrite": "replace an existing --out folder",
     "no_plots": "do not draw the PNG plots",
     "quiet": "no progress bar; print only the verdict and failures",
 }
 KIND = {"impls": _csv(str), "dtype": _csv(str), "layers": _csv(int), "activations": _csv(str),
-        "steps": int, "lr": float, "reduction": str, "loss": str, "dataset": str, "seed": int, "check_every": int, "out": str}
+        "steps": int, "lr": float, "reduction": str, "loss": str, "dataset": str, "seed": int, "check_every": int, "out": str,
+        "time_limit": float}
 SHOWN = {"seed": "the notebook's preset", "out": "a new folder under results/"}
 
 
@@ -115,6 +118,8 @@ def validate(config: RunConfig) -> None:
         raise UsageError(f"--steps must be >= 1, got {config.steps}")
     if not 1 <= config.check_every <= config.steps:
         raise UsageError(f"--check-every must be in 1..{config.steps} (--steps), got {config.check_every}")
+    if not 0 < config.time_limit < float("inf"):
+        raise UsageError(f"--time-limit must be a finite number of seconds > 0, got {config.time_limit}")
     if config.seed is not None and not 0 <= config.seed < 2**32:
         raise UsageError(f"--seed must be in 0..2**32-1, got {config.seed}")
     try:

@@ -6,9 +6,11 @@ implementation diverges at the first step where either leaves what is allowed
 error in the same dtype). To name the cause, the implementation is replayed
 from its last good checkpoint one step at a time, and at each state its loss
 and gradients are compared with the oracle's: the first parameter whose
-gradient disagrees is named (a one-step error). If every gradient agrees, the
-error is in the training loop itself, and the first parameter out of
-tolerance is named instead.
+gradient disagrees is named (a one-step error). If every gradient agrees, each
+replayed update is checked against p - lr * g from the same state: the first
+wrong one is a training-loop error. If every step is right, the
+runs part by accumulated rounding that the dynamics amplify: reported, not
+failed.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import pandas as pd
 
 from harness.gradcheck import teacher_forced
 from harness.runs import Run
-from harness.tolerances import floor, VS_PLAIN_NUMPY
+from harness.tolerances import VS_PLAIN_NUMPY, floor
 from impls.interface import Implementation, exact
 
 
@@ -31,11 +33,14 @@ class Divergence:
     dtype: str
     step: int | None = None  # first step whose loss or parameters are out of tolerance
     detected_by: str = ""  # "loss" or "parameters"
-    cause: str = ""  # "gradient", "forward" or "training loop"
+    cause: str = ""  # "gradient", "forward", "training loop" or "accumulated rounding" (not a failure)
     cause_step: int | None = None  # the state at which the gradient (or forward) first disagrees
     param: str = ""  # the parameter (or "loss") named
     rel: float = 0.0  # its relative error there
     allowed: float = 0.0  # what was allowed there
+    nonfinite_at: int | None = None  # first step with a NaN or infinite loss (the run blew up)
+    oracle_nonfinite_at: int | None = None  # the same for the oracle: the configuration itself diverges
+    plain_nonfinite_at: int | None = None  # the same for plain NumPy in the run's dtype
 
 
 def _allowed(errors: np.ndarray, plain_errors: np.ndarray, dtype: str, is_exact: bool) -> np.ndarray:
@@ -58,9 +63,9 @@ def loss_table(run: Run, oracle: Run, plain: Run) -> pd.DataFrame:
                          "allowed": _allowed(err, loss_errors(plain, oracle), run.dtype, exact(run.impl))})
 
 
-def param_table(run: Run, oracle: Run, plain: Run) -> pd.DataFrame:
-    """Error of each parameter vs the oracle at every checkpoint, with what is allowed."""
-    steps = sorted(run.result.checkpoints)
+def param_table(run: Run, oracle: Run, plain: Run, horizon: int | None = None) -> pd.DataFrame:
+    """Error of each parameter vs the oracle at every checkpoint before ``horizon``, with what is allowed."""
+    steps = sorted(k for k in run.result.checkpoints if horizon is None or k < horizon)
     rows = []
     for name in run.state(steps[0]):
         err = np.array([_param_err(run, oracle, s, name) for s in steps])
@@ -110,11 +115,34 @@ def _name_cause(found: Divergence, run: Run, bad_params: pd.DataFrame, oracle, p
         found.cause = "forward" if worst.param == "loss" else "gradient"
         found.cause_step, found.param = int(worst.step), str(worst.param)
         found.rel, found.allowed = float(worst.rel), float(worst.allowed)
-    else:
-        found.cause = "training loop"
+    elif not _step_by_step(found, run, states, x, y):
+        found.cause = "accumulated rounding"  # every single step is right: the dynamics amplify rounding
         later = bad_params[bad_params.step >= found.step]
         if len(later):
             first = later[later.step == later.step.min()]
             worst = first.loc[(first.rel_err / first.allowed).idxmax()]
             found.cause_step, found.param = int(worst.step), str(worst.param)
             found.rel, found.allowed = float(worst.rel_err), float(worst.allowed)
+
+
+def _step_by_step(found: Divergence, run: Run, states: dict, x, y) -> bool:
+    """Check each replayed update against p - lr * (the implementation's own gradient); name the first wrong one.
+
+    Gradients were judged already; this judges only the update rule, whose rounding is
+    at most a few units of the dtype relative to max(|p|, lr |g|).
+    """
+    limit = floor(run.dtype, exact(run.impl)).rel
+    lr = run.impl.spec.lr
+    for step in sorted(states)[:-1]:
+        state = states[step]
+        _, grads = run.impl.loss_and_grads(state, x, y)
+        for name, value in state.items():
+            update = lr * np.asarray(grads[name], np.longdouble)
+            expected = np.asarray(value, np.longdouble) - update
+            scale = max(np.max(np.abs(value)), np.max(np.abs(update)))
+            err = float(np.max(np.abs(states[step + 1][name] - expected)) / scale) if scale > 0 else 0.0
+            if not err <= limit:
+                found.cause, found.cause_step, found.param, found.rel, found.allowed = (
+                    "training loop", step, name, err, limit)
+                return True
+    return False

@@ -10,12 +10,14 @@ from harness.checks import error_row, finite_difference_grads, term_scale
 from harness.tolerances import FD_CHECK_F64, FD_CHECK_STEP, NOTEBOOK_FD, allowed
 from impls.interface import Implementation, Params, exact
 
-COLUMNS = ["check", "impl", "dtype", "step", "param", "max_abs", "rel", "ulps", "allowed", "passed", "relu_kink"]
+COLUMNS = ["check", "impl", "dtype", "step", "param", "max_abs", "rel", "ulps", "allowed", "passed", "judged",
+           "relu_kink"]
 
 
 def _table(rows: list[dict]) -> pd.DataFrame:
     """Typed even when empty, so tables concatenate without turning ``passed`` into objects."""
-    return pd.DataFrame(rows, columns=COLUMNS).astype({"step": int, "passed": bool, "relu_kink": bool})
+    return pd.DataFrame(rows, columns=COLUMNS).astype({"step": int, "passed": bool, "judged": bool,
+                                                      "relu_kink": bool})
 
 
 def at_relu_kink(oracle: Implementation, params: Params, x: np.ndarray) -> bool:
@@ -58,7 +60,7 @@ def teacher_forced(impls: list[Implementation], oracle: Implementation, plain: M
                     limit = allowed(dtype, error_row(baseline[name], ref, dtype, scale[name])["rel"], exact(impl))
                     rows.append({"check": "teacher-forced", "impl": impl.name, "dtype": dtype, "step": step,
                                  "param": name, **error, "allowed": float(limit), "passed": bool(error["rel"] <= limit),
-                                 "relu_kink": kink})
+                                 "judged": True, "relu_kink": kink})
     return _table(rows)
 
 
@@ -66,8 +68,10 @@ def finite_differences(impls: list[Implementation], oracle: Implementation, stat
                        x: np.ndarray, y: np.ndarray) -> pd.DataFrame:
     """Each float64 implementation's gradients against central differences of its own forward pass.
 
-    At a relu kink (a pre-activation exactly 0) the difference quotient is no derivative:
-    those rows are kept, marked ``relu_kink``, and not judged.
+    A row is judged only where the difference quotient is a derivative: not at a relu
+    kink (a pre-activation exactly 0), and only where the estimates with h and h/2
+    agree to a tenth of the tolerance (steep, saturated states after a blow-up fail that).
+    Rows not judged are kept, with ``judged`` False, and never fail.
     """
     rows = []
     for step, state in states.items():
@@ -78,9 +82,13 @@ def finite_differences(impls: list[Implementation], oracle: Implementation, stat
             limit = FD_CHECK_F64.rel if exact(impl) else NOTEBOOK_FD.rel
             _, grads = impl.loss_and_grads(params, x, y)
             estimate = finite_difference_grads(impl, params, x, y, FD_CHECK_STEP)
+            halved = finite_difference_grads(impl, params, x, y, FD_CHECK_STEP / 2)
             for name, ref in estimate.items():
                 error = error_row(grads[name], ref, "float64", scale[name])
+                stable = error_row(halved[name], ref, "float64", scale[name])["rel"] <= limit / 10
+                judged = stable and not kink
                 rows.append({"check": "finite-difference", "impl": impl.name, "dtype": "float64", "step": step,
                              "param": name, **error, "allowed": float(limit),
-                             "passed": bool(kink or error["rel"] <= limit), "relu_kink": kink})
+                             "passed": bool(not judged or error["rel"] <= limit), "judged": judged,
+                             "relu_kink": kink})
     return _table(rows)

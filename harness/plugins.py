@@ -12,6 +12,7 @@ from typing import Callable
 
 import numpy as np
 
+from harness.guard import Fault, guarded
 from impls.interface import Implementation, Params
 from impls.registry import names
 from impls.spec import ModelSpec
@@ -40,8 +41,9 @@ def load(reference: str) -> Factory:
     return factory
 
 
-def validate(impl: object, spec: ModelSpec, params: Params, x: np.ndarray, y: np.ndarray) -> list[str]:
-    """One line per fault: missing members, names, shapes, dtypes, non-finite values, mutated inputs."""
+def validate(impl: object, spec: ModelSpec, params: Params, x: np.ndarray, y: np.ndarray,
+             seconds: float = 0) -> list[str]:
+    """One line per fault: missing members, names, shapes, dtypes, non-finite values, mutated inputs, hangs."""
     missing = [m for m in ("forward", "loss_and_grads", "train") if not callable(getattr(impl, m, None))]
     name = getattr(impl, "name", None)
     faults = [f"has no method {m}()" for m in missing]
@@ -52,20 +54,22 @@ def validate(impl: object, spec: ModelSpec, params: Params, x: np.ndarray, y: np
     if missing:
         return faults
     faults += _call(impl.forward, "forward", params, (x,), lambda out: _arrays({"predictions": out}, {
-        "predictions": (len(x), spec.layers[-1])}, spec.dtype))
-    faults += _call(impl.loss_and_grads, "loss_and_grads", params, (x, y), lambda out: _loss_and_grads(out, spec))
+        "predictions": (len(x), spec.layers[-1])}, spec.dtype), seconds)
+    faults += _call(impl.loss_and_grads, "loss_and_grads", params, (x, y), lambda out: _loss_and_grads(out, spec),
+                    seconds)
     faults += _call(impl.train, "train", params, (x, y, VALIDATION_STEPS, (0, VALIDATION_STEPS)),
-                    lambda out: _train(out, spec))
+                    lambda out: _train(out, spec), seconds)
     return faults
 
 
-def _call(method, label: str, params: Params, args: tuple, check: Callable[[object], list[str]]) -> list[str]:
-    """Call with copies of ``params``; report an exception, mutated inputs, then the result's faults."""
+def _call(method, label: str, params: Params, args: tuple, check: Callable[[object], list[str]],
+          seconds: float) -> list[str]:
+    """Call with copies of ``params``; report an exception or hang, mutated inputs, then the result's faults."""
     given = {k: v.copy() for k, v in params.items()}
     try:
-        out = method(given, *args)
-    except Exception as exc:
-        return [f"{label}() raised {type(exc).__name__}: {exc}"]
+        out = guarded(f"{label}()", lambda: method(given, *args), seconds)
+    except Fault as exc:
+        return [str(exc)]
     changed = [k for k in params if not np.array_equal(given[k], params[k])]
     faults = [f"{label}() changed its input {k}" for k in changed]
     return faults + [f"{label}() {fault}" for fault in check(out)]

@@ -22,7 +22,7 @@ def markdown(df: pd.DataFrame) -> str:
 def agreement(grads: pd.DataFrame, params: pd.DataFrame, divergences: pd.DataFrame) -> pd.DataFrame:
     """Per implementation and dtype: the worst one-step error, the accumulated error at the end, the verdict."""
     tf = grads[grads.check == "teacher-forced"]
-    fd = grads[(grads.check == "finite-difference") & ~grads.relu_kink]  # not judged at a kink
+    fd = grads[(grads.check == "finite-difference") & grads.judged]
     end = params[params.step == params.step.max()]
     rows = []
     for (impl, dtype), one in tf.groupby(["impl", "dtype"], sort=False):

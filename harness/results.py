@@ -71,3 +71,35 @@ def write(out: Path, tables: dict[str, pd.DataFrame], meta: dict, summary: str,
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+class ResultsError(Exception):
+    """A results folder that cannot be read back as asked; ``str(exc)`` is the one-line reason."""
+
+
+def read(folder: Path, expected_config: dict | None = None) -> tuple[dict, dict[str, pd.DataFrame]]:
+    """(meta, tables) of a complete results folder; only JSON and CSV are parsed, nothing is executed.
+
+    Refuses a folder without a valid meta.json, one from a newer format, or (given
+    ``expected_config``) one from a different configuration.
+    """
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except FileNotFoundError:
+        raise ResultsError(f"{folder} has no meta.json: not a complete results folder") from None
+    except (OSError, ValueError) as exc:
+        raise ResultsError(f"{folder}/meta.json cannot be read ({exc})") from None
+    version = meta.get("format_version") if isinstance(meta, dict) else None
+    if not isinstance(version, int):
+        raise ResultsError(f"{folder}/meta.json has no format_version")
+    if version > FORMAT_VERSION:
+        raise ResultsError(f"{folder} was written in format {version}, newer than this harness reads ({FORMAT_VERSION})")
+    if expected_config is not None:
+        expected_config = json.loads(json.dumps(expected_config))  # tuples become lists, as stored
+    if expected_config is not None and meta.get("config") != expected_config:
+        differing = sorted(k for k in set(expected_config) | set(meta.get("config") or {})
+                           if expected_config.get(k) != (meta.get("config") or {}).get(k))
+        raise ResultsError(f"{folder} is from a different configuration (differs in {', '.join(differing)})")
+    tables = {path.stem: pd.read_csv(path) for path in sorted(folder.glob("*.csv"))}
+    return meta, tables

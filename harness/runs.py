@@ -25,6 +25,12 @@ class Run:
     def dtype(self) -> str:
         return self.impl.spec.dtype
 
+    @property
+    def nonfinite_at(self) -> int | None:
+        """The first step whose loss is NaN or infinite (the run diverged), or None."""
+        bad = np.flatnonzero(~np.isfinite(self.result.losses))
+        return int(bad[0]) if bad.size else None
+
     def state(self, step: int) -> dict[str, np.ndarray]:
         return self.result.checkpoints[step]
 
