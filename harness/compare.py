@@ -186,7 +186,7 @@ def _compare(config: RunConfig, extra: dict[str, Factory], timings: bool) -> Out
         "trajectory": stored.reset_index(drop=True),
         "parameters": pd.concat(param_tables, ignore_index=True),
         "divergence": _divergence_table(divergences),
-        "final": pd.DataFrame(finals),
+        "final": pd.DataFrame(finals).drop(columns=["notebook_line"]),  # the line is checked, not stored
         "timings": pd.DataFrame(rows, columns=["impl", "dtype", "measure", "median_s", "iqr_s", "repeats",
                                                "number", "noisy"]),
     }
@@ -288,9 +288,9 @@ def _summary(config: RunConfig, outcome: Outcome, short: bool = False) -> str:
     if (div.nonfinite_at != "").any() or (div.oracle_nonfinite_at != "").any():
         sections["Non-finite losses (step of the first NaN or inf)"] = div[
             ["impl", "dtype", "nonfinite_at", "plain_nonfinite_at", "oracle_nonfinite_at"]]
-    final = t["final"].drop(columns=["notebook_line"])
-    final = final.assign(loss=final.loss.map("{:.6f}".format),
-                         **{c: final[c].map("{:.8f}".format) for c in final if c.startswith("pred_")})
+    final = t["final"]
+    final = final.assign(loss=final.loss.map(_digits(6)),
+                         **{c: final[c].map(_digits(8)) for c in final if c.startswith("pred_")})
     sections[f"Final state (step {config.steps - 1}, the loop's last forward pass)"] = final
     if "relu" in config.activations:
         sections["relu'(0) conventions"] = report.markdown(pd.DataFrame(
@@ -306,6 +306,11 @@ def _summary(config: RunConfig, outcome: Outcome, short: bool = False) -> str:
         sections["Tolerances"] = report.tolerance_table()
     title = f"harness.compare: layers {config.layers}, {config.steps:,} steps, lr {config.lr}"
     return report.summary(title, verdict, sections)
+
+
+def _digits(n: int):
+    """Fixed-point text with ``n`` decimals; "-" where a run blew up (never a NaN shown as a number)."""
+    return lambda v: f"{v:.{n}f}" if np.isfinite(v) else "-"
 
 
 def _oracle_info() -> dict:
@@ -352,6 +357,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     previous = {s: signal.signal(s, _on_signal) for s in INTERRUPTED}
     try:
+        if not config.quiet:
+            print(f"harness.compare: {config.steps:,} steps of {', '.join(config.impls + config.impl)} in"
+                  f" {', '.join(config.dtype)}; results go to {out}", file=sys.stderr, flush=True)
         outcome = compare(config, extra)
         summary = _summary(config, outcome)
         meta = {"config": run_config(config), "skipped": outcome.skipped, "oracle": _oracle_info(),

@@ -42,6 +42,8 @@ def check_out(out: Path, overwrite: bool) -> None:
     probe = parent
     while not probe.exists():
         probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(f"output folder {out} cannot be written ({probe} is a file, not a folder)")
     if not os.access(probe, os.W_OK):
         raise ValueError(f"output folder {out} cannot be written ({probe} is not writable)")
 

@@ -106,3 +106,57 @@ class MutatesInputs(NumpyBackprop):
     def loss_and_grads(self, params, x, y):
         params["b0"] += 1.0
         return super().loss_and_grads(params, x, y)
+
+
+class RaisesMidRun(NumpyBackprop):
+    """Passes the short validation, then raises during the real run."""
+
+    name = "raises-mid-run"
+
+    def train(self, params, x, y, steps, record=()):
+        if steps > 10:
+            raise RuntimeError("out of cheese")
+        return super().train(params, x, y, steps, record)
+
+
+class HangsMidRun(NumpyBackprop):
+    """Passes the short validation, then never returns."""
+
+    name = "hangs-mid-run"
+
+    def train(self, params, x, y, steps, record=()):
+        if steps > 10:
+            import time
+
+            while True:
+                time.sleep(0.05)
+        return super().train(params, x, y, steps, record)
+
+
+class WrongNames(NumpyBackprop):
+    """Forgets the output bias's gradient."""
+
+    name = "wrong-names"
+
+    def loss_and_grads(self, params, x, y):
+        loss, grads = super().loss_and_grads(params, x, y)
+        return loss, {k: v for k, v in grads.items() if k != "b1"}
+
+
+class ReturnsNaN(NumpyBackprop):
+    """Predictions full of NaN."""
+
+    name = "returns-nan"
+
+    def forward(self, params, x):
+        return np.full_like(super().forward(params, x), np.nan)
+
+
+class WrongDtype(NumpyBackprop):
+    """Computes in float32 whatever it is asked for."""
+
+    name = "wrong-dtype"
+
+    def loss_and_grads(self, params, x, y):
+        loss, grads = super().loss_and_grads(params, x, y)
+        return loss, {k: v.astype(np.float32) for k, v in grads.items()}

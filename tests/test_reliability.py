@@ -1,0 +1,165 @@
+"""The harness never misleads: bad input, faulty implementations, blow-ups, interruptions, determinism."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness import compare, results
+from harness.config import parse_args
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = ["--steps", "200", "--check-every", "100", "--quiet", "--no-plots"]
+
+BAD_INPUT = [
+    (["--lr", "0"], "lr must be a finite number > 0, got 0.0"),
+    (["--lr", "-0.1"], "got -0.1"),
+    (["--lr", "nan"], "got nan"),
+    (["--lr", "inf"], "got inf"),
+    (["--steps", "0"], "--steps must be >= 1, got 0"),
+    (["--steps", "-5"], "--steps must be >= 1, got -5"),
+    (["--steps", "2.5"], "invalid int value: '2.5'"),
+    (["--layers", "2,0,1"], "layers must be two or more sizes >= 1, got (2, 0, 1)"),
+    (["--layers", "3,4,1"], "--layers 3,4,1 does not fit xor: it needs 2 inputs and 1 output"),
+    (["--layers", "2,4,2"], "--layers 2,4,2 does not fit xor"),
+    (["--impls", "numpy,tensorflow"], "unknown implementation 'tensorflow'"),
+    (["--activations", "tanh,softmax"], "unknown activation 'softmax'"),
+    (["--loss", "hinge"], "unknown loss 'hinge'"),
+    (["--reduction", "max"], "unknown reduction 'max'"),
+    (["--dtype", "float16"], "unknown dtype 'float16'"),
+    (["--dataset", "mnist"], "unknown dataset 'mnist'"),
+    (["--impl", "nocolon"], "--impl 'nocolon' is not of the form module:attr"),
+    (["--impl", "no_such_module:Impl"], "cannot import no_such_module"),
+    (["--check-every", "300", "--steps", "200"], "--check-every must be in 1..200 (--steps), got 300"),
+    (["--time-limit", "0"], "--time-limit must be a finite number of seconds > 0, got 0.0"),
+    (["--loss", "bce", "--activations", "tanh,tanh"], "loss bce needs a sigmoid output layer, got tanh"),
+]
+
+
+@pytest.mark.parametrize("argv, message", BAD_INPUT, ids=[" ".join(a) for a, _ in BAD_INPUT])
+def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, argv, message):
+    out = tmp_path / "run"
+    assert compare.main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("harness.compare: error: ") and err.count("\n") == 1
+    assert message in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_existing_or_unwritable_output_folder_is_bad_input(tmp_path, capsys):
+    (tmp_path / "taken").mkdir()
+    assert compare.main(["--out", str(tmp_path / "taken")]) == 2
+    (tmp_path / "a-file").write_text("x")
+    assert compare.main(["--out", str(tmp_path / "a-file" / "run")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert "exists; pass --overwrite" in err[0] and "is a file, not a folder" in err[1]
+
+
+def test_a_blow_up_is_reported_per_run_without_nan_in_the_tables(tmp_path):
+    out = tmp_path / "run"
+    code = compare.main(["--activations", "tanh,identity", "--lr", "10", "--impls", "numpy,torch,jax", *SMALL,
+                         "--out", str(out)])
+    assert code == 0  # every run blows up at the oracle's step, or (float32) by its own overflow
+    div = pd.read_csv(out / "divergence.csv", keep_default_na=False)
+    f64 = div[div.dtype == "float64"]
+    assert set(f64.nonfinite_at) == set(f64.oracle_nonfinite_at) == {68}
+    assert (div[div.dtype == "float32"].nonfinite_at.astype(int) < 68).all()  # float32 overflows sooner
+    for path in out.glob("*.csv"):
+        assert "nan" not in path.read_text().lower(), path.name
+    assert "## Non-finite losses" in (out / "summary.md").read_text()
+
+
+@pytest.mark.parametrize("cls, fault", [
+    ("RaisesMidRun", "train() raised RuntimeError: out of cheese"),
+    ("HangsMidRun", "train() ran past the 2 s time limit and was stopped"),
+    ("MisShapedWeightGrad", "loss_and_grads() returned w0 of shape (4, 2), expected (2, 4)"),
+    ("WrongNames", "loss_and_grads() returned names ['b0', 'w0', 'w1'], expected ['b0', 'b1', 'w0', 'w1']"),
+    ("ReturnsNaN", "forward() returned non-finite values in predictions"),
+    ("MutatesInputs", "loss_and_grads() changed its input b0"),
+    ("WrongDtype", "loss_and_grads() returned w0 as float32, expected float64"),
+])
+def test_a_faulty_implementation_is_named_and_the_rest_still_compared(tmp_path, capsys, cls, fault):
+    out = tmp_path / "run"
+    code = compare.main(["--impls", "numpy,jax", "--dtype", "float64", "--impl", f"tests.broken:{cls}",
+                         "--time-limit", "2", *SMALL, "--out", str(out)])
+    assert code == 1
+    assert fault in capsys.readouterr().out
+    final = pd.read_csv(out / "final.csv")
+    assert list(final.impl) == ["numpy", "jax"]
+
+
+def test_missing_frameworks_are_unavailable_and_the_rest_runs(tmp_path, monkeypatch):
+    for framework, module in (("torch", "impls.torch_autograd"), ("jax", "impls.jax_grad")):
+        monkeypatch.setitem(sys.modules, framework, None)
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    out = tmp_path / "run"
+    assert compare.main([*SMALL, "--out", str(out)]) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["skipped"]["torch float64"].startswith("torch: torch is not installed")
+    assert meta["skipped"]["jax float32"].startswith("jax: jax is not installed")
+    assert meta["environment"]["torch"]["available"] is False
+    assert set(pd.read_csv(out / "final.csv").impl) == {"numpy", "numpy-fd"}
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_an_interrupted_run_writes_nothing_and_says_so(tmp_path, signum, code):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "harness.compare", "--impls", "numpy", "--steps", "2000000",
+                             "--check-every", "1000", "--out", str(out)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    started = proc.stderr.readline()  # printed once the signal handlers are in place
+    assert started.startswith("harness.compare: 2,000,000 steps of numpy")
+    time.sleep(0.5)  # training under way
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code
+    assert "interrupted; nothing was written" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_reading_back_validates_the_folder(tmp_path):
+    out = tmp_path / "run"
+    assert compare.main(["--impls", "numpy", "--dtype", "float64", *SMALL, "--out", str(out)]) == 0
+    config = compare.run_config(parse_args(["--impls", "numpy", "--dtype", "float64", *SMALL]))
+    meta, tables = results.read(out, config)
+    assert meta["config"]["steps"] == 200 and "final" in tables
+    with pytest.raises(results.ResultsError, match="different configuration \\(differs in steps\\)"):
+        results.read(out, {**config, "steps": 300})
+    meta["format_version"] = results.FORMAT_VERSION + 1
+    (out / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(results.ResultsError, match="newer than this harness reads"):
+        results.read(out)
+    (out / "meta.json").unlink()
+    with pytest.raises(results.ResultsError, match="has no meta.json"):
+        results.read(out)
+
+
+def test_written_files_are_only_csv_json_markdown_and_png(tmp_path):
+    out = tmp_path / "run"
+    compare.main(["--impls", "numpy", "--dtype", "float64", "--steps", "50", "--check-every", "25", "--quiet",
+                  "--out", str(out)])
+    assert {p.suffix for p in out.iterdir()} == {".csv", ".json", ".md", ".png"}
+
+
+def _without_timings(summary: str) -> str:
+    head, _, rest = summary.partition("## Timings")
+    return head + rest.partition("\n## ")[2]
+
+
+def test_two_runs_give_identical_non_timing_outputs(tmp_path):
+    argv = ["--impls", "numpy,numpy-fd,torch,jax", "--steps", "300", "--check-every", "100", "--quiet"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert compare.main([*argv, "--out", str(a)]) == 0
+    assert compare.main([*argv, "--out", str(b)]) == 0
+    timing_files = {"timings.csv", "timings.png", "summary.md"}
+    names = sorted(p.name for p in a.iterdir())
+    assert names == sorted(p.name for p in b.iterdir())
+    for name in names:
+        if name not in timing_files:
+            assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    assert _without_timings((a / "summary.md").read_text()) == _without_timings((b / "summary.md").read_text())
