@@ -85,8 +85,7 @@ def error_row(got, ref, dtype: str, scale=None) -> dict[str, float]:
 
 
 def term_scale(oracle, params: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
-    """The summed magnitude of the per-sample terms of each gradient (and of the loss), by the oracle."""
-    per_sample = [oracle.loss_and_grads(params, x[i:i + 1], y[i:i + 1]) for i in range(len(x))]
-    weight = 1.0 if oracle.spec.reduction == "sum" else 1.0 / len(x)  # mean: the k per-sample means average
-    scale = {name: weight * sum(np.abs(g[name]) for _, g in per_sample) for name in per_sample[0][1]}
-    return {"loss": np.asarray(sum(loss for loss, _ in per_sample) / len(x)), **scale}
+    """The summed magnitude of the per-sample terms of each gradient (and the loss), by the oracle."""
+    return oracle.gradient_term_scale(params, x, y)
+
+

@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 from harness.data import load
 from harness.init import NOTEBOOK, InitPreset
 from harness.notebook import STEPS
-from impls.registry import names
+from impls.registry import DEFAULT, names
 from impls.spec import DTYPES, ModelSpec
 
 
@@ -15,7 +15,7 @@ from impls.spec import DTYPES, ModelSpec
 class RunConfig:
     """Defaults reproduce the notebook's printed run with every implementation, in both dtypes."""
 
-    impls: tuple[str, ...] = tuple(names())  # implementations to compare (numpy always runs: it is the baseline)
+    impls: tuple[str, ...] = DEFAULT  # implementations to compare (numpy always runs: it is the baseline)
     impl: tuple[str, ...] = ()  # your own implementations, as module:attr
     dtype: tuple[str, ...] = DTYPES  # each is a separate run
     steps: int = STEPS  # SGD updates per run

@@ -142,20 +142,40 @@ class NotebookNumpy:
         _, z, out = layers[-1]
         return bce_logits(z, y) if self.spec.loss == "bce" else sel(out, y)
 
-    def _backward(self, p: Params, layers: list[Layer], y: np.ndarray) -> dict[str, np.ndarray]:
+    def _deltas(self, p: Params, layers: list[Layer], y: np.ndarray):
+        """(layer index, its input h, d objective / d z) from the output layer down, one row per sample."""
         _, z, out = layers[-1]
         grad_loss = self.output_delta(z, out, y)
         if self.spec.reduction == "mean":
             grad_loss = grad_loss / y.size
-        grads: dict[str, np.ndarray] = {}
         for i in reversed(range(self.spec.depth)):
             h, z, out = layers[i]
             if i < self.spec.depth - 1:
                 grad_loss = grad_loss * self.activation_grad(self.spec.activations[i], z, out)
-            grads[f"w{i}"], grads[f"b{i}"] = dense_grads(h, grad_loss)
+            yield i, h, grad_loss
             if i:
                 grad_loss = grad_loss @ p[f"w{i}"].T
+
+    def _backward(self, p: Params, layers: list[Layer], y: np.ndarray) -> dict[str, np.ndarray]:
+        grads: dict[str, np.ndarray] = {}
+        for i, h, grad_loss in self._deltas(p, layers, y):
+            grads[f"w{i}"], grads[f"b{i}"] = dense_grads(h, grad_loss)
         return {k: grads[k] for k in p}
+
+    def gradient_term_scale(self, params: Params, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+        """Sum over samples of |each sample's term| of every gradient, and the loss itself.
+
+        A gradient sums per-sample terms (dw = sum_s h_s^T delta_s); its rounding error
+        scales with their magnitudes, which |h|^T |delta| gives exactly, not with the
+        possibly cancelled sum.
+        """
+        p, y = self._own(params), self._cast(y)
+        layers = self._layers(p, self._cast(x))
+        scale = {"loss": np.asarray(np.mean(self._loss(layers, y)))}  # a mean of non-negative terms
+        for i, h, grad_loss in self._deltas(p, layers, y):
+            scale[f"w{i}"] = np.abs(h).T @ np.abs(grad_loss)
+            scale[f"b{i}"] = np.sum(np.abs(grad_loss), axis=0, keepdims=True)
+        return scale
 
     def forward(self, params: Params, x: np.ndarray) -> np.ndarray:
         return self._layers(self._own(params), self._cast(x))[-1][2].copy()

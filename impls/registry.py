@@ -15,6 +15,9 @@ REGISTRY: dict[str, tuple[str, str, str]] = {
 }
 
 
+DEFAULT = ("numpy", "numpy-fd", "torch", "jax")  # what a plain compare runs; the rest are opt-in
+
+
 def names() -> list[str]:
     """Every registered implementation, in report order."""
     return list(REGISTRY)
