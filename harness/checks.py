@@ -47,25 +47,46 @@ def objective(predictions: np.ndarray, y: np.ndarray, reduction: str, loss: str 
     return float(per_element.sum() if reduction == "sum" else per_element.mean())
 
 
-def finite_difference_grads(impl, params: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray,
-                            step: float) -> dict[str, np.ndarray]:
-    """Central differences of the objective through ``impl.forward``, one coordinate at a time.
+def directional_difference(impl, params: Mapping[str, np.ndarray], name: str, direction: np.ndarray,
+                           x: np.ndarray, y: np.ndarray, step: float) -> float:
+    """Central difference of the objective along ``direction`` in parameter ``name``, through ``impl.forward``.
 
     Uses only the implementation's forward pass, so it checks any implementation's
     gradients, a hand-written one included. Meant for float64 specs.
     """
-    grads = {}
-    for name, value in params.items():
-        grad = np.zeros(value.shape)
-        for index in np.ndindex(value.shape):
-            values = []
-            for sign in (1.0, -1.0):
-                moved = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
-                moved[name][index] += sign * step
-                values.append(objective(impl.forward(moved, x), y, impl.spec.reduction, impl.spec.loss))
-            grad[index] = (values[0] - values[1]) / (2 * step)
-        grads[name] = grad
-    return grads
+    values = []
+    for sign in (1.0, -1.0):
+        moved = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
+        moved[name] += sign * step * direction
+        values.append(objective(impl.forward(moved, x), y, impl.spec.reduction, impl.spec.loss))
+    return (values[0] - values[1]) / (2 * step)
+
+
+def fd_directions(shape: tuple[int, ...], name: str, max_coordinates: int) -> np.ndarray:
+    """Unit coordinate directions, or for a larger array ``max_coordinates`` seeded random +-1 directions.
+
+    Shape (count, *shape). The seed comes from the parameter's name and shape, so
+    every implementation and every run is probed along the same directions.
+    """
+    size = int(np.prod(shape))
+    if size <= max_coordinates:
+        return np.eye(size).reshape((size, *shape))
+    rng = np.random.default_rng([size, *map(ord, name)])
+    return rng.choice((-1.0, 1.0), size=(max_coordinates, *shape))
+
+
+def finite_difference_grads(impl, params: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray,
+                            step: float, max_coordinates: int = 10**9) -> dict[str, np.ndarray]:
+    """Per parameter: the objective's central differences along ``fd_directions`` (one coordinate at a time
+    for small arrays), as a vector with one entry per direction."""
+    return {name: np.array([directional_difference(impl, params, name, d, x, y, step)
+                            for d in fd_directions(value.shape, name, max_coordinates)])
+            for name, value in params.items()}
+
+
+def along(directions: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The directional derivatives of ``values`` (a gradient, or its term scale with |directions|)."""
+    return np.tensordot(directions, np.asarray(values, np.longdouble), axes=directions.ndim - 1)
 
 
 def error_row(got, ref, dtype: str, scale=None) -> dict[str, float]:

@@ -6,8 +6,10 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from harness.checks import error_row, finite_difference_grads, term_scale
+from harness.checks import along, error_row, fd_directions, finite_difference_grads, term_scale
 from harness.tolerances import FD_CHECK_F64, FD_CHECK_STEP, NOTEBOOK_FD, allowed
+
+FD_MAX_DIRECTIONS = 16  # a parameter with more entries is probed along 16 seeded random +-1 directions
 from impls.interface import Implementation, Params, exact
 
 COLUMNS = ["check", "impl", "dtype", "step", "param", "max_abs", "rel", "ulps", "allowed", "passed", "judged",
@@ -81,11 +83,13 @@ def finite_differences(impls: list[Implementation], oracle: Implementation, stat
         for impl in impls:
             limit = FD_CHECK_F64.rel if exact(impl) else NOTEBOOK_FD.rel
             _, grads = impl.loss_and_grads(params, x, y)
-            estimate = finite_difference_grads(impl, params, x, y, FD_CHECK_STEP)
-            halved = finite_difference_grads(impl, params, x, y, FD_CHECK_STEP / 2)
+            estimate = finite_difference_grads(impl, params, x, y, FD_CHECK_STEP, FD_MAX_DIRECTIONS)
+            halved = finite_difference_grads(impl, params, x, y, FD_CHECK_STEP / 2, FD_MAX_DIRECTIONS)
             for name, ref in estimate.items():
-                error = error_row(grads[name], ref, "float64", scale[name])
-                stable = error_row(halved[name], ref, "float64", scale[name])["rel"] <= limit / 10
+                directions = fd_directions(params[name].shape, name, FD_MAX_DIRECTIONS)
+                size = along(np.abs(directions), scale[name])
+                error = error_row(along(directions, grads[name]), ref, "float64", size)
+                stable = error_row(halved[name], ref, "float64", size)["rel"] <= limit / 10
                 judged = stable and not kink
                 rows.append({"check": "finite-difference", "impl": impl.name, "dtype": "float64", "step": step,
                              "param": name, **error, "allowed": float(limit),

@@ -4,6 +4,7 @@ import pytest
 
 from harness.checks import error_row, rel_diff, term_scale
 from harness.tolerances import allowed, floor, NOTEBOOK_FD, SAME_MATH_F32, SAME_MATH_F64, VS_PLAIN_NUMPY
+from harness.init import initial_params
 from impls.spec import ModelSpec
 from tests.conftest import make
 
@@ -38,3 +39,28 @@ def test_allowed_is_the_floor_or_ten_times_plain_numpy():
     assert allowed("float64", 1e-16) == SAME_MATH_F64.rel
     assert allowed("float32", 1e-3) == VS_PLAIN_NUMPY * 1e-3
     assert floor("float32") is SAME_MATH_F32 and floor("float64", exact=False) is NOTEBOOK_FD
+
+
+def test_large_parameters_are_probed_along_seeded_random_directions():
+    from harness.checks import fd_directions
+
+    small = fd_directions((2, 4), "w0", 16)
+    np.testing.assert_array_equal(small.reshape(8, 8), np.eye(8))  # one coordinate at a time
+    large = fd_directions((64, 64), "w1", 16)
+    assert large.shape == (16, 64, 64) and set(np.unique(large)) == {-1.0, 1.0}
+    np.testing.assert_array_equal(large, fd_directions((64, 64), "w1", 16))  # the same every run
+
+
+def test_directional_check_catches_a_wrong_gradient_in_a_wide_layer(data):
+    """A 2-100-1 net has 200 entries in w0: probed by 16 directions, a tanh' bug still shows."""
+    from harness.gradcheck import finite_differences
+    from tests.broken import TanhPrimeWrong
+
+    spec = ModelSpec(layers=(2, 100, 1))
+    params = initial_params(spec)
+    oracle = make("numpy", ModelSpec(layers=(2, 100, 1), dtype="longdouble"))
+    x, y = data
+    good = finite_differences([make("numpy", spec)], oracle, {0: params}, x, y)
+    bad = finite_differences([TanhPrimeWrong(spec)], oracle, {0: params}, x, y)
+    assert good.passed.all() and good.judged.all()
+    assert set(bad[~bad.passed].param) == {"w0", "b0"}

@@ -72,8 +72,14 @@ def test_numpy_backprop_matches_finite_differences(spec_name, data):
     if spec_name == "relu-deep":  # move off relu's kink so the difference quotient is a derivative
         params = {k: v + (0.01 if k.startswith("b") else 0.0) for k, v in params.items()}
         _, grads = impl.loss_and_grads(params, x, y)
-    fd = finite_difference_grads(impl, params, x, y, FD_CHECK_STEP)
+    fd = _coordinatewise(impl, params, x, y)
     assert_close(grads, fd, FD_CHECK_F64, f"numpy float64 {spec_name} finite-difference")
+
+
+def _coordinatewise(impl, params, x, y):
+    """Central differences one coordinate at a time, shaped like the parameters."""
+    fd = finite_difference_grads(impl, params, x, y, FD_CHECK_STEP)
+    return {k: v.reshape(params[k].shape) for k, v in fd.items()}
 
 
 def test_a_wrong_derivative_is_caught(data, notebook_params, monkeypatch):
@@ -82,7 +88,7 @@ def test_a_wrong_derivative_is_caught(data, notebook_params, monkeypatch):
 
     impl = make("numpy", ModelSpec())
     x, y = data
-    fd = finite_difference_grads(impl, notebook_params, x, y, FD_CHECK_STEP)
+    fd = _coordinatewise(impl, notebook_params, x, y)
     monkeypatch.setitem(nb.ACTIVATION_PRIME, "tanh", lambda out: 1 - out)
     _, wrong = impl.loss_and_grads(notebook_params, x, y)
     with pytest.raises(AssertionError, match="numpy float64 step 0 gradient w0: relative difference"):
