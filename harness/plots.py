@@ -167,3 +167,27 @@ def _legend(ax: Axes) -> None:
 def _save(fig: Figure, path: Path) -> None:
     """Write the PNG; without the Software key its bytes do not depend on the matplotlib version."""
     fig.savefig(Path(path), format="png", metadata={"Software": None})
+
+
+def plot_scaling(sweep: pd.DataFrame, axis: str, path: Path) -> None:
+    """Write per-step time against one sweep axis (log-log), one line per (impl, dtype), to a PNG."""
+    _save(_scaling_figure(sweep, axis), path)
+
+
+def _scaling_figure(sweep: pd.DataFrame, axis: str) -> Figure:
+    title = f"time per training step against {axis}"
+    data = _finite(sweep[sweep["axis"] == axis] if not sweep.empty else sweep, ["value", "step_median_s"],
+                   positive=["value", "step_median_s"])
+    if data is None:
+        return _message(title, "no data")
+    fig, ax = _figure()
+    colours = _colours(data)
+    for (impl, dtype), group in data.sort_values("value").groupby(["impl", "dtype"], sort=True):
+        _line(ax, group["value"], group["step_median_s"] * 1e6, impl, dtype, colours)
+    ax.set(xscale="log", yscale="log", xlabel=AXIS_LABELS.get(axis, axis), ylabel="median time per step (us)",
+           title=title)
+    _legend(ax)
+    return fig
+
+
+AXIS_LABELS = {"width": "hidden width", "batch": "batch (samples)", "depth": "hidden layers"}

@@ -22,9 +22,9 @@ RESULTS = Path("results")
 Plot = tuple[str, Callable[[pd.DataFrame, Path], None], pd.DataFrame]  # file name, plotter, its data
 
 
-def default_out(root: Path = RESULTS) -> Path:
+def default_out(root: Path = RESULTS, kind: str = "run") -> Path:
     """A new folder under results/ named by the local time, never an existing one."""
-    stem = time.strftime("run-%Y%m%d-%H%M%S")
+    stem = time.strftime(f"{kind}-%Y%m%d-%H%M%S")
     out, n = root / stem, 1
     while out.exists():
         n += 1

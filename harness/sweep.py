@@ -1,0 +1,197 @@
+"""python -m harness.sweep [--axes width,batch,depth] [--impls ...] [--dtype float64,float32] [--steps 200] [--jobs 1]
+
+How each implementation's cost grows with the work, one factor at a time around a
+base point (parity:4, one hidden tanh layer of width 16, sigmoid output):
+- width: hidden width 4 to 1024;
+- batch: parity:N for N = 2 to 12, so 4 to 4,096 samples;
+- depth: 1 to 4 hidden layers of width 16.
+At every point the full comparison runs on a short trajectory (``--steps``: the
+teacher-forced, finite-difference and trajectory checks, so a fast path that is
+wrong fails here too) and takes the same timings as the main report.
+Writes sweep.csv (tidy), summary.md (fastest path per framework at each size,
+crossovers) and log-log plots of time per step against width and batch.
+``--jobs N`` runs grid points in N processes; the default is 1 because points
+running side by side on a 2-core machine slow each other and skew every timing.
+Exit codes: 0 every check passed, 1 a check failed at some point, 2 bad usage.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from harness import plots, report, results
+from harness.compare import compare, run_config
+from harness.config import RunConfig, UsageError, validate
+from harness.meta import run_metadata
+from impls.registry import names
+
+BASE = {"width": 16, "depth": 1, "batch": 4}  # batch is the parity bit count: 2**4 = 16 samples
+GRID = {"width": (4, 16, 64, 256, 1024), "batch": (2, 4, 6, 8, 10, 12), "depth": (1, 2, 3, 4)}
+
+
+@dataclass(frozen=True)
+class Point:
+    axis: str
+    value: int  # the width, the number of samples, or the number of hidden layers
+
+    def settings(self) -> dict:
+        """width, depth and parity bits of this point."""
+        knobs = dict(BASE)
+        knobs[self.axis] = self.value if self.axis != "batch" else self.value.bit_length() - 1
+        return knobs
+
+    def config(self, base: RunConfig) -> RunConfig:
+        knobs = self.settings()
+        bits = knobs["batch"]
+        layers = (bits, *[knobs["width"]] * knobs["depth"], 1)
+        return RunConfig(impls=base.impls, dtype=base.dtype, steps=base.steps, check_every=base.check_every,
+                         layers=layers, activations=("tanh",) * knobs["depth"] + ("sigmoid",),
+                         dataset=f"parity:{bits}", quiet=True)
+
+
+def points(axes: tuple[str, ...]) -> list[Point]:
+    """The grid: each axis swept with the others at the base point (batch as sample counts)."""
+    return [Point(axis, v if axis != "batch" else 2**v) for axis in axes for v in GRID[axis]]
+
+
+def measure(point: Point, base: RunConfig) -> tuple[pd.DataFrame, list[str]]:
+    """One row per implementation and dtype at ``point``, and the failures found there."""
+    config = point.config(base)
+    outcome = compare(config)
+    t = outcome.tables["timings"].set_index(["impl", "dtype", "measure"])
+    grads = outcome.tables["gradients"]
+    rows = []
+    for (impl, dtype), one in grads[grads.check == "teacher-forced"].groupby(["impl", "dtype"], sort=False):
+        if (impl, dtype, "train_step") not in t.index:
+            continue
+        failed = any(line.split(":", 2)[1].strip().startswith(f"{impl} {dtype}") for line in outcome.failures)
+        rows.append({"axis": point.axis, "value": point.value, **point.settings(),
+                     "samples": 2 ** point.settings()["batch"], "impl": impl, "dtype": dtype,
+                     "step_median_s": t.loc[(impl, dtype, "train_step"), "median_s"],
+                     "step_iqr_s": t.loc[(impl, dtype, "train_step"), "iqr_s"],
+                     "call_median_s": t.loc[(impl, dtype, "loss_and_grads"), "median_s"],
+                     "first_call_s": t.loc[(impl, dtype, "first_call"), "median_s"],
+                     "one_step_rel_err": one.rel.max(), "passed": not failed})
+    frame = pd.DataFrame(rows).drop(columns=["batch"]).rename(columns={"samples": "batch"})
+    where = f"{point.axis}={point.value}"
+    return frame, [f"{where}: {line}" for line in outcome.failures]
+
+
+def framework(impl: str) -> str:
+    return impl.split("-")[0]
+
+
+def fastest(sweep: pd.DataFrame) -> pd.DataFrame:
+    """Per axis value and dtype: the fastest implementation overall and the fastest path in each framework."""
+    rows = []
+    for (axis, value, dtype), group in sweep.groupby(["axis", "value", "dtype"], sort=False):
+        best = group.loc[group.step_median_s.idxmin()]
+        row = {"axis": axis, "value": value, "dtype": dtype, "fastest": best.impl,
+               "us/step": f"{best.step_median_s * 1e6:.3g}"}
+        for fw, paths in group.groupby(group.impl.map(framework), sort=True):
+            row[f"fastest {fw}"] = paths.loc[paths.step_median_s.idxmin()].impl
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def crossovers(sweep: pd.DataFrame) -> list[str]:
+    """Where, along each axis, the fastest implementation changes (between two grid values)."""
+    lines = []
+    table = fastest(sweep)
+    for (axis, dtype), group in table.groupby(["axis", "dtype"], sort=False):
+        previous = None
+        for row in group.itertuples():
+            if previous is not None and row.fastest != previous.fastest:
+                lines.append(f"{axis}, {dtype}: {previous.fastest} is fastest up to {previous.value},"
+                             f" {row.fastest} from {row.value}")
+            previous = row
+    return lines or ["No crossover: the same implementation is fastest at every point."]
+
+
+def parse(argv: list[str] | None) -> tuple[RunConfig, tuple[str, ...], int, Path, bool]:
+    parser = argparse.ArgumentParser(prog="python -m harness.sweep", description=__doc__.splitlines()[2])
+    parser.add_argument("--axes", default="width,batch,depth", help="axes to sweep (default: width,batch,depth)")
+    parser.add_argument("--impls", default=",".join(names()), help="implementations (default: every registered one)")
+    parser.add_argument("--dtype", default="float64,float32", help="dtypes (default: float64,float32)")
+    parser.add_argument("--steps", type=int, default=200, help="trajectory length checked at each point (default: 200)")
+    parser.add_argument("--jobs", type=int, default=1, help="grid points run in parallel processes (default: 1)")
+    parser.add_argument("--out", default=None, help="results folder (default: a new one under results/)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    parser.add_argument("--quiet", action="store_true", help="print only the verdict and failures")
+    parser.error = lambda message: (_ for _ in ()).throw(UsageError(message))  # one line, no usage dump
+    args = parser.parse_args(argv)
+    axes = tuple(args.axes.split(","))
+    if unknown := [a for a in axes if a not in GRID]:
+        raise UsageError(f"unknown axis {unknown[0]!r}; choose from {', '.join(GRID)}")
+    if args.jobs < 1:
+        raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
+    base = RunConfig(impls=tuple(args.impls.split(",")), dtype=tuple(args.dtype.split(",")), steps=args.steps,
+                     check_every=max(1, args.steps // 2))
+    validate(base)
+    out = Path(args.out) if args.out else results.default_out(results.RESULTS, "sweep")
+    results.check_out(out, args.overwrite)
+    return base, axes, args.jobs, out, args.quiet
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        base, axes, jobs, out, quiet = parse(argv)
+    except (UsageError, ValueError) as exc:
+        print(f"harness.sweep: error: {exc}", file=sys.stderr)
+        return 2
+    grid = points(axes)
+    if not quiet:
+        print(f"harness.sweep: {len(grid)} points, {jobs} job(s); results go to {out}", file=sys.stderr, flush=True)
+    # spawn, not fork: forking a process that has started JAX's threads can deadlock
+    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) if jobs > 1 else _Serial() as pool:
+        measured = list(pool.map(measure, grid, [base] * len(grid)))
+    sweep = pd.concat([frame for frame, _ in measured], ignore_index=True)
+    failures = [line for _, lines in measured for line in lines]
+    summary = report.summary(
+        f"harness.sweep: {len(grid)} points, {base.steps} checked steps each",
+        "**PASS**: every check passed at every point." if not failures else
+        "**FAIL**:\n\n" + "\n".join(f"- {line}" for line in failures),
+        {"Fastest path per framework at each size": fastest(sweep),
+         "Crossovers": "\n".join(f"- {line}" for line in crossovers(sweep)),
+         "Every point (time per step, us)": _wide(sweep)})
+    meta = {"config": {**run_config(base), "axes": list(axes), "grid": {a: list(GRID[a]) for a in axes},
+                       "base": BASE, "jobs": jobs}, "environment": run_metadata()}
+    figures = [(f"scaling_{axis}.png", lambda df, path, a=axis: plots.plot_scaling(df, a, path), sweep)
+               for axis in axes if axis in ("width", "batch", "depth")]
+    written = results.write(out, {"sweep": sweep}, meta, summary, figures)
+    print("\n".join(failures) or "PASS" if quiet else summary)
+    print(f"results: {written}")
+    return 1 if failures else 0
+
+
+def _wide(sweep: pd.DataFrame) -> pd.DataFrame:
+    """One row per grid point, one column per implementation and dtype: microseconds per step."""
+    rows = []
+    for (axis, value), group in sweep.groupby(["axis", "value"], sort=False):
+        row = {"axis": axis, "value": value}
+        row.update({f"{i} {d}": f"{t * 1e6:.3g}" for i, d, t in zip(group.impl, group.dtype, group.step_median_s)})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+class _Serial:
+    """The executor interface, run in this process (so --jobs 1 timings see no other worker)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def map(self, fn, *iterables):
+        return map(fn, *iterables)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
