@@ -38,6 +38,9 @@ def check_out(out: Path, overwrite: bool) -> None:
         raise ValueError(f"output folder {out} exists; pass --overwrite to replace it")
     if out.exists() and not out.is_dir():
         raise ValueError(f"output path {out} is not a folder")
+    if out.exists() and not (out / "meta.json").exists() and any(out.iterdir()):
+        raise ValueError(f"output folder {out} holds files but no meta.json: not a results folder, so it is"
+                         f" not replaced even with --overwrite")
     parent = out.parent if out.parent != Path("") else Path(".")
     probe = parent
     while not probe.exists():

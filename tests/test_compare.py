@@ -128,14 +128,24 @@ def test_bad_usage_is_one_line_and_exit_2(capsys, argv, message):
 def test_existing_out_folder_needs_overwrite(tmp_path, capsys):
     out = tmp_path / "taken"
     out.mkdir()
-    (out / "keep.txt").write_text("earlier run")
+    (out / "meta.json").write_text("{}")  # an earlier run
+    (out / "stale.csv").write_text("old")
     argv = ["--steps", "20", "--check-every", "10", "--impls", "numpy", "--dtype", "float64", "--out", str(out),
             "--quiet", "--no-plots"]
     assert compare.main(argv) == 2
     assert "exists; pass --overwrite" in capsys.readouterr().err
-    assert (out / "keep.txt").exists()
+    assert (out / "stale.csv").exists()
     assert compare.main([*argv, "--overwrite"]) == 0
-    assert (out / "summary.md").exists() and not (out / "keep.txt").exists()
+    assert (out / "summary.md").exists() and not (out / "stale.csv").exists()
+
+
+def test_overwrite_never_replaces_a_folder_that_is_not_a_run(tmp_path, capsys):
+    out = tmp_path / "my-documents"
+    out.mkdir()
+    (out / "thesis.tex").write_text("precious")
+    assert compare.main(["--out", str(out), "--overwrite"]) == 2
+    assert "not a results folder" in capsys.readouterr().err
+    assert (out / "thesis.tex").read_text() == "precious"
 
 
 def _line_after(steps: int) -> str:

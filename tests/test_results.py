@@ -31,6 +31,7 @@ def test_overwrite_replaces_the_whole_folder(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     (out / "stale.csv").write_text("old")
+    (out / "meta.json").write_text("{}")
     _write(out)
     assert not (out / "stale.csv").exists() and (out / "summary.md").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
