@@ -1,11 +1,14 @@
-"""python -m harness.bench [--steps 100000] [--repeats 3] [--skip-default-run]
+"""python -m harness.bench [--steps 100000] [--repeats 3] [--skip-default-run] [--only-fast-paths]
 
 Prints, measured side by side in one run on this machine:
 1. the harness's bookkeeping cost: each implementation's bare native loop
    (``impl.train`` with no checkpoints) against the same loop as the harness runs
    it (checkpoints every 1,000 steps, per-step losses to float64, the Run
    wrapper), interleaved so machine noise hits both alike; target ratio <= 1.05;
-2. the wall time of the default ``python -m harness.compare``; target <= 60 s.
+2. the wall time of the default ``python -m harness.compare``; target <= 60 s;
+3. the fastest paths: per-step time of each framework's eager and fastest
+   implementation at 2-4-1 float64, interleaved, and the ratios the fast paths
+   are held to (``--only-fast-paths`` runs just this section).
 """
 from __future__ import annotations
 
@@ -21,10 +24,23 @@ from harness import compare, runs
 from harness.config import RunConfig
 from harness.data import xor
 from harness.init import initial_params
-from impls.registry import available
+from impls.interface import Unavailable
+from impls.registry import available, create
+from impls.spec import ModelSpec
 
 BOOKKEEPING_TARGET = 1.05
 DEFAULT_RUN_TARGET_S = 60.0
+
+FAST_PATHS = ("numpy-fd", "numpy", "numpy-fast", "jax", "jax-step", "torch", "torch-compile")  # measuring order
+TORCH_FAST = ("torch-compile",)  # the candidates for "best torch path"
+# (label, numerator, denominator, target or None): numerator per-step time / denominator's
+FAST_RATIOS = (
+    ("numpy-fast / numpy-fd", "numpy-fast", "numpy-fd", 0.6),
+    ("jax (fused loop) / numpy-fast", "jax", "numpy-fast", 0.1),
+    ("jax (fused loop) / numpy (plain backprop)", "jax", "numpy", 0.1),
+    ("{best} / torch (eager)", "best torch", "torch", 0.5),
+    ("jax-step / jax (per-step jit vs lax.scan)", "jax-step", "jax", None),
+)
 
 
 def bookkeeping(steps: int, repeats: int) -> list[tuple[str, str, list[float], list[float]]]:
@@ -33,7 +49,7 @@ def bookkeeping(steps: int, repeats: int) -> list[tuple[str, str, list[float], l
     params = initial_params(config.spec("float64"), config.preset())
     rows = []
     for dtype in config.dtype:
-        for impl in available(config.spec(dtype))[0].values():
+        for impl in available(config.spec(dtype), list(config.impls))[0].values():  # the default run's
             impl.train(params, x, y, config.check_every)  # compile the scan lengths both variants use
             impl.train(params, x, y, steps)
             bare, harnessed = [], []
@@ -46,25 +62,88 @@ def bookkeeping(steps: int, repeats: int) -> list[tuple[str, str, list[float], l
     return rows
 
 
+def fast_paths(steps: int, repeats: int) -> tuple[dict[str, float], dict[str, list[float]], dict[str, str]]:
+    """(first-call seconds, per-step seconds of each repeat, why each missing one cannot run), 2-4-1 float64.
+
+    Every implementation trains ``steps`` steps with no checkpoints; the first call
+    (tracing, jit and torch.compile included) is timed apart, then the repeats are
+    interleaved, one call of each implementation per round.
+    """
+    spec, (x, y) = ModelSpec(), xor()
+    params = initial_params(spec, RunConfig().preset())
+    impls, skipped = {}, {}
+    for name in FAST_PATHS:
+        try:
+            impls[name] = create(name, spec)
+        except Unavailable as exc:
+            skipped[name] = str(exc)
+    first = {}
+    for name, impl in impls.items():
+        start = time.perf_counter()
+        impl.train(params, x, y, steps)
+        first[name] = time.perf_counter() - start
+    per_step: dict[str, list[float]] = {name: [] for name in impls}
+    for _ in range(repeats):
+        for name, impl in impls.items():
+            start = time.perf_counter()
+            impl.train(params, x, y, steps)
+            per_step[name].append((time.perf_counter() - start) / steps)
+    return first, per_step, skipped
+
+
+def print_fast_paths(steps: int, repeats: int) -> None:
+    print(f"fastest paths: 2-4-1 float64, {steps:,} steps, {repeats} interleaved repeats of each;"
+          " first call (compilation included) timed apart")
+    first, per_step, skipped = fast_paths(steps, repeats)
+    print(f"{'impl':14} {'first s':>9} {'min us/step':>12} {'median us/step':>15}")
+    for name, times in per_step.items():
+        print(f"{name:14} {first[name]:9.3f} {min(times) * 1e6:12.2f} {np.median(times) * 1e6:15.2f}")
+    for name, reason in skipped.items():
+        print(f"{name:14} skipped: {reason}")
+    torch_paths = [name for name in TORCH_FAST if name in per_step]
+    if torch_paths:
+        best = min(torch_paths, key=lambda name: min(per_step[name]))
+        per_step["best torch"] = per_step[best]
+    else:
+        best = "best torch path"
+    print(f"{'ratio':42} {'min':>7} {'median':>7}  target")
+    for label, top, bottom, target in FAST_RATIOS:
+        label = label.format(best=best)
+        if top not in per_step or bottom not in per_step:
+            print(f"{label:42} {'n/a':>7} {'n/a':>7}")
+            continue
+        best_ratio = min(per_step[top]) / min(per_step[bottom])
+        typical = np.median(per_step[top]) / np.median(per_step[bottom])
+        goal = "" if target is None else f"  <= {target}" + ("" if best_ratio <= target else "  OVER")
+        print(f"{label:42} {best_ratio:7.3f} {typical:7.3f}{goal}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100_000, help="steps per bookkeeping measurement")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats per variant")
     parser.add_argument("--skip-default-run", action="store_true", help="do not time the default compare")
+    parser.add_argument("--fast-steps", type=int, default=20_000, help="steps per fastest-paths measurement")
+    parser.add_argument("--fast-repeats", type=int, default=5, help="interleaved repeats per fastest path")
+    parser.add_argument("--only-fast-paths", action="store_true", help="run only the fastest-paths section")
     args = parser.parse_args(argv)
+    if args.only_fast_paths:
+        print_fast_paths(args.fast_steps, args.fast_repeats)
+        return 0
     print(f"bookkeeping: {args.steps:,} steps, {args.repeats} interleaved repeats of each variant;")
     print(f"the ratio of the fastest repeats is the cost estimate (noise only adds time), target <= {BOOKKEEPING_TARGET}")
-    print(f"{'impl':9} {'dtype':8} {'bare s':>12} {'harness s':>12} {'ratio (min)':>11} {'ratio (median)':>14}")
+    print(f"{'impl':13} {'dtype':8} {'bare s':>12} {'harness s':>12} {'ratio (min)':>11} {'ratio (median)':>14}")
     for name, dtype, bare, harnessed in bookkeeping(args.steps, args.repeats):
         best, typical = min(harnessed) / min(bare), np.median(harnessed) / np.median(bare)
         flag = "" if best <= BOOKKEEPING_TARGET else "  OVER"
-        print(f"{name:9} {dtype:8} {min(bare):12.4f} {min(harnessed):12.4f} {best:11.3f} {typical:14.3f}{flag}")
+        print(f"{name:13} {dtype:8} {min(bare):12.4f} {min(harnessed):12.4f} {best:11.3f} {typical:14.3f}{flag}")
     if not args.skip_default_run:
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
             code = compare.main(["--out", str(Path(tmp) / "run"), "--quiet", "--no-plots"])
             wall = time.perf_counter() - start
         print(f"default compare (no plots): {wall:.1f} s, exit {code}; target <= {DEFAULT_RUN_TARGET_S:.0f} s")
+    print_fast_paths(args.fast_steps, args.fast_repeats)
     return 0
 
 

@@ -12,6 +12,10 @@ REGISTRY: dict[str, tuple[str, str, str]] = {
     "numpy-fd": ("impls.np_fd", "NumpyFiniteDiff", "numpy"),
     "torch": ("impls.torch_autograd", "TorchAutograd", "torch"),
     "jax": ("impls.jax_grad", "JaxGrad", "jax"),
+    # the fastest honest path in each framework (opt-in; checked against numpy like the rest)
+    "numpy-fast": ("impls.np_fast", "NumpyFast", "numpy"),
+    "jax-step": ("impls.jax_step", "JaxStep", "jax"),
+    "torch-compile": ("impls.torch_compile", "TorchCompile", "torch"),
 }
 
 
