@@ -25,6 +25,7 @@ class RunConfig:
     loss: str = ModelSpec.loss  # sel (the notebook's) or bce
     reduction: str = ModelSpec.reduction  # gradient of the sum (notebook) or the mean
     dataset: str = "xor"  # xor or parity:N
+    device: str = "cpu"  # cpu or cuda: where torch and jax compute (NumPy stays on the CPU)
     seed: int | None = None  # None: the notebook's preset (seed 0, 648 draws skipped)
     check_every: int = 1000  # steps between checkpoints (teacher-forced and parameter checks)
     time_limit: float = 600.0  # seconds one call into an implementation may take before it is stopped
@@ -35,7 +36,7 @@ class RunConfig:
 
     def spec(self, dtype: str) -> ModelSpec:
         """The model spec of this run in ``dtype`` (raises ValueError on a bad combination)."""
-        return ModelSpec(self.layers, self.activations, self.loss, self.reduction, dtype, self.lr)
+        return ModelSpec(self.layers, self.activations, self.loss, self.reduction, dtype, self.lr, self.device)
 
     def preset(self) -> InitPreset:
         return NOTEBOOK if self.seed is None else InitPreset(seed=self.seed)
@@ -65,6 +66,7 @@ HELP = {
     "impl": "your own implementation as module:attr, a class or factory taking a ModelSpec (repeatable)",
     "loss": "sel (0.5 (y - y_hat)^2, the notebook's) or bce (binary cross-entropy)",
     "dataset": "xor or parity:N (2**N samples)",
+    "device": "cpu or cuda: where torch and jax compute (NumPy stays on the CPU)",
     "dtype": "comma-separated dtypes",
     "steps": "SGD updates per run",
     "lr": "learning rate",
@@ -80,7 +82,7 @@ HELP = {
     "quiet": "no progress bar; print only the verdict and failures",
 }
 KIND = {"impls": _csv(str), "dtype": _csv(str), "layers": _csv(int), "activations": _csv(str),
-        "steps": int, "lr": float, "reduction": str, "loss": str, "dataset": str, "seed": int, "check_every": int, "out": str,
+        "steps": int, "lr": float, "reduction": str, "loss": str, "dataset": str, "device": str, "seed": int, "check_every": int, "out": str,
         "time_limit": float}
 SHOWN = {"seed": "the notebook's preset", "out": "a new folder under results/"}
 
@@ -106,6 +108,29 @@ def parse_args(argv: list[str] | None = None) -> RunConfig:
     return config
 
 
+def cuda_missing() -> str | None:
+    """None if torch or jax can compute on a CUDA device here, else why neither can."""
+    reasons = []
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return None
+        reasons.append(f"torch {torch.__version__}: torch.cuda.is_available() is False")
+    except ImportError:
+        reasons.append("torch is not installed")
+    try:
+        import jax
+
+        jax.devices("gpu")
+        return None
+    except ImportError:
+        reasons.append("jax is not installed")
+    except RuntimeError:
+        reasons.append("jax has no gpu backend")
+    return "; ".join(reasons)
+
+
 def validate(config: RunConfig) -> None:
     """Raise UsageError for input no run can use."""
     unknown = [name for name in config.impls if name not in names()]
@@ -118,6 +143,8 @@ def validate(config: RunConfig) -> None:
         raise UsageError(f"--steps must be >= 1, got {config.steps}")
     if not 1 <= config.check_every <= config.steps:
         raise UsageError(f"--check-every must be in 1..{config.steps} (--steps), got {config.check_every}")
+    if config.device == "cuda" and (missing := cuda_missing()):
+        raise UsageError(f"--device cuda: no CUDA device here ({missing})")
     if not 0 < config.time_limit < float("inf"):
         raise UsageError(f"--time-limit must be a finite number of seconds > 0, got {config.time_limit}")
     if config.seed is not None and not 0 <= config.seed < 2**32:

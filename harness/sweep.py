@@ -1,4 +1,5 @@
-"""python -m harness.sweep [--axes width,batch,depth] [--impls ...] [--dtype float64,float32] [--steps 200] [--jobs 1]
+"""python -m harness.sweep [--axes width,batch,depth] [--impls ...] [--dtype float64,float32] [--steps 200]
+    [--device cpu] [--jobs 1]
 
 How each implementation's cost grows with the work, one factor at a time around a
 base point (parity:4, one hidden tanh layer of width 16, sigmoid output):
@@ -51,6 +52,7 @@ class Point:
         bits = knobs["batch"]
         layers = (bits, *[knobs["width"]] * knobs["depth"], 1)
         return RunConfig(impls=base.impls, dtype=base.dtype, steps=base.steps, check_every=base.check_every,
+                         device=base.device,
                          layers=layers, activations=("tanh",) * knobs["depth"] + ("sigmoid",),
                          dataset=f"parity:{bits}", quiet=True)
 
@@ -120,6 +122,7 @@ def parse(argv: list[str] | None) -> tuple[RunConfig, tuple[str, ...], int, Path
     parser.add_argument("--impls", default=",".join(names()), help="implementations (default: every registered one)")
     parser.add_argument("--dtype", default="float64,float32", help="dtypes (default: float64,float32)")
     parser.add_argument("--steps", type=int, default=200, help="trajectory length checked at each point (default: 200)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda, for torch and jax (default: cpu)")
     parser.add_argument("--jobs", type=int, default=1, help="grid points run in parallel processes (default: 1)")
     parser.add_argument("--out", default=None, help="results folder (default: a new one under results/)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
@@ -132,7 +135,7 @@ def parse(argv: list[str] | None) -> tuple[RunConfig, tuple[str, ...], int, Path
     if args.jobs < 1:
         raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
     base = RunConfig(impls=tuple(args.impls.split(",")), dtype=tuple(args.dtype.split(",")), steps=args.steps,
-                     check_every=max(1, args.steps // 2))
+                     check_every=max(1, args.steps // 2), device=args.device)
     validate(base)
     out = Path(args.out) if args.out else results.default_out(results.RESULTS, "sweep")
     results.check_out(out, args.overwrite)

@@ -3,12 +3,14 @@
 float64 needs JAX's x64 mode. Rather than flip the process-wide flag
 (``jax.config.update("jax_enable_x64", True)``), which would change the
 default dtype of every other JAX user in the process, each public call runs
-inside the scoped, thread-local context ``with jax.enable_x64(dtype == "float64")``.
+inside the scoped, thread-local context ``with jax.enable_x64(dtype == "float64")``
+(with ``jax.default_device`` for ``--device``).
 Tracing, compiling and running all happen inside it, and the previous setting
 is restored on exit, so code around the harness sees JAX exactly as it left it.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Sequence
 
 import jax
@@ -16,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from impls.interface import Params, TrainResult, check_record, require_dtype
+from impls.interface import Params, TrainResult, Unavailable, check_record, require_dtype
 from impls.spec import DTYPES, ModelSpec
 
 ACTIVATION = {"relu": jax.nn.relu, "tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid, "identity": lambda z: z}
@@ -34,9 +36,16 @@ class JaxGrad:
         require_dtype(self.name, spec, DTYPES)
         self.spec = spec
         self.x64 = spec.dtype == "float64"
+        self.device = _device(self.name, spec.device)
         self._forward_jit = jax.jit(self._forward)
         self._value_and_grad = jax.jit(jax.value_and_grad(self._objective, has_aux=True))
         self._scan = jax.jit(self._run_many, static_argnums=(3, 4))
+
+    @contextmanager
+    def _scope(self):
+        """x64 as the dtype needs, and the spec's device, for this call only (both thread-local)."""
+        with jax.enable_x64(self.x64), jax.default_device(self.device):
+            yield
 
     # The boundary: the only place arrays change type. Compiled functions take NumPy
     # arrays directly: jit's dispatch transfers them faster than jnp.asarray per array.
@@ -83,12 +92,12 @@ class JaxGrad:
         return lax.scan(segment, p, None, length=count)
 
     def forward(self, params: Params, x: np.ndarray) -> np.ndarray:
-        with jax.enable_x64(self.x64):
+        with self._scope():
             p = {k: self._array(v) for k, v in params.items()}
             return np.array(self._forward_jit(p, self._array(x)))
 
     def loss_and_grads(self, params: Params, x: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
-        with jax.enable_x64(self.x64):
+        with self._scope():
             p = {k: self._array(v) for k, v in params.items()}
             (_, reported), grads = self._value_and_grad(p, self._array(x), self._array(y))
             return float(reported), self._numpy(grads)
@@ -96,7 +105,7 @@ class JaxGrad:
     def train(self, params: Params, x: np.ndarray, y: np.ndarray, steps: int, record: Sequence[int] = ()) -> TrainResult:
         """Checkpoints split the run into segments; equal consecutive segments run as one compiled call."""
         wanted = check_record(steps, record)
-        with jax.enable_x64(self.x64):
+        with self._scope():
             p = {k: self._array(v) for k, v in params.items()}
             x_j, y_j = self._array(x), self._array(y)
             stored, chunks = [], []
@@ -113,6 +122,14 @@ class JaxGrad:
                         checkpoints[start + (j + 1) * length] = {k: v[j].copy() for k, v in host.items()}
             losses = np.concatenate([np.asarray(c, dtype=np.float64).ravel() for c in chunks])
             return TrainResult(losses=losses, params=self._numpy(p), checkpoints=checkpoints)
+
+
+def _device(name: str, device: str) -> jax.Device:
+    """The first JAX device of the asked kind; Unavailable if this JAX has none."""
+    try:
+        return jax.devices("gpu" if device == "cuda" else "cpu")[0]
+    except RuntimeError:
+        raise Unavailable(f"{name}: jax {jax.__version__} has no {device} backend here") from None
 
 
 def _segments(wanted: list[int], steps: int) -> list[tuple[int, int, int]]:

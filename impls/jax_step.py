@@ -33,7 +33,7 @@ class JaxStep(JaxGrad):
 
     def train(self, params: Params, x: np.ndarray, y: np.ndarray, steps: int, record: Sequence[int] = ()) -> TrainResult:
         wanted = set(check_record(steps, record))
-        with jax.enable_x64(self.x64):
+        with self._scope():
             p = {k: self._array(v) for k, v in params.items()}
             x_j, y_j = self._array(x), self._array(y)
             step_fn = self._step_jit

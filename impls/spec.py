@@ -25,6 +25,7 @@ ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")
 LOSSES = ("sel", "bce")
 REDUCTIONS = ("sum", "mean")
 DTYPES = ("float64", "float32")  # what a run can ask for
+DEVICES = ("cpu", "cuda")  # where torch and jax compute; the NumPy implementations always use the CPU
 ORACLE_DTYPE = "longdouble"  # the extended-precision truth; only numpy computes in it
 
 
@@ -38,6 +39,7 @@ class ModelSpec:
     reduction: str = "sum"  # gradient of the sum (notebook) or of the mean
     dtype: str = "float64"  # float64 or float32 (or longdouble, for the oracle), for every array
     lr: float = 0.001  # plain SGD step size, as in the notebook
+    device: str = "cpu"  # cpu or cuda, for torch and jax (NumPy runs on the CPU whatever this says)
 
     def __post_init__(self) -> None:
         if len(self.layers) < 2 or any(int(n) != n or n < 1 for n in self.layers):
@@ -53,6 +55,7 @@ class ModelSpec:
             raise ValueError(f"loss bce needs a sigmoid output layer, got {self.activations[-1]}")
         _one_of("reduction", (self.reduction,), REDUCTIONS)
         _one_of("dtype", (self.dtype,), DTYPES + (ORACLE_DTYPE,))
+        _one_of("device", (self.device,), DEVICES)
         if not 0 < self.lr < float("inf"):
             raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
 

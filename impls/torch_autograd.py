@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from impls.interface import Params, TrainResult, check_record, require_dtype
+from impls.interface import Params, TrainResult, Unavailable, check_record, require_dtype
 from impls.spec import DTYPES, ModelSpec
 
 ACTIVATION = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "identity": lambda z: z}
@@ -23,19 +23,22 @@ class TorchAutograd:
 
     def __init__(self, spec: ModelSpec) -> None:
         require_dtype(self.name, spec, DTYPES)
+        if spec.device == "cuda" and not torch.cuda.is_available():
+            raise Unavailable(f"{self.name}: torch {torch.__version__} sees no CUDA device here")
         self.spec = spec
         self.dtype = getattr(torch, spec.dtype)
+        self.device = torch.device(spec.device)
 
     # The boundary: the only place NumPy arrays become tensors and back.
     def _tensor(self, a: np.ndarray, grad: bool = False) -> torch.Tensor:
-        return torch.tensor(np.asarray(a), dtype=self.dtype, requires_grad=grad)
+        return torch.tensor(np.asarray(a), dtype=self.dtype, device=self.device, requires_grad=grad)
 
     def _leaves(self, params: Params) -> dict[str, torch.Tensor]:
         return {k: self._tensor(v, grad=True) for k, v in params.items()}
 
     @staticmethod
     def _numpy(tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-        return {k: t.detach().numpy().copy() for k, t in tensors.items()}
+        return {k: t.detach().cpu().numpy().copy() for k, t in tensors.items()}
 
     def _forward(self, p: dict[str, torch.Tensor], x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(pre-activation, output) of the last layer."""
@@ -61,7 +64,7 @@ class TorchAutograd:
     def forward(self, params: Params, x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             _, out = self._forward({k: self._tensor(v) for k, v in params.items()}, self._tensor(x))
-        return out.numpy().copy()
+        return out.cpu().numpy().copy()
 
     def loss_and_grads(self, params: Params, x: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
         p, y_t = self._leaves(params), self._tensor(y)
@@ -84,5 +87,5 @@ class TorchAutograd:
                 torch._foreach_add_(leaves, grads, alpha=-lr)  # p -= lr * dp, one op for all
         if steps in wanted:
             checkpoints[steps] = self._numpy(p)
-        losses = self._reported(torch.stack(objectives), y_t.numel()).numpy().astype(np.float64)
+        losses = self._reported(torch.stack(objectives), y_t.numel()).cpu().numpy().astype(np.float64)
         return TrainResult(losses=losses, params=self._numpy(p), checkpoints=checkpoints)

@@ -92,7 +92,7 @@ class TorchCompile(TorchAutograd):
             objectives.append(value)
         if steps in wanted:
             checkpoints[steps] = self._named(p)
-        losses = self._reported(torch.stack(objectives), y_t.numel()).numpy().astype(np.float64)
+        losses = self._reported(torch.stack(objectives), y_t.numel()).cpu().numpy().astype(np.float64)
         return TrainResult(losses=losses, params=self._named(p), checkpoints=checkpoints)
 
 

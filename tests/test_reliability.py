@@ -163,3 +163,20 @@ def test_two_runs_give_identical_non_timing_outputs(tmp_path):
         if name not in timing_files:
             assert (a / name).read_bytes() == (b / name).read_bytes(), name
     assert _without_timings((a / "summary.md").read_text()) == _without_timings((b / "summary.md").read_text())
+
+
+def test_asking_for_cuda_without_a_gpu_is_bad_usage(tmp_path, capsys):
+    from harness.config import cuda_missing
+
+    if cuda_missing() is None:
+        pytest.skip("this machine has a CUDA device")
+    assert compare.main(["--device", "cuda", "--out", str(tmp_path / "r")]) == 2
+    assert "--device cuda: no CUDA device here (" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_device_is_recorded_in_the_metadata(tmp_path):
+    out = tmp_path / "run"
+    assert compare.main(["--impls", "numpy,torch,jax", "--dtype", "float64", "--device", "cpu", *SMALL,
+                         "--out", str(out)]) == 0
+    assert json.loads((out / "meta.json").read_text())["config"]["device"] == "cpu"

@@ -53,6 +53,7 @@ def test_crossovers_name_where_the_fastest_changes():
     (["--axes", "height"], "unknown axis 'height'"),
     (["--jobs", "0"], "--jobs must be >= 1, got 0"),
     (["--impls", "numpy,tf"], "unknown implementation 'tf'"),
+    (["--device", "tpu"], "unknown device 'tpu'"),
 ])
 def test_bad_usage_exit_2(capsys, argv, message):
     assert sweep.main(argv) == 2
