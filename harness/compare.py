@@ -32,7 +32,7 @@ from harness.divergence import Divergence, first_divergence, loss_table, param_t
 from harness.gradcheck import finite_differences, teacher_forced
 from harness.init import initial_params
 from harness.meta import run_metadata
-from harness.runs import Run, train
+from harness.runs import Run, train_all
 from harness.guard import Fault, guarded
 from harness.plugins import Factory, PluginError
 from impls.interface import Implementation, Unavailable
@@ -124,7 +124,7 @@ def _compare(config: RunConfig, extra: dict[str, Factory], timings: bool) -> Out
     params = initial_params(config.spec("float64"), config.preset())
     impls, factories, skipped, faults = _impls(config, extra, params, x, y)
     oracle_impl = create("numpy", config.spec(ORACLE_DTYPE))
-    bar = tqdm(total=3 * len(impls) + 1, disable=config.quiet or not sys.stderr.isatty(), file=sys.stderr,
+    bar = tqdm(total=2 * len(impls) + 1, disable=config.quiet or not sys.stderr.isatty(), file=sys.stderr,
                unit="task", leave=False)
 
     def attempt(impl: Implementation, label: str, fn):
@@ -137,11 +137,16 @@ def _compare(config: RunConfig, extra: dict[str, Factory], timings: bool) -> Out
             faults.setdefault(f"{impl.name} {impl.spec.dtype}", []).append(str(exc))
             return None
 
-    bar.set_description(f"oracle {ORACLE_DTYPE}")
-    oracle = train(oracle_impl, params, x, y, config.steps, config.check_every)
+    bar.set_description("trajectories")
+    trained = train_all([(oracle_impl, partial(create, "numpy"))] + [(i, factories[i.name]) for i in impls],
+                        params, x, y, config.steps, config.check_every, config.time_limit)
     bar.update()
-    runs = [r for impl in impls
-            if (r := attempt(impl, "train", partial(train, impl, params, x, y, config.steps, config.check_every)))]
+    oracle, runs = trained[0], []
+    for impl, run in zip(impls, trained[1:]):
+        if isinstance(run, Run):
+            runs.append(run)
+        else:
+            faults.setdefault(f"{impl.name} {impl.spec.dtype}", []).append(run)
     plain = {r.dtype: r for r in runs if r.name == "numpy"}
     reference = plain.get("float64") or oracle
     states = {k: v for k, v in reference.result.checkpoints.items() if _finite(v)}
