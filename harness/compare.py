@@ -25,10 +25,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from harness import notebook, plots, plugins, report, results, timing
+from harness import notebook, plots, plugins, results, summary, timing
 from harness.config import RunConfig, UsageError, parse_args
 from harness.data import load
-from harness.divergence import Divergence, first_divergence, loss_table, param_table
+from harness.divergence import first_divergence, loss_table, param_table
 from harness.gradcheck import finite_differences, teacher_forced
 from harness.init import initial_params
 from harness.meta import run_metadata
@@ -190,14 +190,14 @@ def _compare(config: RunConfig, extra: dict[str, Factory], timings: bool) -> Out
         "gradients": pd.concat(grads, ignore_index=True),
         "trajectory": stored.reset_index(drop=True),
         "parameters": pd.concat(param_tables, ignore_index=True),
-        "divergence": _divergence_table(divergences),
+        "divergence": summary.divergence_table(divergences),
         "final": pd.DataFrame(finals).drop(columns=["notebook_line"]),  # the line is checked, not stored
         "timings": pd.DataFrame(rows, columns=["impl", "dtype", "measure", "median_s", "iqr_s", "repeats",
                                                "number", "noisy"]),
     }
     fault_lines = [f"faulty: {key}: {fault}" for key, found in faults.items() for fault in found]
     conventions = {r.name: getattr(r.impl, "relu_grad_at_zero", None) for r in runs}
-    outcome = Outcome(tables, fault_lines + _failures(tables, conventions), skipped, faults)
+    outcome = Outcome(tables, fault_lines + summary.failures(tables, conventions), skipped, faults)
     outcome.conventions = conventions
     outcome.notebook_line = {(f["impl"], f["dtype"]): f["notebook_line"] for f in finals}
     if config.is_notebook_run:
@@ -227,101 +227,6 @@ def _final(run: Run, steps: int, x, y) -> dict:
     row["solved"], row["accuracy"] = bool(np.all(correct)), float(np.mean(correct))
     row["notebook_line"] = notebook.printed_line(loss, preds)
     return row
-
-
-def _divergence_table(divergences: list[Divergence]) -> pd.DataFrame:
-    rows = []
-    for d in divergences:
-        none = d.step is None
-        rows.append({"impl": d.impl, "dtype": d.dtype, "nonfinite_at": _blank(d.nonfinite_at),
-                     "plain_nonfinite_at": _blank(d.plain_nonfinite_at),
-                     "oracle_nonfinite_at": _blank(d.oracle_nonfinite_at), "first_step": "" if none else d.step,
-                     "detected_by": d.detected_by, "cause": d.cause,
-                     "cause_step": "" if d.cause_step is None else d.cause_step, "param": d.param,
-                     "rel": "" if none or not d.param else f"{d.rel:.3e}",
-                     "allowed": "" if none or not d.param else f"{d.allowed:.3e}"})
-    return pd.DataFrame(rows)
-
-
-def _blank(value) -> object:
-    return "" if value is None else value
-
-
-def _failures(tables: dict[str, pd.DataFrame], conventions: dict[str, float | None]) -> list[str]:
-    """One line per failed check, naming implementation, dtype, step and parameter."""
-    lines = []
-    g = tables["gradients"]
-    for (check, impl, dtype), bad in g[~g.passed].groupby(["check", "impl", "dtype"], sort=False):
-        first = bad.iloc[0]
-        note = ""
-        if first.relu_kink:
-            note = (f"; a relu pre-activation is exactly 0 at this state, where {impl} takes relu'(0) ="
-                    f" {conventions.get(impl)} and the oracle 0")
-        lines.append(f"{check}: {impl} {dtype} step {first.step} {first.param}: relative error"
-                     f" {first.rel:.3e} > allowed {first.allowed:.1e} ({len(bad)} values out of tolerance){note}")
-    for d in tables["divergence"].itertuples():
-        if d.nonfinite_at != "" and d.oracle_nonfinite_at == "" and d.plain_nonfinite_at == "":
-            lines.append(f"trajectory: {d.impl} {d.dtype} diverged at step {d.nonfinite_at} (non-finite loss) while"
-                         f" the oracle and numpy {d.dtype} stay finite")
-        if d.first_step != "" and d.cause != "accumulated rounding":
-            where = f"{d.cause} of {d.param} at step {d.cause_step}" if d.param else d.cause
-            lines.append(f"trajectory: {d.impl} {d.dtype} diverges at step {d.first_step} (by its {d.detected_by});"
-                         f" first disagreement: {where}, relative error {d.rel} > allowed {d.allowed}")
-    return lines
-
-
-def _summary(config: RunConfig, outcome: Outcome, short: bool = False) -> str:
-    """summary.md; ``short`` (what the terminal shows) leaves out the tolerance reasons."""
-    t = outcome.tables
-    verdict = ("**PASS**: every check passed." if not outcome.failures else
-               "**FAIL**:\n\n" + "\n".join(f"- {line}" for line in outcome.failures))
-    sections: dict[str, pd.DataFrame | str] = {}
-    oracle = _oracle_info()
-    if not oracle["more_precise_than_float64"]:
-        verdict += "\n\nWarning: longdouble is float64 on this platform, so the oracle is no more precise than float64."
-    if config.is_notebook_run:
-        sections["The notebook's printed line"] = (
-            f"Notebook: `{notebook.PRINTED}`\n\n" + report.markdown(pd.DataFrame(
-                [{"impl": i, "dtype": d, "line at step " + str(config.steps - 1): f"`{line}`",
-                  "reproduced": "yes" if line == notebook.PRINTED else ("NO" if d == "float64" else "-")}
-                 for (i, d), line in outcome.notebook_line.items()])))
-    sections["Agreement (relative error vs the longdouble oracle)"] = report.agreement(
-        t["gradients"], t["parameters"], t["divergence"])
-    div = t["divergence"]
-    sections["First divergence"] = (div.drop(columns=["nonfinite_at", "plain_nonfinite_at", "oracle_nonfinite_at"])
-                                    if (div.first_step != "").any() else "No implementation left tolerance.")
-    if (div.nonfinite_at != "").any() or (div.oracle_nonfinite_at != "").any():
-        sections["Non-finite losses (step of the first NaN or inf)"] = div[
-            ["impl", "dtype", "nonfinite_at", "plain_nonfinite_at", "oracle_nonfinite_at"]]
-    final = t["final"]
-    final = final.assign(loss=final.loss.map(_digits(6)),
-                         **{c: final[c].map(_digits(8)) for c in final if c.startswith("pred_")})
-    sections[f"Final state (step {config.steps - 1}, the loop's last forward pass)"] = final
-    if "relu" in config.activations:
-        sections["relu'(0) conventions"] = report.markdown(pd.DataFrame(
-            [{"impl": k, "relu'(0)": "not stated" if v is None else f"{v:g}"} for k, v in outcome.conventions.items()]
-        )) + "\n\nThe oracle takes relu'(0) = 0; a failure at a state where a relu pre-activation is exactly 0 says so."
-    sections["Timings"] = report.timing_table(t["timings"])
-    if outcome.faults:
-        sections["Faulty implementations (not compared)"] = "\n".join(
-            f"- {key}: {fault}" for key, found in outcome.faults.items() for fault in found)
-    if outcome.skipped:
-        sections["Unavailable"] = "\n".join(f"- {k}: {v}" for k, v in outcome.skipped.items())
-    if not short:
-        sections["Tolerances"] = report.tolerance_table()
-    title = f"harness.compare: layers {config.layers}, {config.steps:,} steps, lr {config.lr}"
-    return report.summary(title, verdict, sections)
-
-
-def _digits(n: int):
-    """Fixed-point text with ``n`` decimals; "-" where a run blew up (never a NaN shown as a number)."""
-    return lambda v: f"{v:.{n}f}" if np.isfinite(v) else "-"
-
-
-def _oracle_info() -> dict:
-    """How much more precise than float64 the oracle is here (longdouble is platform-dependent)."""
-    eps = float(np.finfo(np.longdouble).eps)
-    return {"dtype": ORACLE_DTYPE, "eps": eps, "more_precise_than_float64": eps < float(np.finfo(np.float64).eps)}
 
 
 def _plots(tables: dict[str, pd.DataFrame]) -> list[results.Plot]:
@@ -366,11 +271,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"harness.compare: {config.steps:,} steps of {', '.join(config.impls + config.impl)} in"
                   f" {', '.join(config.dtype)}; results go to {out}", file=sys.stderr, flush=True)
         outcome = compare(config, extra)
-        summary = _summary(config, outcome)
-        meta = {"config": run_config(config), "skipped": outcome.skipped, "oracle": _oracle_info(),
+        text = summary.summary_md(config, outcome)
+        meta = {"config": run_config(config), "skipped": outcome.skipped, "oracle": summary.oracle_info(),
                 "environment": run_metadata()}
         plots_ = [] if config.no_plots else _plots(outcome.tables)
-        written = results.write(out, outcome.tables, meta, summary, plots_)
+        written = results.write(out, outcome.tables, meta, text, plots_)
     except (Interrupted, KeyboardInterrupt) as exc:
         code = exc.code if isinstance(exc, Interrupted) else INTERRUPTED[signal.SIGINT]
         print(f"harness.compare: interrupted; nothing was written to {out}", file=sys.stderr)
@@ -381,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     if config.quiet:
         print("\n".join(outcome.failures) or "PASS")
     else:
-        print(_summary(config, outcome, short=True))
+        print(summary.summary_md(config, outcome, short=True))
     print(f"results: {written}")
     return 1 if outcome.failures else 0
 

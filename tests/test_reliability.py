@@ -1,6 +1,5 @@
 """The harness never misleads: bad input, faulty implementations, blow-ups, interruptions, determinism."""
 import json
-import os
 import signal
 import subprocess
 import sys
