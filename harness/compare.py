@@ -10,8 +10,10 @@ notebook's run, every implementation, float64 and float32):
    every step and the parameters at checkpoints, with the first divergence
    named down to the step and parameter;
 4. timings: first call apart, steady state as median and IQR.
-Writes tables, meta.json, summary.md and plots to --out (harness/results.py).
-Exit codes: 0 every check passed, 1 a check failed (printed), 2 bad usage.
+Long trajectories train in two worker processes (harness/runs.py); checks and
+timings run here. Writes tables, meta.json, summary.md and plots to --out
+(harness/results.py). Exit codes: 0 every check passed, 1 a check failed
+(printed), 2 bad usage, 130/143 interrupted (nothing written).
 """
 from __future__ import annotations
 

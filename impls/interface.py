@@ -40,7 +40,7 @@ class Implementation(Protocol):
 
     name: str
     spec: ModelSpec
-    exact: bool  # False for finite-difference gradients: the harness then holds it to NOTEBOOK_FD
+    exact: bool  # False for finite-difference gradients (held to NOTEBOOK_FD); optional: exact() defaults to True
 
     def forward(self, params: Params, x: np.ndarray) -> np.ndarray:
         """Predictions of shape (k, layers[-1])."""
