@@ -104,27 +104,6 @@ def test_a_planted_bug_is_caught_in_float32_too(monkeypatch, capsys, tmp_path):
     assert "first disagreement: gradient of b1 at step 0" in out
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--steps", "0"], "--steps must be >= 1, got 0"),
-    (["--steps", "ten"], "argument --steps: invalid int value: 'ten'"),
-    (["--lr", "-1"], "lr must be a finite number > 0, got -1.0"),
-    (["--impls", "numpy,tf"], "unknown implementation 'tf'"),
-    (["--dtype", "float16"], "unknown dtype 'float16'"),
-    (["--activations", "tanh,gelu"], "unknown activation 'gelu'"),
-    (["--layers", "2,4,4,1"], "need 3 activations"),
-    (["--reduction", "max"], "unknown reduction 'max'"),
-    (["--seed", "-3"], "--seed must be in 0..2**32-1, got -3"),
-    (["--check-every", "500", "--steps", "100"], "--check-every must be in 1..100"),
-    (["--bogus"], "unrecognized arguments: --bogus"),
-])
-def test_bad_usage_is_one_line_and_exit_2(capsys, argv, message):
-    assert compare.main(argv) == 2
-    captured = capsys.readouterr()
-    assert captured.out == ""
-    assert captured.err.startswith("harness.compare: error: ") and captured.err.count("\n") == 1
-    assert message in captured.err
-
-
 def test_existing_out_folder_needs_overwrite(tmp_path, capsys):
     out = tmp_path / "taken"
     out.mkdir()

@@ -37,6 +37,9 @@ BAD_INPUT = [
     (["--check-every", "300", "--steps", "200"], "--check-every must be in 1..200 (--steps), got 300"),
     (["--time-limit", "0"], "--time-limit must be a finite number of seconds > 0, got 0.0"),
     (["--loss", "bce", "--activations", "tanh,tanh"], "loss bce needs a sigmoid output layer, got tanh"),
+    (["--seed", "-3"], "--seed must be in 0..2**32-1, got -3"),
+    (["--device", "tpu"], "unknown device 'tpu'; choose from cpu, cuda"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
 ]
 
 
