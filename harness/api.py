@@ -16,7 +16,7 @@ from dataclasses import fields
 
 from harness.compare import compare
 from harness.config import RunConfig, UsageError, validate
-from harness.plugins import Factory, load
+from harness.running.plugins import Factory, load
 
 
 def assert_matches_reference(impl: Factory | str, *, steps: int = 2_000, check_every: int | None = None,

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import compare, runs
+from harness import compare
+from harness.running import runs
 from harness.config import RunConfig
 from harness.data import xor
 from harness.init import initial_params

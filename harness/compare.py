@@ -27,16 +27,18 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from harness import notebook, plots, plugins, results, summary, timing
+from harness import notebook
+from harness.reporting import plots, results, summary
+from harness.running import plugins, timing
 from harness.config import RunConfig, UsageError, parse_args
 from harness.data import load
-from harness.divergence import first_divergence, loss_table, param_table
-from harness.gradcheck import finite_differences, teacher_forced
+from harness.checks.trajectory import first_divergence, loss_table, param_table
+from harness.checks.gradcheck import finite_differences, teacher_forced
 from harness.init import initial_params
 from harness.meta import run_metadata
-from harness.runs import Run, train_all
-from harness.guard import Fault, guarded
-from harness.plugins import Factory, PluginError
+from harness.running.runs import Run, train_all
+from harness.running.guard import Fault, guarded
+from harness.running.plugins import Factory, PluginError
 from impls.interface import Implementation, Unavailable
 from impls.registry import available, create
 from impls.spec import ORACLE_DTYPE

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness import plots, report, results
+from harness.reporting import plots, results
+from harness.reporting import tables as report
 from harness.compare import compare, run_config
 from harness.config import RunConfig, UsageError, validate
 from harness.meta import run_metadata

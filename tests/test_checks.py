@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from harness.checks import error_row, rel_diff, term_scale
-from harness.tolerances import allowed, floor, NOTEBOOK_FD, SAME_MATH_F32, SAME_MATH_F64, VS_PLAIN_NUMPY
+from harness.checks.arrays import error_row, rel_diff, term_scale
+from harness.truth.tolerances import allowed, floor, NOTEBOOK_FD, SAME_MATH_F32, SAME_MATH_F64, VS_PLAIN_NUMPY
 from harness.init import initial_params
 from impls.spec import ModelSpec
 from tests.conftest import make
@@ -42,7 +42,7 @@ def test_allowed_is_the_floor_or_ten_times_plain_numpy():
 
 
 def test_large_parameters_are_probed_along_seeded_random_directions():
-    from harness.checks import fd_directions
+    from harness.checks.arrays import fd_directions
 
     small = fd_directions((2, 4), "w0", 16)
     np.testing.assert_array_equal(small.reshape(8, 8), np.eye(8))  # one coordinate at a time
@@ -53,7 +53,7 @@ def test_large_parameters_are_probed_along_seeded_random_directions():
 
 def test_directional_check_catches_a_wrong_gradient_in_a_wide_layer(data):
     """A 2-100-1 net has 200 entries in w0: probed by 16 directions, a tanh' bug still shows."""
-    from harness.gradcheck import finite_differences
+    from harness.checks.gradcheck import finite_differences
     from tests.broken import TanhPrimeWrong
 
     spec = ModelSpec(layers=(2, 100, 1))

@@ -8,10 +8,10 @@ compiles once per spec.
 import numpy as np
 import pytest
 
-from harness.checks import assert_close
+from harness.checks.arrays import assert_close
 from harness.data import parity, xor
 from harness.init import initial_params
-from harness.tolerances import SAME_MATH, SAME_MATH_F64, TRAJECTORY_F32
+from harness.truth.tolerances import SAME_MATH, SAME_MATH_F64, TRAJECTORY_F32
 from impls.spec import ModelSpec
 from tests.conftest import make
 

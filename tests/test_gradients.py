@@ -6,9 +6,9 @@ apart, so a failure says which half broke.
 import numpy as np
 import pytest
 
-from harness.checks import assert_close, finite_difference_grads
+from harness.checks.arrays import assert_close, finite_difference_grads
 from harness.init import initial_params
-from harness.tolerances import FD_CHECK_F64, FD_CHECK_STEP, NOTEBOOK_FD, SAME_MATH
+from harness.truth.tolerances import FD_CHECK_F64, FD_CHECK_STEP, NOTEBOOK_FD, SAME_MATH
 from impls.spec import ModelSpec
 from tests.conftest import EXACT, make
 

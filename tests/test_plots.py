@@ -1,4 +1,4 @@
-"""harness.plots: each function writes a readable PNG, and copes with empty, NaN and one-point input."""
+"""harness.reporting.plots: each function writes a readable PNG, and copes with empty, NaN and one-point input."""
 import ast
 import struct
 from pathlib import Path
@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from matplotlib.colors import to_rgba
 
-from harness import plots
+from harness.reporting import plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 STEPS = [0, 1, 10, 100, 1_000, 10_000, 99_999]

@@ -7,7 +7,7 @@ import pytest
 
 from harness import compare
 from harness.api import assert_matches_reference
-from harness.plugins import PluginError, load
+from harness.running.plugins import PluginError, load
 from tests import broken
 
 RUN = ["--steps", "300", "--check-every", "100", "--dtype", "float64", "--impls", "numpy", "--quiet", "--no-plots"]

@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness import compare, results
+from harness import compare
+from harness.reporting import results
 from harness.config import parse_args
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -186,7 +187,7 @@ def test_the_device_is_recorded_in_the_metadata(tmp_path):
 
 def test_trajectories_in_worker_processes_equal_those_run_here(tmp_path, monkeypatch):
     """Long runs train in two spawned workers; the results must not depend on where they ran."""
-    from harness import runs
+    from harness.running import runs
 
     argv = ["--impls", "numpy,torch,jax", "--steps", "300", "--check-every", "100", "--quiet", "--no-plots"]
     assert compare.main([*argv, "--out", str(tmp_path / "here")]) == 0

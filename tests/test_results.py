@@ -4,7 +4,8 @@ import json
 import pandas as pd
 import pytest
 
-from harness import results, timing
+from harness.reporting import results
+from harness.running import timing
 
 
 def _write(out, plots=()):

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from harness.checks import assert_close
-from harness.tolerances import NOTEBOOK_FD, SAME_MATH_F64, TRAJECTORY_F32
+from harness.checks.arrays import assert_close
+from harness.truth.tolerances import NOTEBOOK_FD, SAME_MATH_F64, TRAJECTORY_F32
 from impls.spec import ModelSpec
 from tests.conftest import EXACT, make
 

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from harness.gradcheck import teacher_forced
-from harness.runs import Run
-from harness.tolerances import VS_PLAIN_NUMPY, floor
+from harness.checks.gradcheck import teacher_forced
+from harness.running.runs import Run
+from harness.truth.tolerances import VS_PLAIN_NUMPY, floor
 from impls.interface import Implementation, exact
 
 

@@ -1,6 +1,6 @@
 """Every tolerance the harness and its tests use, each named once with the reason for its size.
 
-All are *relative*, in the sense of ``harness.checks.rel_diff``: the largest
+All are *relative*, in the sense of ``harness.checks.arrays.rel_diff``: the largest
 absolute difference over an array divided by the largest magnitude of the
 reference array (norm-wise, so zero-initialised biases are not divided by 0).
 u64 = 2**-53 = 1.1e-16 and u32 = 2**-24 = 6.0e-8 are the unit roundoffs.

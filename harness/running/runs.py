@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from harness.guard import Fault, guarded
+from harness.running.guard import Fault, guarded
 from impls.interface import Implementation, Params, TrainResult
 from impls.spec import ModelSpec
 

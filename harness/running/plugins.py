@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from harness.guard import Fault, guarded
+from harness.running.guard import Fault, guarded
 from impls.interface import Implementation, Params
 from impls.registry import names
 from impls.spec import ModelSpec

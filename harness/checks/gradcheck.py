@@ -6,8 +6,8 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from harness.checks import along, error_row, fd_directions, finite_difference_grads, term_scale
-from harness.tolerances import FD_CHECK_F64, FD_CHECK_STEP, NOTEBOOK_FD, allowed
+from harness.checks.arrays import along, error_row, fd_directions, finite_difference_grads, term_scale
+from harness.truth.tolerances import FD_CHECK_F64, FD_CHECK_STEP, NOTEBOOK_FD, allowed
 
 FD_MAX_DIRECTIONS = 16  # a parameter with more entries is probed along 16 seeded random +-1 directions
 from impls.interface import Implementation, Params, exact

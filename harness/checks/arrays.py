@@ -5,7 +5,7 @@ from typing import Mapping
 
 import numpy as np
 
-from harness.tolerances import Tolerance
+from harness.truth.tolerances import Tolerance
 
 
 def rel_diff(got: np.ndarray | float, ref: np.ndarray | float) -> float:

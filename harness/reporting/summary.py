@@ -6,9 +6,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from harness import notebook, report
+from harness import notebook
+from harness.reporting import tables as report
 from harness.config import RunConfig
-from harness.divergence import Divergence
+from harness.checks.trajectory import Divergence
 from impls.spec import ORACLE_DTYPE
 
 if TYPE_CHECKING:

@@ -1,0 +1,1 @@
+"""The report: tables, summary.md, plots and the one writer of results folders."""

@@ -1,0 +1,1 @@
+"""Running implementations: guarded calls, plugins, trajectories and timings."""
