@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import signal
 import sys
-from functools import partial
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,93 +26,40 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from harness import notebook
-from harness.reporting import plots, results, summary
-from harness.running import plugins, timing
+from harness.checks import verdict
+from harness.checks.agreement import pairwise
+from harness.checks.suite import check_all, notebook_misses
+from harness.checks.verdict import Verdict
 from harness.config import RunConfig, UsageError, parse_args
 from harness.data import load
-from harness.checks.trajectory import first_divergence, loss_table, param_table
-from harness.checks.gradcheck import finite_differences, teacher_forced
 from harness.init import initial_params
 from harness.meta import run_metadata
-from harness.running.runs import Run, train_all
-from harness.running.guard import Fault, guarded
+from harness.reporting import plots, results, summary
+from harness.reporting.tables import stored_losses
+from harness.running import plugins, roster, timing
 from harness.running.plugins import Factory, PluginError
-from impls.interface import Implementation, Unavailable
-from impls.registry import available, create
-from impls.spec import ORACLE_DTYPE
-
-TIMING_REPEAT_S = 0.03  # aim for a timed repeat this long: enough to swamp the clock and dispatch jitter
-TIMING_STEPS = (100, 20_000)  # bounds on native-loop steps per timed repeat
-TIMING_REPEATS = 5
-CALL_REPEATS, CALLS_PER_REPEAT = 7, 20
-MAX_PRED_COLUMNS = 16  # final.csv keeps every prediction up to this many outputs (accuracy always)
-STORED_LOSS_STEPS = 400  # per-step losses kept in trajectory.csv: log-spaced, plus every checkpoint
+from harness.running.training import train_everything
+from harness.truth.oracle import Oracle, OracleError
 
 
 @dataclass
 class Outcome:
+    """Everything one comparison found: the tables results.write stores, and the verdicts."""
+
     tables: dict[str, pd.DataFrame]
-    failures: list[str]
+    verdicts: list[Verdict]
     skipped: dict[str, str]
-    faults: dict[str, list[str]] = field(default_factory=dict)  # "impl dtype" -> what validation found
     conventions: dict[str, float | None] = field(default_factory=dict)  # impl -> its relu'(0)
     notebook_line: dict[tuple[str, str], str] = field(default_factory=dict)
 
-
-def _impls(config: RunConfig, extra: dict[str, Factory], params, x, y):
-    """(implementations to run, numpy first in each dtype; factory per name; skipped; faults)."""
-    wanted = ["numpy"] + [n for n in config.impls if n != "numpy"]
-    impls, factories, skipped, faults = [], {n: partial(create, n) for n in wanted}, {}, {}
-    for dtype in config.dtype:
-        spec = config.spec(dtype)
-        ready, missing = available(spec, wanted)
-        impls += ready.values()
-        skipped.update({f"{name} {dtype}": reason for name, reason in missing.items()})
-        for label, factory in extra.items():
-            try:
-                impl = factory(spec)
-            except Unavailable as exc:
-                skipped[f"{label} {dtype}"] = str(exc)
-                continue
-            except Exception as exc:
-                faults[f"{label} {dtype}"] = [f"construction raised {type(exc).__name__}: {exc}"]
-                continue
-            found = plugins.validate(impl, spec, _cast(params, dtype), x, y, config.time_limit)
-            if found:
-                faults[f"{getattr(impl, 'name', label)} {dtype}"] = found
-            else:
-                impls.append(impl)
-                factories[impl.name] = factory
-    return impls, factories, skipped, faults
-
-
-def _cast(params, dtype: str) -> dict[str, np.ndarray]:
-    return {k: np.asarray(v, dtype=dtype) for k, v in params.items()}
-
-
-def _stored_steps(steps: int, checkpoints: list[int], extra: list[int]) -> np.ndarray:
-    logspaced = np.unique(np.geomspace(1, steps, STORED_LOSS_STEPS).astype(int) - 1)
-    return np.unique(np.concatenate([logspaced, checkpoints, extra]).astype(int).clip(0, steps - 1))
-
-
-def _time(impl: Implementation, factory: Factory, run: Run, params, x, y) -> list[dict]:
-    """First call on a fresh instance, steady loss-and-grads and train-step times, the whole run."""
-    fresh = factory(impl.spec)
-    per_step = run.wall_s / len(run.result.losses)
-    steps = int(np.clip(TIMING_REPEAT_S / per_step, *TIMING_STEPS))
-    measured = {
-        "first_call": timing.once(lambda: fresh.loss_and_grads(params, x, y)),
-        "loss_and_grads": timing.steady(lambda: impl.loss_and_grads(params, x, y), CALL_REPEATS, CALLS_PER_REPEAT),
-        "train_step": timing.steady(lambda: impl.train(params, x, y, steps), TIMING_REPEATS, 1, steps),
-        "trajectory": timing.Timing(run.wall_s, 0.0, 1, 1),
-    }
-    return [{"impl": impl.name, "dtype": impl.spec.dtype, "measure": m, "median_s": t.median_s, "iqr_s": t.iqr_s,
-             "repeats": t.repeats, "number": t.number, "noisy": t.noisy} for m, t in measured.items()]
+    @property
+    def failures(self) -> list[str]:
+        """One line per finding, rendered from the verdicts."""
+        return summary.failure_lines(self.verdicts)
 
 
 def compare(config: RunConfig, extra: dict[str, Factory] | None = None, timings: bool = True) -> Outcome:
-    """Run every check; the tables it returns are what results.write stores.
+    """Configuration, initial weights, training, checks, verdict: the stages in order.
 
     ``extra`` maps a label to a factory of your own implementation (validated first).
     An implementation that raises or hangs at any stage becomes a fault and is left out.
@@ -126,111 +72,42 @@ def compare(config: RunConfig, extra: dict[str, Factory] | None = None, timings:
 def _compare(config: RunConfig, extra: dict[str, Factory], timings: bool) -> Outcome:
     x, y = load(config.dataset)
     params = initial_params(config.spec("float64"), config.preset())
-    impls, factories, skipped, faults = _impls(config, extra, params, x, y)
-    oracle_impl = create("numpy", config.spec(ORACLE_DTYPE))
-    bar = tqdm(total=2 * len(impls) + 1, disable=config.quiet or not sys.stderr.isatty(), file=sys.stderr,
+    cast = roster.build(config, extra, params, x, y)
+    bar = tqdm(total=2 * len(cast.impls) + 1, disable=config.quiet or not sys.stderr.isatty(), file=sys.stderr,
                unit="task", leave=False)
 
-    def attempt(impl: Implementation, label: str, fn):
-        """fn(), or None with the fault recorded against ``impl``."""
-        bar.set_description(f"{label} {impl.name} {impl.spec.dtype}")
+    def progress(label: str) -> None:
+        bar.set_description(label)
         bar.update()
-        try:
-            return guarded(f"{label}()", fn, config.time_limit)
-        except Fault as exc:
-            faults.setdefault(f"{impl.name} {impl.spec.dtype}", []).append(str(exc))
-            return None
 
-    bar.set_description("trajectories")
-    trained = train_all([(oracle_impl, partial(create, "numpy"))] + [(i, factories[i.name]) for i in impls],
-                        params, x, y, config.steps, config.check_every, config.time_limit)
-    bar.update()
-    oracle, runs = trained[0], []
-    for impl, run in zip(impls, trained[1:]):
-        if isinstance(run, Run):
-            runs.append(run)
-        else:
-            faults.setdefault(f"{impl.name} {impl.spec.dtype}", []).append(run)
-    plain = {r.dtype: r for r in runs if r.name == "numpy"}
-    reference = plain.get("float64") or oracle
-    states = {k: v for k, v in reference.result.checkpoints.items() if _finite(v)}
-    plain_impls = {d: r.impl for d, r in plain.items()}
-
-    grads, fd_states = [], {0: params, **({config.steps: states[config.steps]} if config.steps in states else {})}
-    for run in list(runs):
-        checks = attempt(run.impl, "loss_and_grads", lambda: pd.concat([
-            teacher_forced([run.impl], oracle_impl, plain_impls, states, x, y),
-            finite_differences([run.impl] if run.dtype == "float64" else [], oracle_impl, fd_states, x, y),
-        ], ignore_index=True))
-        if checks is None:
-            runs.remove(run)
-        else:
-            grads.append(checks)
-
-    loss_tables, param_tables, divergences, finals = [], [], [], []
-    for run in runs:
-        horizon = _horizon(run, oracle, plain[run.dtype], config.steps)
-        losses = loss_table(run, oracle, plain[run.dtype])
-        losses = losses[losses.step < horizon]
-        params_err = param_table(run, oracle, plain[run.dtype], horizon)
-        div = first_divergence(run, losses, params_err, oracle_impl, plain[run.dtype].impl, x, y)
-        div.nonfinite_at, div.oracle_nonfinite_at = run.nonfinite_at, oracle.nonfinite_at
-        div.plain_nonfinite_at = plain[run.dtype].nonfinite_at
-        loss_tables.append(losses)
-        param_tables.append(params_err)
-        divergences.append(div)
-        finals.append(_final(run, config.steps, x, y))
-    checkpoints = sorted(reference.result.checkpoints)
-    extra_steps = [d.step for d in divergences if d.step is not None]
-    all_losses = pd.concat(loss_tables, ignore_index=True)
-    stored = all_losses[all_losses.step.isin(_stored_steps(config.steps, checkpoints, extra_steps))]
-
+    progress("trajectories")
+    trained = train_everything(config, cast, params, x, y)
+    checked = check_all(config, cast, trained, Oracle(config.spec("float64")), params, x, y, progress)
     rows = []
-    for run in runs if timings else []:
-        rows += attempt(run.impl, "timing", partial(_time, run.impl, factories[run.name], run, params, x, y)) or []
+    for run in checked.runs if timings else []:
+        rows += cast.attempt(run.impl, "timing", lambda: timing.measure(
+            run.impl, cast.factories[run.name], run.wall_s, len(run.result.losses), params, x, y)) or []
     bar.close()
-
+    conventions = {r.name: getattr(r.impl, "relu_grad_at_zero", None) for r in checked.runs}
+    misses = notebook_misses(config, checked.finals)
+    verdicts = verdict.decide([(r.name, r.dtype) for r in checked.runs], checked.gradients, checked.divergences,
+                              cast.faults, misses, summary.relu_kink_notes(conventions))
+    ends = {(r.name, r.dtype): int(checked.losses[(checked.losses.impl == r.name) &
+                                                  (checked.losses.dtype == r.dtype)].step.max() + 1)
+            for r in checked.runs}
     tables = {
-        "gradients": pd.concat(grads, ignore_index=True),
-        "trajectory": stored.reset_index(drop=True),
-        "parameters": pd.concat(param_tables, ignore_index=True),
-        "divergence": summary.divergence_table(divergences),
-        "final": pd.DataFrame(finals).drop(columns=["notebook_line"]),  # the line is checked, not stored
-        "timings": pd.DataFrame(rows, columns=["impl", "dtype", "measure", "median_s", "iqr_s", "repeats",
-                                               "number", "noisy"]),
+        "gradients": checked.gradients,
+        "trajectory": stored_losses(checked.losses, config.steps, sorted(trained.truth.checkpoints),
+                                    [d.step for d in checked.divergences if d.step is not None]),
+        "parameters": checked.parameters,
+        "divergence": summary.divergence_table(checked.divergences),
+        "agreement": pairwise(checked.runs, trained.truth, ends),
+        "verdicts": summary.verdict_table(verdicts),
+        "final": pd.DataFrame(checked.finals).drop(columns=["notebook_line"], errors="ignore"),
+        "timings": pd.DataFrame(rows, columns=timing.COLUMNS),
     }
-    fault_lines = [f"faulty: {key}: {fault}" for key, found in faults.items() for fault in found]
-    conventions = {r.name: getattr(r.impl, "relu_grad_at_zero", None) for r in runs}
-    outcome = Outcome(tables, fault_lines + summary.failures(tables, conventions), skipped, faults)
-    outcome.conventions = conventions
-    outcome.notebook_line = {(f["impl"], f["dtype"]): f["notebook_line"] for f in finals}
-    if config.is_notebook_run:
-        for (impl, dtype), line in outcome.notebook_line.items():
-            if dtype == "float64" and line != notebook.PRINTED:
-                outcome.failures.append(f"{impl} float64 did not reproduce the notebook: {line}")
-    return outcome
-
-
-def _finite(state: dict[str, np.ndarray]) -> bool:
-    return all(np.all(np.isfinite(v)) for v in state.values())
-
-
-def _horizon(run: Run, oracle: Run, plain: Run, steps: int) -> int:
-    """Steps compared: up to the first non-finite loss of the run, its baseline or the oracle."""
-    return min([k for k in (run.nonfinite_at, oracle.nonfinite_at, plain.nonfinite_at) if k is not None] + [steps])
-
-
-def _final(run: Run, steps: int, x, y) -> dict:
-    """The notebook's printed state: the loop's last forward pass, at step steps - 1."""
-    preds = run.impl.forward(run.state(steps - 1), x).ravel()
-    loss = float(run.result.losses[steps - 1])
-    row = {"impl": run.name, "dtype": run.dtype, "step": steps - 1, "loss": loss}
-    if preds.size <= MAX_PRED_COLUMNS:
-        row.update({f"pred_{i}": float(p) for i, p in enumerate(preds)})
-    correct = np.round(preds) == y.ravel()
-    row["solved"], row["accuracy"] = bool(np.all(correct)), float(np.mean(correct))
-    row["notebook_line"] = notebook.printed_line(loss, preds)
-    return row
+    return Outcome(tables, verdicts, cast.skipped, conventions,
+                   {(f["impl"], f["dtype"]): f["notebook_line"] for f in checked.finals})
 
 
 def _plots(tables: dict[str, pd.DataFrame]) -> list[results.Plot]:
@@ -280,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
                 "environment": run_metadata()}
         plots_ = [] if config.no_plots else _plots(outcome.tables)
         written = results.write(out, outcome.tables, meta, text, plots_)
+    except OracleError as exc:
+        print(f"harness.compare: internal error: {exc}; nothing was written to {out}", file=sys.stderr)
+        return 3
     except (Interrupted, KeyboardInterrupt) as exc:
         code = exc.code if isinstance(exc, Interrupted) else INTERRUPTED[signal.SIGINT]
         print(f"harness.compare: interrupted; nothing was written to {out}", file=sys.stderr)
@@ -292,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(summary.summary_md(config, outcome, short=True))
     print(f"results: {written}")
-    return 1 if outcome.failures else 0
+    return verdict.exit_code(outcome.verdicts)
 
 
 if __name__ == "__main__":

@@ -105,8 +105,6 @@ def error_row(got, ref, dtype: str, scale=None) -> dict[str, float]:
             "ulps": float(diff / spacing) if spacing > 0 else float("inf")}
 
 
-def term_scale(oracle, params: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
-    """The summed magnitude of the per-sample terms of each gradient (and the loss), by the oracle."""
-    return oracle.gradient_term_scale(params, x, y)
-
-
+def cast(params: Mapping[str, np.ndarray], dtype: str) -> dict[str, np.ndarray]:
+    """``params`` as arrays of ``dtype`` (the one place states change dtype between checks)."""
+    return {k: np.asarray(v, dtype=dtype) for k, v in params.items()}

@@ -1,4 +1,6 @@
-"""One-step checks: loss and gradients at given parameters, against the oracle and finite differences."""
+"""One-step checks at given states: loss and gradients against the oracle's truth, the native loop's
+single update against p - lr g, and gradients against finite differences of each implementation's own
+forward pass."""
 from __future__ import annotations
 
 from typing import Mapping
@@ -6,23 +8,24 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from harness.checks.arrays import along, error_row, fd_directions, finite_difference_grads, term_scale
-from harness.truth.tolerances import FD_CHECK_F64, FD_CHECK_STEP, NOTEBOOK_FD, allowed
+from harness.checks.arrays import along, cast, error_row, fd_directions, finite_difference_grads
+from harness.truth.oracle import EXTENDED, Oracle
+from harness.truth.tolerances import FD_CHECK_F64, FD_CHECK_STEP, NOTEBOOK_FD, UPDATE_ULPS, allowed, floor
+from impls.interface import Implementation, Params, exact
 
 FD_MAX_DIRECTIONS = 16  # a parameter with more entries is probed along 16 seeded random +-1 directions
-from impls.interface import Implementation, Params, exact
 
 COLUMNS = ["check", "impl", "dtype", "step", "param", "max_abs", "rel", "ulps", "allowed", "passed", "judged",
            "relu_kink"]
 
 
-def _table(rows: list[dict]) -> pd.DataFrame:
+def table(rows: list[dict]) -> pd.DataFrame:
     """Typed even when empty, so tables concatenate without turning ``passed`` into objects."""
     return pd.DataFrame(rows, columns=COLUMNS).astype({"step": int, "passed": bool, "judged": bool,
                                                       "relu_kink": bool})
 
 
-def at_relu_kink(oracle: Implementation, params: Params, x: np.ndarray) -> bool:
+def at_relu_kink(oracle: Oracle, params: Params, x: np.ndarray) -> bool:
     """Whether some relu layer's pre-activation is exactly 0 here, where relu'(0) conventions part."""
     relu = [i for i, act in enumerate(oracle.spec.activations) if act == "relu"]
     if not relu:
@@ -31,42 +34,74 @@ def at_relu_kink(oracle: Implementation, params: Params, x: np.ndarray) -> bool:
     return any(np.any(z[i] == 0) for i in relu)
 
 
-def _cast(params: Params, dtype: str) -> dict[str, np.ndarray]:
-    return {k: np.asarray(v, dtype=dtype) for k, v in params.items()}
-
-
-def _loss_and_grads(impl: Implementation, params: Params, x, y) -> dict[str, np.ndarray]:
+def loss_and_grads(impl: Implementation, params: Params, x, y) -> dict[str, np.ndarray]:
+    """The implementation's loss and gradients as one dict (``loss`` first)."""
     loss, grads = impl.loss_and_grads(params, x, y)
     return {"loss": np.asarray(loss), **grads}
 
 
-def teacher_forced(impls: list[Implementation], oracle: Implementation, plain: Mapping[str, Implementation],
-                   states: Mapping[int, Params], x: np.ndarray, y: np.ndarray) -> pd.DataFrame:
-    """Every implementation at the same parameters (``states``, cast to its dtype) against the oracle.
+def teacher_forced(impls: list[Implementation], oracle: Oracle, states: Mapping[int, Params], x: np.ndarray,
+                   y: np.ndarray, updates: bool = True) -> pd.DataFrame:
+    """Every implementation at the same parameters (``states``, cast to its dtype) against the truth.
 
-    Errors are relative to the gradients' per-sample terms (``checks.term_scale``).
-    The allowed error at each point is set by plain NumPy's own error there (``plain[dtype]``).
+    Errors are relative to the gradients' per-sample terms (``Truth.scale``). What is
+    allowed at each point is set by the oracle's own plain evaluation in the dtype
+    there (``tolerances.allowed``). With ``updates``, one step of each native loop
+    from the same state is checked too (``update_rows``).
     """
     rows = []
     for step, state in states.items():
         for dtype in dict.fromkeys(impl.spec.dtype for impl in impls):  # in run order
-            params = _cast(state, dtype)
-            truth = _loss_and_grads(oracle, params, x, y)
-            scale = term_scale(oracle, params, x, y)
+            params = cast(state, dtype)
+            truth = oracle.truth(params, x, y)
+            exact_values = {"loss": truth.loss, **truth.grads}
+            ref_loss, ref_grads, _ = oracle.reverse(params, x, y, np.dtype(dtype).type)
+            plain = {"loss": ref_loss, **ref_grads}
             kink = at_relu_kink(oracle, params, x)
-            baseline = _loss_and_grads(plain[dtype], params, x, y)
             for impl in (i for i in impls if i.spec.dtype == dtype):
-                got = baseline if impl is plain[dtype] else _loss_and_grads(impl, params, x, y)
-                for name, ref in truth.items():
-                    error = error_row(got[name], ref, dtype, scale[name])
-                    limit = allowed(dtype, error_row(baseline[name], ref, dtype, scale[name])["rel"], exact(impl))
+                got = loss_and_grads(impl, params, x, y)
+                for name, ref in exact_values.items():
+                    error = error_row(got[name], ref, dtype, truth.scale[name])
+                    limit = allowed(dtype, error_row(plain[name], ref, dtype, truth.scale[name])["rel"], exact(impl))
                     rows.append({"check": "teacher-forced", "impl": impl.name, "dtype": dtype, "step": step,
                                  "param": name, **error, "allowed": float(limit), "passed": bool(error["rel"] <= limit),
                                  "judged": True, "relu_kink": kink})
-    return _table(rows)
+                if updates:
+                    after = impl.train(params, x, y, 1).params
+                    rows += update_rows(impl, step, params, after, got, truth.scale)
+    return table(rows)
 
 
-def finite_differences(impls: list[Implementation], oracle: Implementation, states: Mapping[int, Params],
+def update_rows(impl: Implementation, step: int, before: Params, after: Params, grads: Mapping[str, np.ndarray],
+                scale: Mapping[str, np.ndarray]) -> list[dict]:
+    """One native step (``before`` to ``after``) against p - lr g from the implementation's own gradient.
+
+    Judged relative to the update's size max |lr g|, not to |p|: a loop that is 0.1 %
+    off in its step moves p by far less than an ulp of p, but by 0.1 % of the update.
+    Allowed: ``UPDATE_ULPS`` ulps of the new parameters plus lr times the gradient floor.
+    """
+    dtype = impl.spec.dtype
+    lr = np.asarray(impl.spec.lr, dtype).astype(EXTENDED)
+    grad_floor = floor(dtype, exact(impl)).rel
+    rows = []
+    for name, value in before.items():
+        update = lr * np.asarray(grads[name], EXTENDED)
+        new = np.asarray(after[name], EXTENDED)
+        diff = np.max(np.abs(new - (np.asarray(value, EXTENDED) - update)), initial=0.0)
+        ulp = np.spacing(np.asarray(np.max(np.abs(new), initial=0.0), dtype)).astype(EXTENDED)
+        limit = UPDATE_ULPS.times * ulp + lr * grad_floor * np.max(np.abs(np.asarray(scale[name], EXTENDED)))
+        size = np.max(np.abs(update), initial=0.0)
+        size = size if size > 0 else EXTENDED(1)
+        finite = bool(np.all(np.isfinite(new)))
+        rel = float(diff / size) if finite else float("inf")
+        rows.append({"check": "update", "impl": impl.name, "dtype": dtype, "step": step, "param": name,
+                     "max_abs": float(diff), "rel": rel, "ulps": float(diff / ulp) if ulp > 0 else float("inf"),
+                     "allowed": float(limit / size), "passed": bool(finite and diff <= limit), "judged": True,
+                     "relu_kink": False})
+    return rows
+
+
+def finite_differences(impls: list[Implementation], oracle: Oracle, states: Mapping[int, Params],
                        x: np.ndarray, y: np.ndarray) -> pd.DataFrame:
     """Each float64 implementation's gradients against central differences of its own forward pass.
 
@@ -77,8 +112,8 @@ def finite_differences(impls: list[Implementation], oracle: Implementation, stat
     """
     rows = []
     for step, state in states.items():
-        params = _cast(state, "float64")
-        scale = term_scale(oracle, params, x, y)
+        params = cast(state, "float64")
+        scale = oracle.truth(params, x, y).scale
         kink = at_relu_kink(oracle, params, x)  # a difference quotient across a kink is no derivative
         for impl in impls:
             limit = FD_CHECK_F64.rel if exact(impl) else NOTEBOOK_FD.rel
@@ -95,4 +130,4 @@ def finite_differences(impls: list[Implementation], oracle: Implementation, stat
                              "param": name, **error, "allowed": float(limit),
                              "passed": bool(not judged or error["rel"] <= limit), "judged": judged,
                              "relu_kink": kink})
-    return _table(rows)
+    return table(rows)

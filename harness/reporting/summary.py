@@ -1,4 +1,5 @@
-"""What a person reads: summary.md, the divergence table and the one-line failures, from the tidy tables."""
+"""What a person reads: summary.md, the verdict and divergence tables, and the one-line failures,
+all rendered from the verdicts and the tidy tables."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -7,9 +8,10 @@ import numpy as np
 import pandas as pd
 
 from harness import notebook
-from harness.reporting import tables as report
-from harness.config import RunConfig
 from harness.checks.trajectory import Divergence
+from harness.checks.verdict import Finding, Verdict
+from harness.config import RunConfig
+from harness.reporting import tables as report
 from impls.spec import ORACLE_DTYPE
 
 if TYPE_CHECKING:
@@ -22,47 +24,75 @@ def divergence_table(divergences: list[Divergence]) -> pd.DataFrame:
     for d in divergences:
         none = d.step is None
         rows.append({"impl": d.impl, "dtype": d.dtype, "nonfinite_at": _blank(d.nonfinite_at),
-                     "plain_nonfinite_at": _blank(d.plain_nonfinite_at),
+                     "reference_nonfinite_at": _blank(d.reference_nonfinite_at),
                      "oracle_nonfinite_at": _blank(d.oracle_nonfinite_at), "first_step": "" if none else d.step,
                      "detected_by": d.detected_by, "cause": d.cause,
                      "cause_step": "" if d.cause_step is None else d.cause_step, "param": d.param,
                      "rel": "" if none or not d.param else f"{d.rel:.3e}",
                      "allowed": "" if none or not d.param else f"{d.allowed:.3e}"})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["impl", "dtype", "nonfinite_at", "reference_nonfinite_at",
+                                       "oracle_nonfinite_at", "first_step", "detected_by", "cause", "cause_step",
+                                       "param", "rel", "allowed"])
 
 
 def _blank(value) -> object:
     return "" if value is None else value
 
 
-def failures(tables: dict[str, pd.DataFrame], conventions: dict[str, float | None]) -> list[str]:
-    """One line per failed check, naming implementation, dtype, step and parameter."""
-    lines = []
-    g = tables["gradients"]
-    for (check, impl, dtype), bad in g[~g.passed].groupby(["check", "impl", "dtype"], sort=False):
-        first = bad.iloc[0]
-        note = ""
-        if first.relu_kink:
-            note = (f"; a relu pre-activation is exactly 0 at this state, where {impl} takes relu'(0) ="
-                    f" {conventions.get(impl)} and the oracle 0")
-        lines.append(f"{check}: {impl} {dtype} step {first.step} {first.param}: relative error"
-                     f" {first.rel:.3e} > allowed {first.allowed:.1e} ({len(bad)} values out of tolerance){note}")
-    for d in tables["divergence"].itertuples():
-        if d.nonfinite_at != "" and d.oracle_nonfinite_at == "" and d.plain_nonfinite_at == "":
-            lines.append(f"trajectory: {d.impl} {d.dtype} diverged at step {d.nonfinite_at} (non-finite loss) while"
-                         f" the oracle and numpy {d.dtype} stay finite")
-        if d.first_step != "" and d.cause != "accumulated rounding":
-            where = f"{d.cause} of {d.param} at step {d.cause_step}" if d.param else d.cause
-            lines.append(f"trajectory: {d.impl} {d.dtype} diverges at step {d.first_step} (by its {d.detected_by});"
-                         f" first disagreement: {where}, relative error {d.rel} > allowed {d.allowed}")
-    return lines
+def verdict_table(verdicts: list[Verdict]) -> pd.DataFrame:
+    """verdicts.csv: one row per implementation and dtype, faulty ones included, with what failed."""
+    return pd.DataFrame([{"impl": v.impl, "dtype": v.dtype, "verdict": v.status,
+                          "failed_checks": " ".join(dict.fromkeys(f.check for f in v.findings))}
+                         for v in verdicts], columns=["impl", "dtype", "verdict", "failed_checks"])
+
+
+def relu_kink_notes(conventions: dict[str, float | None]) -> dict[str, str]:
+    """impl -> the note a failure at a relu kink carries."""
+    return {impl: f"a relu pre-activation is exactly 0 at this state, where {impl} takes relu'(0) = {value}"
+                  f" and the oracle 0" for impl, value in conventions.items()}
+
+
+def failure_line(f: Finding) -> str:
+    """One line naming implementation, dtype, step and parameter (and what was compared)."""
+    who = f"{f.impl} {f.dtype}"
+    if f.check == "fault":
+        return f"faulty: {who}: {f.detail}"
+    if f.check == "notebook":
+        return f"notebook: {who} did not reproduce the notebook: {f.detail}"
+    if f.check == "blow-up":
+        return (f"trajectory: {who} diverged at step {f.step} (non-finite loss) before the oracle"
+                f" ({_never(f.oracle_at)}) and the reference runs in {f.dtype} ({_never(f.reference_at)})")
+    if f.check == "trajectory":
+        where = f"{f.cause} of {f.param} at step {f.cause_step}" if f.param else f.cause
+        return (f"trajectory: {who} diverges at step {f.step} (by its {f.detected_by}); first disagreement: {where},"
+                f" relative error {f.rel:.3e} > allowed {f.allowed:.3e}")
+    what = "relative error" if f.check != "update" else "error relative to lr*g"
+    note = f"; {f.detail}" if f.detail else ""
+    return (f"{f.check}: {who} step {f.step} {f.param}: {what} {f.rel:.3e} > allowed {f.allowed:.1e}"
+            f" ({f.count} values out of tolerance){note}")
+
+
+def _never(step: int | None) -> str:
+    return "never" if step is None else f"step {step}"
+
+
+def failure_lines(verdicts: list[Verdict]) -> list[str]:
+    """Every finding of every verdict, faults first."""
+    found = [f for v in verdicts for f in v.findings]
+    return [failure_line(f) for f in sorted(found, key=lambda f: f.check != "fault")]
+
+
+def headline(verdicts: list[Verdict]) -> str:
+    if all(v.passed for v in verdicts):
+        return f"**PASS**: every check passed ({len(verdicts)} implementation-dtype runs)."
+    bad = [f"{v.impl} {v.dtype}" for v in verdicts if not v.passed]
+    return f"**FAIL** ({', '.join(bad)}):\n\n" + "\n".join(f"- {line}" for line in failure_lines(verdicts))
 
 
 def summary_md(config: RunConfig, outcome: "Outcome", short: bool = False) -> str:
     """summary.md; ``short`` (what the terminal shows) leaves out the tolerance reasons."""
     t = outcome.tables
-    verdict = ("**PASS**: every check passed." if not outcome.failures else
-               "**FAIL**:\n\n" + "\n".join(f"- {line}" for line in outcome.failures))
+    verdict = headline(outcome.verdicts)
     sections: dict[str, pd.DataFrame | str] = {}
     oracle = oracle_info()
     if not oracle["more_precise_than_float64"]:
@@ -73,26 +103,27 @@ def summary_md(config: RunConfig, outcome: "Outcome", short: bool = False) -> st
                 [{"impl": i, "dtype": d, "line at step " + str(config.steps - 1): f"`{line}`",
                   "reproduced": "yes" if line == notebook.PRINTED else ("NO" if d == "float64" else "-")}
                  for (i, d), line in outcome.notebook_line.items()])))
-    sections["Agreement (relative error vs the longdouble oracle)"] = report.agreement(
-        t["gradients"], t["parameters"], t["divergence"])
+    sections["Verdict per implementation (relative errors vs the oracle)"] = report.agreement(
+        t["gradients"], t["parameters"], t["verdicts"])
+    for dtype in dict.fromkeys(t["agreement"].dtype):
+        sections[f"Pairwise agreement, {dtype} (largest parameter difference over the run)"] = report.pairwise_matrix(
+            t["agreement"], dtype)
     div = t["divergence"]
-    sections["First divergence"] = (div.drop(columns=["nonfinite_at", "plain_nonfinite_at", "oracle_nonfinite_at"])
+    sections["First divergence"] = (div.drop(columns=["nonfinite_at", "reference_nonfinite_at", "oracle_nonfinite_at"])
                                     if (div.first_step != "").any() else "No implementation left tolerance.")
     if (div.nonfinite_at != "").any() or (div.oracle_nonfinite_at != "").any():
         sections["Non-finite losses (step of the first NaN or inf)"] = div[
-            ["impl", "dtype", "nonfinite_at", "plain_nonfinite_at", "oracle_nonfinite_at"]]
+            ["impl", "dtype", "nonfinite_at", "reference_nonfinite_at", "oracle_nonfinite_at"]]
     final = t["final"]
-    final = final.assign(loss=final.loss.map(_digits(6)),
-                         **{c: final[c].map(_digits(8)) for c in final if c.startswith("pred_")})
+    if len(final):
+        final = final.assign(loss=final.loss.map(_digits(6)),
+                             **{c: final[c].map(_digits(8)) for c in final if c.startswith("pred_")})
     sections[f"Final state (step {config.steps - 1}, the loop's last forward pass)"] = final
     if "relu" in config.activations:
         sections["relu'(0) conventions"] = report.markdown(pd.DataFrame(
             [{"impl": k, "relu'(0)": "not stated" if v is None else f"{v:g}"} for k, v in outcome.conventions.items()]
         )) + "\n\nThe oracle takes relu'(0) = 0; a failure at a state where a relu pre-activation is exactly 0 says so."
     sections["Timings"] = report.timing_table(t["timings"])
-    if outcome.faults:
-        sections["Faulty implementations (not compared)"] = "\n".join(
-            f"- {key}: {fault}" for key, found in outcome.faults.items() for fault in found)
     if outcome.skipped:
         sections["Unavailable"] = "\n".join(f"- {k}: {v}" for k, v in outcome.skipped.items())
     if not short:
@@ -109,4 +140,7 @@ def _digits(n: int):
 def oracle_info() -> dict:
     """How much more precise than float64 the oracle is here (longdouble is platform-dependent)."""
     eps = float(np.finfo(np.longdouble).eps)
-    return {"dtype": ORACLE_DTYPE, "eps": eps, "more_precise_than_float64": eps < float(np.finfo(np.float64).eps)}
+    return {"dtype": ORACLE_DTYPE, "eps": eps, "more_precise_than_float64": eps < float(np.finfo(np.float64).eps),
+            "gradients": "complex step in clongdouble (every entry; along random directions for large networks),"
+                         " reverse mode in longdouble checked against it",
+            "imports_from_impls": "impls.spec only"}

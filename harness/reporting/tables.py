@@ -19,24 +19,49 @@ def markdown(df: pd.DataFrame) -> str:
     return "\n".join([head, rule, *body])
 
 
-def agreement(grads: pd.DataFrame, params: pd.DataFrame, divergences: pd.DataFrame) -> pd.DataFrame:
-    """Per implementation and dtype: the worst one-step error, the accumulated error at the end, the verdict."""
+STORED_LOSS_STEPS = 400  # per-step losses kept in trajectory.csv: log-spaced, plus every checkpoint
+
+
+def stored_losses(losses: pd.DataFrame, steps: int, checkpoints: list[int], extra: list[int]) -> pd.DataFrame:
+    """trajectory.csv: 400 log-spaced steps, every checkpoint and each first divergence (all steps are judged)."""
+    logspaced = np.unique(np.geomspace(1, steps, STORED_LOSS_STEPS).astype(int) - 1)
+    keep = np.unique(np.concatenate([logspaced, checkpoints, extra]).astype(int).clip(0, steps - 1))
+    return losses[losses.step.isin(keep)].reset_index(drop=True)
+
+
+def agreement(grads: pd.DataFrame, params: pd.DataFrame, verdicts: pd.DataFrame) -> pd.DataFrame:
+    """Per implementation and dtype: the worst one-step error and what was allowed at that very point, the
+    finite-difference error, the accumulated error at the end, and the verdict (from verdicts.csv)."""
     tf = grads[grads.check == "teacher-forced"]
     fd = grads[(grads.check == "finite-difference") & grads.judged]
-    end = params[params.step == params.step.max()]
     rows = []
-    for (impl, dtype), one in tf.groupby(["impl", "dtype"], sort=False):
-        fd_rows = fd[fd.impl == impl] if dtype == "float64" else fd.iloc[0:0]
-        acc = end[(end.impl == impl) & (end.dtype == dtype)]
-        div = divergences[(divergences.impl == impl) & (divergences.dtype == dtype)]
-        diverged = len(div) and div.first_step.iloc[0] != ""
-        ok = one.passed.all() and fd_rows.passed.all() and not diverged
-        rows.append({"impl": impl, "dtype": dtype,
-                     "one-step rel err (max)": one.rel.max(), "allowed": one.allowed.min(),
+    for v in verdicts.itertuples():
+        one = tf[(tf.impl == v.impl) & (tf.dtype == v.dtype)]
+        worst = one.loc[(one.rel / one.allowed).idxmax()] if len(one) else None
+        fd_rows = fd[(fd.impl == v.impl) & (fd.dtype == v.dtype)]
+        mine = params[(params.impl == v.impl) & (params.dtype == v.dtype)]
+        end = mine[mine.step == mine.step.max()] if len(mine) else mine
+        rows.append({"impl": v.impl, "dtype": v.dtype,
+                     "one-step rel err (worst)": np.nan if worst is None else worst.rel,
+                     "allowed there": np.nan if worst is None else worst.allowed,
                      "finite-diff rel err": fd_rows.rel.max() if len(fd_rows) else np.nan,
-                     "end rel err (params)": acc.rel_err.max(),
-                     "growth": acc.rel_err.max() / one.rel.max() if one.rel.max() > 0 else np.nan,
-                     "verdict": "PASS" if ok else "FAIL"})
+                     "end rel err (params)": end.rel_err.max() if len(end) else np.nan,
+                     "allowed at end": end.allowed.max() if len(end) else np.nan,
+                     "verdict": v.verdict.upper()})
+    return pd.DataFrame(rows)
+
+
+def pairwise_matrix(pairs: pd.DataFrame, dtype: str) -> pd.DataFrame:
+    """One dtype's pairwise agreement as a square table (rows and columns: implementations, then the oracle)."""
+    mine = pairs[pairs.dtype == dtype]
+    names = list(dict.fromkeys(mine.a))
+    rows = []
+    for a in names:
+        row = {"": a}
+        for b in names:
+            rel = mine[(mine.a == a) & (mine.b == b)].rel
+            row[b] = "" if a == b else ("-" if rel.isna().all() else f"{float(rel.iloc[0]):.1e}")
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -58,10 +83,13 @@ def timing_table(timings: pd.DataFrame) -> pd.DataFrame:
 
 
 def tolerance_table() -> pd.DataFrame:
-    named = {k: v for k, v in vars(tolerances).items() if isinstance(v, tolerances.Tolerance)}
-    rows = [{"name": k, "rel": f"{v.rel:.0e}", "reason": v.reason} for k, v in named.items()]
-    rows.append({"name": "VS_PLAIN_NUMPY", "rel": f"x{tolerances.VS_PLAIN_NUMPY:g}",
-                 "reason": tolerances.VS_PLAIN_NUMPY_REASON})
+    """Every named tolerance and factor, with its reason."""
+    rows = []
+    for name, value in vars(tolerances).items():
+        if isinstance(value, tolerances.Tolerance):
+            rows.append({"name": name, "value": f"{value.rel:.0e}", "reason": value.reason})
+        elif isinstance(value, tolerances.Factor):
+            rows.append({"name": name, "value": f"x{value.times:g}", "reason": value.reason})
     return pd.DataFrame(rows)
 
 
@@ -73,7 +101,7 @@ def summary(title: str, verdict: str, sections: dict[str, pd.DataFrame | str]) -
     return "\n".join(parts)
 
 
-README_SECTIONS = ("Agreement", "First divergence", "Final state", "Timings")
+README_SECTIONS = ("Verdict per implementation", "Pairwise agreement", "First divergence", "Final state", "Timings")
 MARK_START, MARK_END = "<!-- reference:start", "<!-- reference:end -->"
 
 

@@ -6,6 +6,8 @@ import threading
 from contextlib import contextmanager
 from typing import Callable, Iterator, TypeVar
 
+from harness.truth.oracle import OracleError
+
 T = TypeVar("T")
 
 
@@ -45,6 +47,8 @@ def guarded(label: str, fn: Callable[[], T], seconds: float) -> T:
             return fn()
     except Hang as exc:
         raise Fault(str(exc)) from None
+    except OracleError:
+        raise  # the harness's own truth failed: never an implementation's fault
     except Exception as exc:
         raise Fault(f"{label} raised {type(exc).__name__}: {_one_line(exc)}") from None
 

@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 
 from harness.running.guard import Fault, guarded
+from harness.truth.references import Reference, ReferenceJob
 from impls.interface import Implementation, Params, TrainResult
 from impls.spec import ModelSpec
 
@@ -55,6 +56,9 @@ def train(impl: Implementation, params: Params, x: np.ndarray, y: np.ndarray, st
 
 
 PARALLEL_MIN_WORK = 200_000  # total steps below which worker processes cost more than they save
+US_PER_STEP = {"torch": 150, "numpy-fd": 45, "numpy": 33}  # rough 2-4-1 costs, to start the slowest first
+REFERENCE_US_PER_STEP = 22
+OTHER_US_PER_STEP = 10
 
 
 def _quiet_worker() -> None:
@@ -62,7 +66,7 @@ def _quiet_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _job(factory: Callable, spec: ModelSpec, params: Params, x, y, steps: int, every: int, limit: float):
+def _impl_job(factory: Callable, spec: ModelSpec, params: Params, x, y, steps: int, every: int, limit: float):
     """In a worker: build the implementation and run its trajectory; a fault comes back as text."""
     try:
         impl = guarded("construction", lambda: factory(spec), limit)
@@ -72,25 +76,36 @@ def _job(factory: Callable, spec: ModelSpec, params: Params, x, y, steps: int, e
     return run.result, run.wall_s
 
 
-def train_all(jobs: list[tuple[Implementation, Callable]], params: Params, x: np.ndarray, y: np.ndarray,
-              steps: int, every: int, limit: float) -> list[Run | str]:
-    """Every trajectory, in order: a Run, or the fault that stopped it.
+def _reference_job(job: ReferenceJob, params: Params, x, y, steps: int, every: int):
+    """In a worker: the oracle's runs in one dtype (never time-limited: the truth is not on trial)."""
+    return job(params, x, y, steps, checkpoint_steps(steps, every))
+
+
+def train_all(jobs: list[tuple[Implementation, Callable]], references: list[ReferenceJob], params: Params,
+              x: np.ndarray, y: np.ndarray, steps: int, every: int, limit: float
+              ) -> tuple[list[Run | str], list[list[Reference]]]:
+    """Every implementation's trajectory (a Run, or the fault that stopped it) and the oracle's runs, in order.
 
     Long runs go to two worker processes (spawned, so no JAX threads are forked),
-    longest first; each trajectory's wall time is taken inside its worker, beside
+    slowest first; each trajectory's wall time is taken inside its worker, beside
     at most one other. Short runs, one core, or a factory that cannot be sent to
     a worker (a lambda) run here, one after another.
     """
-    if steps * len(jobs) < PARALLEL_MIN_WORK or (os.cpu_count() or 1) < 2 or not _picklable(jobs):
-        return [_here(impl, params, x, y, steps, every, limit) for impl, _ in jobs]
-    order = sorted(range(len(jobs)), key=lambda i: -_cost(jobs[i][0]))
-    args = [(jobs[i][1], jobs[i][0].spec, dict(params), x, y, steps, every, limit) for i in order]
+    count = len(jobs) + len(references)
+    if steps * count < PARALLEL_MIN_WORK or (os.cpu_count() or 1) < 2 or not _picklable(jobs):
+        runs = [_here(impl, params, x, y, steps, every, limit) for impl, _ in jobs]
+        return runs, [_reference_job(job, params, x, y, steps, every) for job in references]
+    tasks = [(_impl_job, (factory, impl.spec, dict(params), x, y, steps, every, limit),
+              US_PER_STEP.get(impl.name, OTHER_US_PER_STEP)) for impl, factory in jobs]
+    tasks += [(_reference_job, (job, dict(params), x, y, steps, every), REFERENCE_US_PER_STEP) for job in references]
+    order = sorted(range(len(tasks)), key=lambda i: -tasks[i][2])
     with get_context("spawn").Pool(2, initializer=_quiet_worker) as pool:  # exiting terminates the workers
-        pending = pool.starmap_async(_job, args, chunksize=1)
-        while not pending.ready():
-            pending.wait(0.2)  # short waits keep SIGTERM and Ctrl-C deliverable to this process
-        done = dict(zip(order, pending.get()))
-    return [Run(jobs[i][0], *done[i]) if isinstance(done[i], tuple) else done[i] for i in range(len(jobs))]
+        pending = {i: pool.apply_async(tasks[i][0], tasks[i][1]) for i in order}
+        while not all(p.ready() for p in pending.values()):
+            next(p for p in pending.values() if not p.ready()).wait(0.2)  # short waits keep signals deliverable
+        done = {i: p.get() for i, p in pending.items()}
+    runs = [Run(impl, *done[i]) if isinstance(done[i], tuple) else done[i] for i, (impl, _) in enumerate(jobs)]
+    return runs, [done[len(jobs) + j] for j in range(len(references))]
 
 
 def _here(impl: Implementation, params, x, y, steps: int, every: int, limit: float) -> Run | str:
@@ -98,11 +113,6 @@ def _here(impl: Implementation, params, x, y, steps: int, every: int, limit: flo
         return guarded("train()", lambda: train(impl, params, x, y, steps, every), limit)
     except Fault as exc:
         return str(exc)
-
-
-def _cost(impl: Implementation) -> int:
-    """Rough per-step cost rank, to start the slowest trajectories first."""
-    return {"torch": 3, "numpy-fd": 2}.get(impl.name, 1)
 
 
 def _picklable(jobs) -> bool:

@@ -50,3 +50,25 @@ def steady(fn: Callable[[], object], repeats: int = 7, number: int = 1, per: int
         samples.append((time.perf_counter() - start) / (number * per))
     q1, median, q3 = np.percentile(samples, [25, 50, 75])
     return Timing(float(median), float(q3 - q1), repeats, number)
+
+
+TIMING_REPEAT_S = 0.03  # aim for a timed repeat this long: enough to swamp the clock and dispatch jitter
+TIMING_STEPS = (100, 20_000)  # bounds on native-loop steps per timed repeat
+TIMING_REPEATS = 5
+CALL_REPEATS, CALLS_PER_REPEAT = 7, 20
+COLUMNS = ["impl", "dtype", "measure", "median_s", "iqr_s", "repeats", "number", "noisy"]
+
+
+def measure(impl, factory: Callable, wall_s: float, steps_run: int, params, x, y) -> list[dict]:
+    """First call on a fresh instance, steady loss-and-grads and train-step times, and the whole run's wall time."""
+    fresh = factory(impl.spec)
+    per_step = wall_s / steps_run
+    steps = int(np.clip(TIMING_REPEAT_S / per_step, *TIMING_STEPS))
+    measured = {
+        "first_call": once(lambda: fresh.loss_and_grads(params, x, y)),
+        "loss_and_grads": steady(lambda: impl.loss_and_grads(params, x, y), CALL_REPEATS, CALLS_PER_REPEAT),
+        "train_step": steady(lambda: impl.train(params, x, y, steps), TIMING_REPEATS, 1, steps),
+        "trajectory": Timing(wall_s, 0.0, 1, 1),
+    }
+    return [{"impl": impl.name, "dtype": impl.spec.dtype, "measure": m, "median_s": t.median_s, "iqr_s": t.iqr_s,
+             "repeats": t.repeats, "number": t.number, "noisy": t.noisy} for m, t in measured.items()]

@@ -1,0 +1,86 @@
+"""Naming the cause of a divergence: replay the native loop from its last good checkpoint, one step at a time.
+
+The replay is believed only once it reproduces the recorded run (losses and
+checkpoints within ``REPRODUCE_ULPS``): a loop whose steps depend on more than
+its parameters (a step counter, hidden state) does not, and that is named. Then,
+at every replayed state, the implementation's loss and gradients are judged
+against the truth (a forward or gradient error), and every replayed transition
+against p - lr g from its own gradient (an update error). If every single step
+is right, the run still left the measured rounding envelope: it fails as
+"rounding beyond the envelope", naming the parameter that left it first.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from harness.checks.gradcheck import loss_and_grads, teacher_forced, update_rows
+from harness.checks.trajectory import Divergence
+from harness.running.runs import Run
+from harness.truth.oracle import EXTENDED, Oracle
+from harness.truth.tolerances import REPRODUCE_ULPS
+
+
+def name_cause(found: Divergence, run: Run, losses: pd.DataFrame, params: pd.DataFrame, oracle: Oracle,
+               x: np.ndarray, y: np.ndarray) -> Divergence:
+    """``found`` with its cause, the state, the parameter and the error that explain the divergence."""
+    start = max((s for s in run.result.checkpoints if s < found.step), default=0)
+    span = max(found.step - start, 1)
+    replay = run.impl.train(run.state(start), x, y, span, record=range(span + 1))
+    if _differs(found, run, replay, start, span):
+        return found
+    states = {start + k: state for k, state in replay.checkpoints.items()}
+    checks = teacher_forced([run.impl], oracle, states, x, y, updates=False)
+    rows = []
+    for step in sorted(states)[:-1]:
+        truth = oracle.truth(states[step], x, y)
+        rows += update_rows(run.impl, step, states[step], states[step + 1],
+                            loss_and_grads(run.impl, states[step], x, y), truth.scale)
+    checks = pd.concat([checks, pd.DataFrame(rows)], ignore_index=True) if rows else checks
+    failed = checks[~checks.passed.astype(bool)]
+    if len(failed):
+        first = failed[failed.step == failed.step.min()]
+        worst = first.loc[(first.rel / first.allowed).idxmax()]
+        found.cause = "update" if worst.check == "update" else ("forward" if worst.param == "loss" else "gradient")
+        _name(found, int(worst.step), str(worst.param), float(worst.rel), float(worst.allowed))
+        return found
+    found.cause = "rounding beyond the envelope"  # every single step is right, yet the run left what rounding explains
+    later = params[(params.step >= found.step) & ~(params.rel_err <= params.allowed)]
+    if len(later):
+        first = later[later.step == later.step.min()]
+        worst = first.loc[(first.rel_err / first.allowed).idxmax()]
+    else:
+        worst = losses[losses.step == found.step].iloc[0].copy()
+        worst["param"] = "loss"
+    _name(found, int(worst.step), str(worst.param), float(worst.rel_err), float(worst.allowed))
+    return found
+
+
+def _name(found: Divergence, step: int, param: str, rel: float, allowed: float) -> None:
+    found.cause_step, found.param, found.rel, found.allowed = step, param, rel, allowed
+
+
+def _differs(found: Divergence, run: Run, replay, start: int, span: int) -> bool:
+    """Name the first step where the replay departs from the recording (and say so), if it does."""
+    dtype = np.dtype(run.dtype)
+    recorded = run.result.losses[start:start + span].astype(EXTENDED)
+    replayed = np.asarray(replay.losses, EXTENDED)
+    with np.errstate(all="ignore"):
+        err = np.abs(replayed - recorded) / np.abs(recorded)
+    limit = REPRODUCE_ULPS.times * float(np.finfo(dtype).eps)
+    bad = np.flatnonzero(~(err <= limit) & ~(np.isnan(recorded) & np.isnan(replayed)))
+    if bad.size:
+        found.cause = "replay differs"
+        _name(found, start + int(bad[0]), "loss", float(err[bad[0]]), limit)
+        return True
+    for k in sorted(run.result.checkpoints):
+        if start < k <= start + span:
+            for name, value in run.state(k).items():
+                diff = np.max(np.abs(np.asarray(replay.checkpoints[k - start][name], EXTENDED) - value), initial=0.0)
+                scale = np.max(np.abs(np.asarray(value, EXTENDED)), initial=0.0)
+                rel = float(diff / scale) if scale > 0 else float(diff)
+                if not rel <= limit:
+                    found.cause = "replay differs"
+                    _name(found, k, name, rel, limit)
+                    return True
+    return False

@@ -1,0 +1,100 @@
+"""Every check of one comparison, run by run: one-step checks, the free-running trajectory, the final state."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from harness import notebook
+from harness.checks.gradcheck import finite_differences, table, teacher_forced
+from harness.checks.replay import name_cause
+from harness.checks.trajectory import Divergence, first_divergence, horizon, loss_table, param_table
+from harness.running.roster import Roster
+from harness.running.runs import Run
+from harness.running.training import Trained
+from harness.truth.oracle import Oracle
+
+MAX_PRED_COLUMNS = 16  # final.csv keeps every prediction up to this many outputs (accuracy always)
+
+
+@dataclass
+class Checked:
+    """What the checks found, as typed tables and records (the verdict reads these, never text)."""
+
+    gradients: pd.DataFrame
+    losses: pd.DataFrame  # every compared step of every run
+    parameters: pd.DataFrame
+    divergences: list[Divergence] = field(default_factory=list)
+    finals: list[dict] = field(default_factory=list)
+    runs: list[Run] = field(default_factory=list)  # the runs that came through every check
+
+
+def check_all(config, roster: Roster, trained: Trained, oracle: Oracle, params, x: np.ndarray, y: np.ndarray,
+              progress: Callable[[str], None] = lambda label: None) -> Checked:
+    """One-step checks at the truth's checkpoints, then each run's trajectory; a call that raises or hangs
+    becomes a fault of that implementation, which is then left out."""
+    truth = trained.truth
+    states = {k: v for k, v in truth.checkpoints.items() if all(np.all(np.isfinite(a)) for a in v.values())}
+    fd_states = {0: params, **({config.steps: states[config.steps]} if config.steps in states else {})}
+    grads, runs = [], []
+    for run in trained.runs:
+        progress(f"checks {run.name} {run.dtype}")
+        found = roster.attempt(run.impl, "loss_and_grads", lambda: pd.concat([
+            teacher_forced([run.impl], oracle, states, x, y),
+            finite_differences([run.impl] if run.dtype == "float64" else [], oracle, fd_states, x, y),
+        ], ignore_index=True))
+        if found is not None:
+            grads.append(found)
+            runs.append(run)
+    checked = Checked(pd.concat(grads, ignore_index=True) if grads else table([]), pd.DataFrame(), pd.DataFrame())
+    loss_tables, param_tables = [], []
+    for run in runs:
+        progress(f"trajectory {run.name} {run.dtype}")
+        plain, twin = trained.references[run.dtype]
+        end = horizon(run, [truth, plain, twin], config.steps)
+        losses = loss_table(run, truth, trained.envelopes[run.dtype], end)
+        params_err = param_table(run, truth, trained.envelopes[run.dtype], end)
+        div = first_divergence(run, losses, params_err)
+        div.nonfinite_at, div.oracle_nonfinite_at = run.nonfinite_at, truth.nonfinite_at
+        div.reference_nonfinite_at = min([k for k in (plain.nonfinite_at, twin.nonfinite_at) if k is not None],
+                                         default=None)
+        if div.step is not None and roster.attempt(
+                run.impl, "train", lambda: name_cause(div, run, losses, params_err, oracle, x, y)) is None:
+            continue
+        final = roster.attempt(run.impl, "forward", lambda: final_row(run, config.steps, x, y))
+        if final is None:
+            continue
+        loss_tables.append(losses)
+        param_tables.append(params_err)
+        checked.divergences.append(div)
+        checked.finals.append(final)
+        checked.runs.append(run)
+    checked.losses = pd.concat(loss_tables, ignore_index=True) if loss_tables else pd.DataFrame(
+        columns=["impl", "dtype", "step", "loss", "rel_err", "allowed"])
+    checked.parameters = pd.concat(param_tables, ignore_index=True) if param_tables else pd.DataFrame(
+        columns=["impl", "dtype", "step", "param", "rel_err", "allowed"])
+    return checked
+
+
+def final_row(run: Run, steps: int, x, y) -> dict:
+    """The notebook's printed state: the loop's last forward pass, at step steps - 1."""
+    preds = run.impl.forward(run.state(steps - 1), x).ravel()
+    loss = float(run.result.losses[steps - 1])
+    row = {"impl": run.name, "dtype": run.dtype, "step": steps - 1, "loss": loss}
+    if preds.size <= MAX_PRED_COLUMNS:
+        row.update({f"pred_{i}": float(p) for i, p in enumerate(preds)})
+    correct = np.round(preds) == y.ravel()
+    row["solved"], row["accuracy"] = bool(np.all(correct)), float(np.mean(correct))
+    row["notebook_line"] = notebook.printed_line(loss, preds)
+    return row
+
+
+def notebook_misses(config, finals: list[dict]) -> dict[tuple[str, str], str]:
+    """(impl, "float64") -> the line printed, for each float64 run of the notebook's configuration that
+    does not print the notebook's line."""
+    if not config.is_notebook_run:
+        return {}
+    return {(f["impl"], f["dtype"]): f["notebook_line"] for f in finals
+            if f["dtype"] == "float64" and f["notebook_line"] != notebook.PRINTED}

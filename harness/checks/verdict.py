@@ -1,0 +1,102 @@
+"""The one verdict: every check's typed results in, one outcome per implementation and dtype out.
+
+``decide`` is the only place that says pass or fail. The headline, every
+verdict column, the failure lines, the sweep's ``passed`` column and the exit
+code are all rendered from what it returns, never from message text.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from harness.checks.trajectory import Divergence
+
+PASS, FAIL, FAULTY = "pass", "fail", "faulty"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One reason an implementation fails, with what was compared."""
+
+    check: str  # teacher-forced, finite-difference, update, trajectory, blow-up, notebook, fault
+    impl: str
+    dtype: str
+    step: int | None = None
+    param: str = ""
+    rel: float | None = None
+    allowed: float | None = None
+    count: int = 1  # values out of tolerance in this check
+    detail: str = ""  # the line printed (notebook), the fault, a relu'(0) note
+    detected_by: str = ""  # trajectory: "loss" or "parameters"
+    cause: str = ""  # trajectory: what the replay names (see harness.checks.replay)
+    cause_step: int | None = None  # trajectory: the state at which the cause was found
+    oracle_at: int | None = None  # blow-up: the truth's first non-finite loss
+    reference_at: int | None = None  # blow-up: the dtype's reference runs' first non-finite loss
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of one implementation in one dtype."""
+
+    impl: str
+    dtype: str
+    status: str  # PASS, FAIL or FAULTY
+    findings: tuple[Finding, ...] = field(default=())
+
+    @property
+    def passed(self) -> bool:
+        return self.status == PASS
+
+
+def decide(compared: list[tuple[str, str]], gradients: pd.DataFrame, divergences: list[Divergence],
+           faults: dict[tuple[str, str], list[str]], notebook_misses: dict[tuple[str, str], str],
+           relu_kink_notes: dict[str, str] | None = None) -> list[Verdict]:
+    """One Verdict per implementation and dtype: compared ones in order, then the faulty ones.
+
+    A run fails on any failed one-step row (teacher-forced, update, judged
+    finite-difference), on a divergence from the truth beyond what is allowed
+    (whatever the replay names as its cause), on a blow-up that comes before
+    every reference run's, or on a missed notebook line. A fault outranks all.
+    """
+    findings: dict[tuple[str, str], list[Finding]] = {key: [] for key in compared}
+    failed = gradients[~gradients.passed]
+    for (check, impl, dtype), bad in failed.groupby(["check", "impl", "dtype"], sort=False):
+        first = bad.sort_values("step", kind="stable").iloc[0]
+        note = (relu_kink_notes or {}).get(impl, "") if bool(first.relu_kink) else ""
+        findings.setdefault((impl, dtype), []).append(Finding(
+            check, impl, dtype, int(first.step), str(first.param), float(first.rel), float(first.allowed), len(bad),
+            note))
+    for d in divergences:
+        key = (d.impl, d.dtype)
+        if d.nonfinite_at is not None and _before_every_reference(d):
+            findings[key].append(Finding("blow-up", d.impl, d.dtype, d.nonfinite_at, "loss",
+                                         oracle_at=d.oracle_nonfinite_at, reference_at=d.reference_nonfinite_at))
+        if d.step is not None:
+            findings[key].append(Finding("trajectory", d.impl, d.dtype, d.step, d.param, d.rel, d.allowed,
+                                         detected_by=d.detected_by, cause=d.cause, cause_step=d.cause_step))
+    for key, line in notebook_misses.items():
+        findings.setdefault(key, []).append(Finding("notebook", *key, detail=line))
+    for key, found in faults.items():
+        findings.setdefault(key, []).extend(Finding("fault", *key, detail=fault) for fault in found)
+    verdicts = []
+    for (impl, dtype), found in findings.items():
+        status = FAULTY if any(f.check == "fault" for f in found) else FAIL if found else PASS
+        verdicts.append(Verdict(impl, dtype, status, tuple(found)))
+    return verdicts
+
+
+def _before_every_reference(d: Divergence) -> bool:
+    """A blow-up fails when it comes before both the truth's and the dtype's reference runs'."""
+    others = [k for k in (d.oracle_nonfinite_at, d.reference_nonfinite_at) if k is not None]
+    return all(d.nonfinite_at < k for k in others)
+
+
+def exit_code(verdicts: list[Verdict]) -> int:
+    """0 when every implementation passed, 1 when any failed or was faulty."""
+    return 0 if all(v.passed for v in verdicts) else 1
+
+
+def passed(verdicts: list[Verdict], impl: str, dtype: str) -> bool | None:
+    """The verdict of one implementation and dtype (None if it was not compared)."""
+    return next((v.passed for v in verdicts if (v.impl, v.dtype) == (impl, dtype)), None)

@@ -1,0 +1,41 @@
+"""Training: the truth, the reference runs in each dtype, and every implementation's native loop."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from harness.running.roster import Roster
+from harness.running.runs import Run, train_all
+from harness.truth.references import PLAIN, TRUTH, TWIN, Envelope, Reference, ReferenceJob, envelope
+from impls.spec import ORACLE_DTYPE
+
+
+@dataclass
+class Trained:
+    """Every trajectory of one comparison."""
+
+    truth: Reference
+    references: dict[str, tuple[Reference, Reference]]  # dtype -> (plain run, its twin one ulp away)
+    envelopes: dict[str, Envelope]  # dtype -> the rounding envelope
+    runs: list[Run]
+
+
+def train_everything(config, roster: Roster, params, x: np.ndarray, y: np.ndarray) -> Trained:
+    """Train all; an implementation whose loop raises or hangs becomes a fault in ``roster`` and has no Run."""
+    jobs = [ReferenceJob(config.spec("float64"), ORACLE_DTYPE)]
+    jobs += [ReferenceJob(config.spec(dtype), dtype) for dtype in config.dtype]
+    trained, oracle_runs = train_all([(i, roster.factories[i.name]) for i in roster.impls], jobs, params, x, y,
+                                     config.steps, config.check_every, config.time_limit)
+    runs = []
+    for impl, run in zip(roster.impls, trained):
+        if isinstance(run, Run):
+            runs.append(run)
+        else:
+            roster.fault(impl.name, impl.spec.dtype, run)
+    truth = oracle_runs[0][0]
+    assert truth.name == TRUTH
+    references = {dtype: (plain, twin) for dtype, (plain, twin) in zip(config.dtype, oracle_runs[1:])}
+    assert all(p.name == PLAIN and t.name == TWIN for p, t in references.values())
+    envelopes = {dtype: envelope(truth, *pair) for dtype, pair in references.items()}
+    return Trained(truth, references, envelopes, runs)

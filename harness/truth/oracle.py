@@ -1,0 +1,289 @@
+"""The oracle: the spec's MLP written anew from ``ModelSpec``'s definition, in extended precision.
+
+It imports nothing from ``impls/`` but the spec (and from the harness only its tolerances), so no bug in an implementation
+can reach the truth it is judged against. Its gradients come from two methods
+that share no derivation:
+
+- **complex step** in ``np.clongdouble``: d f / d theta_k = Im f(theta + i h e_k) / h
+  with h = 1e-30. Nothing is subtracted, so nothing cancels: the derivative is
+  as exact as the forward pass. One batched forward pass with one copy of the
+  network per parameter entry gives every partial derivative, each sample's
+  term apart, so the term scale sum_s |d loss_s / d theta| comes free.
+- **reverse mode**, written here from the chain rule, in any real dtype:
+  longdouble to train the truth's own trajectory (4x faster than complex step
+  at 2-4-1), float64 and float32 for the reference runs in the run's dtype.
+  Every gradient the checks take from the oracle is verified: reverse mode
+  against complex step, entry by entry (or, for networks too large for one
+  copy per entry, along seeded random directions).
+
+Every activation and loss is complex-safe: relu by the sign of the real part
+(relu'(0) = 0), the sigmoid and bce split on the sign of the real part instead
+of ``logaddexp`` (which has no complex loop).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from harness.truth.tolerances import ORACLE_SELF_CHECK
+from impls.spec import ModelSpec
+
+EXTENDED = np.longdouble  # 80-bit x87 on x86-64 Linux: 11 more bits than float64
+COMPLEX = np.clongdouble
+STEP = 1e-30  # complex step h: Im f(x + ih) / h has error O(h^2 f'''), far below longdouble's eps
+# Full complex step costs about 60 ns x P x k x sum(n m) (P parameter entries, k samples, n m per layer):
+# 65 us at 2-4-1, 7.5 ms at 4-16-1 on parity:4, 134 ms at 4-64-1. Above this work (about 12 ms a state)
+# reverse mode gives the entries and complex step checks it along directions.
+FULL_COMPLEX_STEP_MAX = 200_000
+VERIFY_DIRECTIONS = 4  # seeded random directions for the complex-step check of a large network's reverse pass
+
+Params = Mapping[str, np.ndarray]
+
+
+class OracleError(Exception):
+    """The oracle's two differentiation methods disagree: a bug in the harness, never in an implementation."""
+
+
+@dataclass(frozen=True)
+class Truth:
+    """Loss and gradients at one state, in longdouble, with the scale their rounding is judged against."""
+
+    loss: np.longdouble  # the reported (mean) loss
+    grads: dict[str, np.ndarray]
+    scale: dict[str, np.ndarray]  # sum over samples of |each sample's term| (and the loss itself)
+    method: str  # how the gradients were taken
+
+
+def _relu(z):
+    return z * (z.real > 0)
+
+
+def _sigmoid(z):
+    """1 / (1 + e^-z) where Re z >= 0, e^z / (1 + e^z) below: the branch used never overflows."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.where(z.real >= 0, 1 / (1 + np.exp(-z)), np.exp(z) / (1 + np.exp(z)))
+
+
+def _softplus(z):
+    """log(1 + e^z), as z + log(1 + e^-z) where Re z > 0 so the exponential never overflows."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.where(z.real > 0, z + np.log1p(np.exp(-z)), np.log1p(np.exp(z)))
+
+
+ACTIVATIONS = {"relu": _relu, "tanh": np.tanh, "sigmoid": _sigmoid, "identity": lambda z: z}
+
+
+def _activation_slope(name: str, z: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """d out / d z, from the definitions (relu'(0) = 0)."""
+    if name == "relu":
+        return (z > 0).astype(z.dtype)
+    if name == "tanh":
+        return 1 - out * out
+    if name == "sigmoid":
+        return out * (1 - out)
+    return np.ones_like(z)
+
+
+class Oracle:
+    """The truth for one ``ModelSpec`` (its dtype is ignored: the oracle picks its own)."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.names = list(spec.param_shapes())
+        self.shapes = spec.param_shapes()
+        self._cache: dict[tuple, Truth] = {}
+
+    # -- the forward pass, for a stack of B parameter sets at once -------------------------------------
+    def _per_sample(self, q: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(each sample's share of the objective, shape (B, k); the per-element loss, shape (B, k, m))."""
+        h = x[None]
+        for i, act in enumerate(self.spec.activations):
+            z = h @ q[f"w{i}"] + q[f"b{i}"]
+            h = ACTIVATIONS[act](z)
+        per_element = _softplus(z) - y * z if self.spec.loss == "bce" else 0.5 * (y - h) ** 2
+        weight = 1 if self.spec.reduction == "sum" else 1 / y.size
+        return per_element.sum(axis=-1) * weight, per_element
+
+    def _stack(self, flat: np.ndarray) -> dict[str, np.ndarray]:
+        """(B, P) flat parameter vectors as named (B, n, m) arrays."""
+        out, at = {}, 0
+        for name in self.names:
+            n, m = self.shapes[name]
+            out[name] = flat[:, at:at + n * m].reshape(-1, n, m)
+            at += n * m
+        return out
+
+    def _flat(self, params: Params, dtype) -> np.ndarray:
+        return np.concatenate([np.asarray(params[k], dtype).ravel() for k in self.names])
+
+    def _unflat(self, vector: np.ndarray) -> dict[str, np.ndarray]:
+        return {k: v[0] for k, v in self._stack(vector[None]).items()}
+
+    def loss(self, params: Params, x: np.ndarray, y: np.ndarray) -> np.longdouble:
+        """The reported (mean) loss, in longdouble."""
+        q = {k: np.asarray(v, EXTENDED)[None] for k, v in params.items()}
+        _, per_element = self._per_sample(q, np.asarray(x, EXTENDED), np.asarray(y, EXTENDED))
+        return per_element.mean()
+
+    def preactivations(self, params: Params, x: np.ndarray) -> list[np.ndarray]:
+        """z of every layer, in longdouble (to tell when a relu sits exactly at its kink)."""
+        h, zs = np.asarray(x, EXTENDED), []
+        for i, act in enumerate(self.spec.activations):
+            z = h @ np.asarray(params[f"w{i}"], EXTENDED) + np.asarray(params[f"b{i}"], EXTENDED)
+            zs.append(z)
+            h = ACTIVATIONS[act](z)
+        return zs
+
+    # -- complex step ----------------------------------------------------------------------------------
+    def _complex_terms(self, flat: np.ndarray, directions: np.ndarray, x, y) -> np.ndarray:
+        """(D, k): each sample's derivative along each of the D directions, by complex step."""
+        copies = flat[None].astype(COMPLEX) + 1j * STEP * directions.astype(EXTENDED)
+        per_sample, _ = self._per_sample(self._stack(copies), np.asarray(x, EXTENDED), np.asarray(y, EXTENDED))
+        return per_sample.imag / EXTENDED(STEP)
+
+    def full_complex_step(self, size: int, x: np.ndarray) -> bool:
+        """Whether one network copy per parameter entry fits the work bound."""
+        weights = sum(n * m for n, m in zip(self.spec.layers, self.spec.layers[1:]))
+        return size * x.shape[0] * weights <= FULL_COMPLEX_STEP_MAX
+
+    # -- reverse mode, in any real dtype ---------------------------------------------------------------
+    def reverse(self, params: Params, x: np.ndarray, y: np.ndarray, dtype=EXTENDED,
+                with_scale: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """(reported loss, gradients, term scale if asked) by the chain rule, every array in ``dtype``."""
+        p = {k: np.asarray(v, dtype) for k, v in params.items()}
+        x, y = np.asarray(x, dtype), np.asarray(y, dtype)
+        inputs, zs, outs, h = [], [], [], x
+        for i, act in enumerate(self.spec.activations):
+            z = h @ p[f"w{i}"] + p[f"b{i}"]
+            inputs.append(h)
+            zs.append(z)
+            h = ACTIVATIONS[act](z)
+            outs.append(h)
+        z, out = zs[-1], outs[-1]
+        if self.spec.loss == "bce":
+            per_element = _softplus(z) - y * z
+            delta = out - y  # d/dz [log(1 + e^z) - y z]
+        else:
+            per_element = (y - out) * (y - out) / 2
+            delta = (out - y) * _activation_slope(self.spec.activations[-1], z, out)
+        if self.spec.reduction == "mean":
+            delta = delta / dtype(y.size)
+        grads, scale = {}, {}
+        for i in reversed(range(self.spec.depth)):
+            if i < self.spec.depth - 1:
+                delta = delta * _activation_slope(self.spec.activations[i], zs[i], outs[i])
+            grads[f"w{i}"] = inputs[i].T @ delta
+            grads[f"b{i}"] = delta.sum(axis=0, keepdims=True)
+            if with_scale:
+                scale[f"w{i}"] = np.abs(inputs[i]).T @ np.abs(delta)
+                scale[f"b{i}"] = np.abs(delta).sum(axis=0, keepdims=True)
+            delta = delta @ p[f"w{i}"].T
+        loss = per_element.mean()
+        if with_scale:
+            scale["loss"] = np.asarray(loss)
+        return loss, {k: grads[k] for k in self.names}, {k: scale[k] for k in ["loss", *self.names]} if with_scale \
+            else {}
+
+    # -- the truth at one state ------------------------------------------------------------------------
+    def truth(self, params: Params, x: np.ndarray, y: np.ndarray) -> Truth:
+        """Loss and gradients at ``params`` (as given, in whatever dtype), exact to longdouble.
+
+        Complex step gives every entry where the network is small enough; beyond that
+        reverse mode gives them and complex step checks it along seeded random directions.
+        Either way reverse mode and complex step must agree, or OracleError is raised.
+        """
+        key = (*(np.asarray(params[k]).tobytes() for k in self.names), np.asarray(x).tobytes())
+        if key in self._cache:
+            return self._cache[key]
+        flat = self._flat(params, EXTENDED)
+        _, rev, rev_scale = self.reverse(params, x, y, EXTENDED, with_scale=True)
+        rev_flat = self._flat(rev, EXTENDED)
+        scale_flat = self._flat({k: rev_scale[k] for k in self.names}, EXTENDED)
+        if self.full_complex_step(flat.size, np.asarray(x)):
+            terms = self._complex_terms(flat, np.eye(flat.size), x, y)  # (P, k)
+            grad_flat, scale_flat = terms.sum(axis=1), np.abs(terms).sum(axis=1)
+            _agree(rev_flat, grad_flat, scale_flat, "entry by entry")
+            grads, method = self._unflat(grad_flat), "complex step, every entry"
+        else:
+            rng = np.random.default_rng(flat.size)
+            directions = rng.choice((-1.0, 1.0), size=(VERIFY_DIRECTIONS, flat.size))
+            along = self._complex_terms(flat, directions, x, y).sum(axis=1)
+            _agree(directions @ rev_flat, along, np.abs(directions) @ scale_flat,
+                   f"along {VERIFY_DIRECTIONS} random directions")
+            grads, method = rev, f"reverse mode, checked by complex step along {VERIFY_DIRECTIONS} directions"
+        scale = {"loss": np.asarray(self.loss(params, x, y)), **self._unflat(scale_flat)}
+        found = Truth(self.loss(params, x, y), {k: np.asarray(grads[k], EXTENDED) for k in self.names}, scale, method)
+        if len(self._cache) < 4096:
+            self._cache[key] = found
+        return found
+
+    # -- training --------------------------------------------------------------------------------------
+    def train(self, starts: Sequence[Params], x: np.ndarray, y: np.ndarray, steps: int, record: Sequence[int] = (),
+              dtype=EXTENDED) -> list[tuple[np.ndarray, dict[str, np.ndarray], dict[int, dict[str, np.ndarray]]]]:
+        """Per start: (per-step reported losses, final parameters, checkpoints), by SGD's rule p - lr g in ``dtype``.
+
+        Several starts train as one stack (the reference run and its perturbed twin
+        cost little more than one). The loop is ``reverse`` unrolled for real arrays
+        (the same formulas, no dicts, no complex-safe branches), because a
+        100,000-step run spends its time in per-call overhead, not arithmetic.
+        """
+        wanted = set(record)
+        depth, acts, count = self.spec.depth, self.spec.activations, len(starts)
+        ws = [np.stack([np.asarray(p[f"w{i}"], dtype) for p in starts]) for i in range(depth)]
+        bs = [np.stack([np.asarray(p[f"b{i}"], dtype) for p in starts]) for i in range(depth)]
+        x, y = np.asarray(x, dtype), np.asarray(y, dtype)
+        lr, half, size = np.asarray(self.spec.lr, dtype), np.asarray(0.5, dtype), np.asarray(y.size, dtype)
+        bce, mean = self.spec.loss == "bce", self.spec.reduction == "mean"
+        real = {**ACTIVATIONS, "sigmoid": lambda z: 1 / (1 + np.exp(-z))}  # real z: e^-z = inf gives 0, exactly
+        act_fns = [real[a] for a in acts]
+        losses, checkpoints = np.empty((steps, count), dtype), [{} for _ in starts]
+
+        def keep(step: int) -> None:
+            for j, kept in enumerate(checkpoints):
+                kept[step] = {k: v[j].copy() for i in range(depth) for k, v in ((f"w{i}", ws[i]), (f"b{i}", bs[i]))}
+
+        with np.errstate(all="ignore"):
+            for step in range(steps):
+                if step in wanted:
+                    keep(step)
+                hs, outs, h = [], [], x
+                for i in range(depth):
+                    hs.append(h)
+                    z = h @ ws[i] + bs[i]
+                    h = act_fns[i](z)
+                    outs.append((z, h))
+                z, out = outs[-1]
+                if bce:
+                    losses[step] = (_softplus(z) - y * z).mean(axis=(-2, -1))
+                    delta = out - y
+                else:
+                    diff = out - y
+                    losses[step] = (half * diff * diff).mean(axis=(-2, -1))
+                    delta = diff * _activation_slope(acts[-1], z, out)
+                if mean:
+                    delta = delta / size
+                for i in range(depth - 1, -1, -1):
+                    if i < depth - 1:
+                        delta = delta * _activation_slope(acts[i], *outs[i])
+                    gw, gb = np.swapaxes(hs[i], -1, -2) @ delta, delta.sum(axis=-2, keepdims=True)
+                    if i:
+                        delta = delta @ np.swapaxes(ws[i], -1, -2)
+                    ws[i] = ws[i] - lr * gw
+                    bs[i] = bs[i] - lr * gb
+        if steps in wanted:
+            keep(steps)
+        final = [{k: v[j].copy() for i in range(depth) for k, v in ((f"w{i}", ws[i]), (f"b{i}", bs[i]))}
+                 for j in range(count)]
+        return [(losses[:, j].copy(), final[j], checkpoints[j]) for j in range(count)]
+
+
+def _agree(reverse: np.ndarray, complex_step: np.ndarray, scale: np.ndarray, how: str) -> None:
+    """Raise OracleError unless the two methods agree to ORACLE_SELF_CHECK relative to the term scale."""
+    with np.errstate(invalid="ignore"):
+        size = np.max(np.abs(scale), initial=0.0)
+        err = np.max(np.abs(reverse - complex_step), initial=0.0) / size if size > 0 else 0.0
+    if np.isfinite(size) and np.all(np.isfinite(reverse)) and not err <= ORACLE_SELF_CHECK.rel:
+        raise OracleError(f"the oracle's reverse mode and complex step disagree {how}: relative error {float(err):.2e}"
+                          f" > {ORACLE_SELF_CHECK.rel:.1e}")
