@@ -160,3 +160,50 @@ class WrongDtype(NumpyBackprop):
     def loss_and_grads(self, params, x, y):
         loss, grads = super().loss_and_grads(params, x, y)
         return loss, {k: v.astype(np.float32) for k, v in grads.items()}
+
+
+class SkipsOneUpdate(NumpyBackprop):
+    """Correct gradients, but the loop leaves out its 150th update (a bug the replay cannot repeat from a
+    later checkpoint, since the loop counts its own steps)."""
+
+    name = "skips-one-update"
+
+    def train(self, params, x, y, steps, record=()):
+        p, x, y = self._own(params), self._cast(x), self._cast(y)
+        losses, checkpoints = np.empty(steps), {}
+        for step in range(steps):
+            if step in record:
+                checkpoints[step] = {k: v.copy() for k, v in p.items()}
+            layers = self._layers(p, x)
+            losses[step] = np.mean(self._loss(layers, y))
+            grads = self._backward(p, layers, y)
+            if step != 150:
+                for k in p:
+                    p[k] -= self.spec.lr * grads[k]
+        if steps in record:
+            checkpoints[steps] = {k: v.copy() for k, v in p.items()}
+        return TrainResult(losses=losses, params=p, checkpoints=checkpoints)
+
+
+class InfAtStep20(NumpyBackprop):
+    """Sets every parameter to inf after its 20th update: a blow-up of its own, long before the oracle's."""
+
+    name = "inf-at-step-20"
+
+    def train(self, params, x, y, steps, record=()):
+        if steps <= 20:
+            return super().train(params, x, y, steps, record)
+        head = super().train(params, x, y, 20, [k for k in record if k <= 20])
+        inf = {k: np.full_like(v, np.inf) for k, v in head.params.items()}
+        tail = super().train(inf, x, y, steps - 20, [k - 20 for k in record if k >= 20])
+        return TrainResult(np.concatenate([head.losses, tail.losses]), tail.params,
+                           {**head.checkpoints, **{k + 20: v for k, v in tail.checkpoints.items()}})
+
+
+class UpdateScaled(NumpyBackprop):
+    """The loop steps with 1.001 * lr * g: 0.1 % off, far below an ulp of p, but 0.1 % of every update."""
+
+    name = "update-scaled"
+
+    def train(self, params, x, y, steps, record=()):
+        return NumpyBackprop(replace(self.spec, lr=1.001 * self.spec.lr)).train(params, x, y, steps, record)

@@ -55,7 +55,7 @@ def teacher_forced(impls: list[Implementation], oracle: Oracle, states: Mapping[
             params = cast(state, dtype)
             truth = oracle.truth(params, x, y)
             exact_values = {"loss": truth.loss, **truth.grads}
-            ref_loss, ref_grads, _ = oracle.reverse(params, x, y, np.dtype(dtype).type)
+            ref_loss, ref_grads, _ = oracle.reverse(params, x, y, np.dtype(dtype).type, textbook=True)
             plain = {"loss": ref_loss, **ref_grads}
             kink = at_relu_kink(oracle, params, x)
             for impl in (i for i in impls if i.spec.dtype == dtype):

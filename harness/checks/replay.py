@@ -25,7 +25,7 @@ def name_cause(found: Divergence, run: Run, losses: pd.DataFrame, params: pd.Dat
                x: np.ndarray, y: np.ndarray) -> Divergence:
     """``found`` with its cause, the state, the parameter and the error that explain the divergence."""
     start = max((s for s in run.result.checkpoints if s < found.step), default=0)
-    span = max(found.step - start, 1)
+    span = found.step - start + 1  # the replay's losses reach the divergent step itself
     replay = run.impl.train(run.state(start), x, y, span, record=range(span + 1))
     if _differs(found, run, replay, start, span):
         return found

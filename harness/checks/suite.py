@@ -10,7 +10,8 @@ import pandas as pd
 from harness import notebook
 from harness.checks.gradcheck import finite_differences, table, teacher_forced
 from harness.checks.replay import name_cause
-from harness.checks.trajectory import Divergence, first_divergence, horizon, loss_table, param_table
+from harness.checks.arrays import cast
+from harness.checks.trajectory import Divergence, first_divergence, horizon, loss_table, overflow_explained, param_table
 from harness.running.roster import Roster
 from harness.running.runs import Run
 from harness.running.training import Trained
@@ -36,13 +37,14 @@ def check_all(config, roster: Roster, trained: Trained, oracle: Oracle, params, 
     """One-step checks at the truth's checkpoints, then each run's trajectory; a call that raises or hangs
     becomes a fault of that implementation, which is then left out."""
     truth = trained.truth
-    states = {k: v for k, v in truth.checkpoints.items() if all(np.all(np.isfinite(a)) for a in v.values())}
-    fd_states = {0: params, **({config.steps: states[config.steps]} if config.steps in states else {})}
+    states = {dtype: _states(truth, trained.references[dtype], dtype) for dtype in trained.references}
+    end64 = states.get("float64", {})
+    fd_states = {0: params, **({config.steps: end64[config.steps]} if config.steps in end64 else {})}
     grads, runs = [], []
     for run in trained.runs:
         progress(f"checks {run.name} {run.dtype}")
         found = roster.attempt(run.impl, "loss_and_grads", lambda: pd.concat([
-            teacher_forced([run.impl], oracle, states, x, y),
+            teacher_forced([run.impl], oracle, states[run.dtype], x, y),
             finite_differences([run.impl] if run.dtype == "float64" else [], oracle, fd_states, x, y),
         ], ignore_index=True))
         if found is not None:
@@ -52,14 +54,15 @@ def check_all(config, roster: Roster, trained: Trained, oracle: Oracle, params, 
     loss_tables, param_tables = [], []
     for run in runs:
         progress(f"trajectory {run.name} {run.dtype}")
-        plain, twin = trained.references[run.dtype]
-        end = horizon(run, [truth, plain, twin], config.steps)
+        plain = trained.references[run.dtype]
+        end = horizon(run, [truth, *plain], config.steps)
         losses = loss_table(run, truth, trained.envelopes[run.dtype], end)
         params_err = param_table(run, truth, trained.envelopes[run.dtype], end)
         div = first_divergence(run, losses, params_err)
         div.nonfinite_at, div.oracle_nonfinite_at = run.nonfinite_at, truth.nonfinite_at
-        div.reference_nonfinite_at = min([k for k in (plain.nonfinite_at, twin.nonfinite_at) if k is not None],
+        div.reference_nonfinite_at = min([r.nonfinite_at for r in plain if r.nonfinite_at is not None],
                                          default=None)
+        div.overflow_explained = overflow_explained(run, truth, trained.envelopes[run.dtype], y.size)
         if div.step is not None and roster.attempt(
                 run.impl, "train", lambda: name_cause(div, run, losses, params_err, oracle, x, y)) is None:
             continue
@@ -76,6 +79,14 @@ def check_all(config, roster: Roster, trained: Trained, oracle: Oracle, params, 
     checked.parameters = pd.concat(param_tables, ignore_index=True) if param_tables else pd.DataFrame(
         columns=["impl", "dtype", "step", "param", "rel_err", "allowed"])
     return checked
+
+
+def _states(truth, plain: list, dtype: str) -> dict[int, dict[str, np.ndarray]]:
+    """The truth's checkpoints that the one-step checks visit in ``dtype``: finite once cast, and before any
+    reference run in that dtype blew up (beyond it no run in the dtype has a meaningful state to match)."""
+    end = min([r.nonfinite_at for r in plain if r.nonfinite_at is not None], default=len(truth.losses) + 1)
+    return {k: v for k, v in truth.checkpoints.items()
+            if k < end and all(np.all(np.isfinite(a)) for a in cast(v, dtype).values())}
 
 
 def final_row(run: Run, steps: int, x, y) -> dict:

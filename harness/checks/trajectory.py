@@ -36,6 +36,18 @@ class Divergence:
     nonfinite_at: int | None = None  # first step with a NaN or infinite loss (the run blew up)
     oracle_nonfinite_at: int | None = None  # the same for the truth: the configuration itself diverges
     reference_nonfinite_at: int | None = None  # the earliest of the plain reference runs in the run's dtype
+    overflow_explained: bool = False  # at nonfinite_at, what is allowed reaches past the dtype's largest number
+
+
+def overflow_explained(run: Run, truth: Reference, rounding: Envelope, size: int) -> bool:
+    """Whether the run's first non-finite loss lies within what is allowed there: the truth's summed loss,
+    grown by the allowed relative error, passes the dtype's largest finite number (so overflow is rounding's)."""
+    step = run.nonfinite_at
+    if step is None or step >= len(truth.losses) or not np.isfinite(truth.losses[step]):
+        return False
+    limit = float(trajectory_allowed(run.dtype, rounding.loss[min(step, len(rounding.loss) - 1)], exact(run.impl)))
+    biggest = float(np.finfo(np.dtype(run.dtype)).max)
+    return float(truth.losses[step]) * size * (1 + limit) >= biggest
 
 
 def horizon(run: Run, references: list[Reference], steps: int) -> int:

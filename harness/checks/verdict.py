@@ -57,7 +57,8 @@ def decide(compared: list[tuple[str, str]], gradients: pd.DataFrame, divergences
     A run fails on any failed one-step row (teacher-forced, update, judged
     finite-difference), on a divergence from the truth beyond what is allowed
     (whatever the replay names as its cause), on a blow-up that comes before
-    every reference run's, or on a missed notebook line. A fault outranks all.
+    every reference run's where rounding cannot explain an overflow, or on a
+    missed notebook line. A fault outranks all.
     """
     findings: dict[tuple[str, str], list[Finding]] = {key: [] for key in compared}
     failed = gradients[~gradients.passed]
@@ -69,7 +70,7 @@ def decide(compared: list[tuple[str, str]], gradients: pd.DataFrame, divergences
             note))
     for d in divergences:
         key = (d.impl, d.dtype)
-        if d.nonfinite_at is not None and _before_every_reference(d):
+        if d.nonfinite_at is not None and _before_every_reference(d) and not d.overflow_explained:
             findings[key].append(Finding("blow-up", d.impl, d.dtype, d.nonfinite_at, "loss",
                                          oracle_at=d.oracle_nonfinite_at, reference_at=d.reference_nonfinite_at))
         if d.step is not None:

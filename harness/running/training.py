@@ -7,7 +7,7 @@ import numpy as np
 
 from harness.running.roster import Roster
 from harness.running.runs import Run, train_all
-from harness.truth.references import PLAIN, TRUTH, TWIN, Envelope, Reference, ReferenceJob, envelope
+from harness.truth.references import TRUTH, Envelope, Reference, ReferenceJob, envelope
 from impls.spec import ORACLE_DTYPE
 
 
@@ -16,7 +16,7 @@ class Trained:
     """Every trajectory of one comparison."""
 
     truth: Reference
-    references: dict[str, tuple[Reference, Reference]]  # dtype -> (plain run, its twin one ulp away)
+    references: dict[str, list[Reference]]  # dtype -> the plain run and its twins
     envelopes: dict[str, Envelope]  # dtype -> the rounding envelope
     runs: list[Run]
 
@@ -35,7 +35,6 @@ def train_everything(config, roster: Roster, params, x: np.ndarray, y: np.ndarra
             roster.fault(impl.name, impl.spec.dtype, run)
     truth = oracle_runs[0][0]
     assert truth.name == TRUTH
-    references = {dtype: (plain, twin) for dtype, (plain, twin) in zip(config.dtype, oracle_runs[1:])}
-    assert all(p.name == PLAIN and t.name == TWIN for p, t in references.values())
-    envelopes = {dtype: envelope(truth, *pair) for dtype, pair in references.items()}
+    references = dict(zip(config.dtype, oracle_runs[1:]))
+    envelopes = {dtype: envelope(truth, plain) for dtype, plain in references.items()}
     return Trained(truth, references, envelopes, runs)

@@ -75,14 +75,19 @@ def _softplus(z):
 ACTIVATIONS = {"relu": _relu, "tanh": np.tanh, "sigmoid": _sigmoid, "identity": lambda z: z}
 
 
-def _activation_slope(name: str, z: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """d out / d z, from the definitions (relu'(0) = 0)."""
+def _activation_slope(name: str, z: np.ndarray, out: np.ndarray, textbook: bool = False) -> np.ndarray:
+    """d out / d z (relu'(0) = 0). The truth takes it from z, in forms that stay accurate where the
+    activation saturates; ``textbook`` takes it from the output (1 - tanh^2, s (1 - s)), which cancels
+    there, as plain implementations do: the reference runs in float64 and float32 round like them."""
     if name == "relu":
         return (z > 0).astype(z.dtype)
     if name == "tanh":
-        return 1 - out * out
+        if textbook:
+            return 1 - out * out
+        with np.errstate(over="ignore"):
+            return 1 / np.cosh(z) ** 2
     if name == "sigmoid":
-        return out * (1 - out)
+        return out * (1 - out) if textbook else out * _sigmoid(-z)
     return np.ones_like(z)
 
 
@@ -150,7 +155,7 @@ class Oracle:
 
     # -- reverse mode, in any real dtype ---------------------------------------------------------------
     def reverse(self, params: Params, x: np.ndarray, y: np.ndarray, dtype=EXTENDED,
-                with_scale: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+                with_scale: bool = False, textbook: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
         """(reported loss, gradients, term scale if asked) by the chain rule, every array in ``dtype``."""
         p = {k: np.asarray(v, dtype) for k, v in params.items()}
         x, y = np.asarray(x, dtype), np.asarray(y, dtype)
@@ -167,13 +172,13 @@ class Oracle:
             delta = out - y  # d/dz [log(1 + e^z) - y z]
         else:
             per_element = (y - out) * (y - out) / 2
-            delta = (out - y) * _activation_slope(self.spec.activations[-1], z, out)
+            delta = (out - y) * _activation_slope(self.spec.activations[-1], z, out, textbook)
         if self.spec.reduction == "mean":
             delta = delta / dtype(y.size)
         grads, scale = {}, {}
         for i in reversed(range(self.spec.depth)):
             if i < self.spec.depth - 1:
-                delta = delta * _activation_slope(self.spec.activations[i], zs[i], outs[i])
+                delta = delta * _activation_slope(self.spec.activations[i], zs[i], outs[i], textbook)
             grads[f"w{i}"] = inputs[i].T @ delta
             grads[f"b{i}"] = delta.sum(axis=0, keepdims=True)
             if with_scale:
@@ -221,12 +226,15 @@ class Oracle:
 
     # -- training --------------------------------------------------------------------------------------
     def train(self, starts: Sequence[Params], x: np.ndarray, y: np.ndarray, steps: int, record: Sequence[int] = (),
-              dtype=EXTENDED) -> list[tuple[np.ndarray, dict[str, np.ndarray], dict[int, dict[str, np.ndarray]]]]:
+              dtype=EXTENDED, textbook: bool = False, kernel_ulp: Sequence[bool] = ()
+              ) -> list[tuple[np.ndarray, dict[str, np.ndarray], dict[int, dict[str, np.ndarray]]]]:
         """Per start: (per-step reported losses, final parameters, checkpoints), by SGD's rule p - lr g in ``dtype``.
 
-        Several starts train as one stack (the reference run and its perturbed twin
-        cost little more than one). The loop is ``reverse`` unrolled for real arrays
-        (the same formulas, no dicts, no complex-safe branches), because a
+        Several starts train as one stack (a reference run and its twins cost little
+        more than one). ``textbook`` takes activation slopes from the outputs, as plain
+        implementations do; ``kernel_ulp[j]`` moves every activation output of start j
+        one ulp toward zero, as a kernel one ulp off would. The loop is ``reverse``
+        unrolled for real arrays (no dicts, no complex-safe branches), because a
         100,000-step run spends its time in per-call overhead, not arithmetic.
         """
         wanted = set(record)
@@ -238,6 +246,8 @@ class Oracle:
         bce, mean = self.spec.loss == "bce", self.spec.reduction == "mean"
         real = {**ACTIVATIONS, "sigmoid": lambda z: 1 / (1 + np.exp(-z))}  # real z: e^-z = inf gives 0, exactly
         act_fns = [real[a] for a in acts]
+        nudged = np.asarray(kernel_ulp or [False] * count).reshape(-1, 1, 1)
+        toward = np.zeros((), dtype)
         losses, checkpoints = np.empty((steps, count), dtype), [{} for _ in starts]
 
         def keep(step: int) -> None:
@@ -253,6 +263,8 @@ class Oracle:
                     hs.append(h)
                     z = h @ ws[i] + bs[i]
                     h = act_fns[i](z)
+                    if nudged.any():
+                        h = np.where(nudged, np.nextafter(h, toward), h)
                     outs.append((z, h))
                 z, out = outs[-1]
                 if bce:
@@ -261,12 +273,12 @@ class Oracle:
                 else:
                     diff = out - y
                     losses[step] = (half * diff * diff).mean(axis=(-2, -1))
-                    delta = diff * _activation_slope(acts[-1], z, out)
+                    delta = diff * _activation_slope(acts[-1], z, out, textbook)
                 if mean:
                     delta = delta / size
                 for i in range(depth - 1, -1, -1):
                     if i < depth - 1:
-                        delta = delta * _activation_slope(acts[i], *outs[i])
+                        delta = delta * _activation_slope(acts[i], *outs[i], textbook)
                     gw, gb = np.swapaxes(hs[i], -1, -2) @ delta, delta.sum(axis=-2, keepdims=True)
                     if i:
                         delta = delta @ np.swapaxes(ws[i], -1, -2)

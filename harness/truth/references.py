@@ -1,12 +1,15 @@
 """The reference runs every trajectory is judged against, all trained by the oracle's own code.
 
 - **The truth**: the oracle's loop in longdouble from the shared initial weights.
-- **Plain runs in each dtype**: the same loop in float64 (or float32), from the
-  same weights and from weights moved by one ulp of that dtype. Both are runs a
-  correct implementation could have produced: they round every step as plainly
-  as NumPy does, and they start as far apart as one rounding of the weights.
+- **Plain runs in each dtype**: the same loop in float64 (or float32) with the
+  textbook formulas (slopes from the outputs, 1 - tanh^2), three times: from the
+  same weights; from weights moved up by one ulp of the dtype; and with every
+  activation output moved one ulp toward zero, as a kernel one ulp off rounds
+  (torch's and XLA's are, and where tanh saturates that alone moves a float32
+  run by a factor of 8 within five steps at ``--lr 10``). All three are runs a
+  correct implementation could produce.
 
-How far those two plain runs stand from the truth, and from each other, is the
+How far those plain runs stand from the truth, and from each other, is the
 **rounding envelope** of the dtype at each step (``envelope``): what
 accumulated rounding can explain there, measured on this very run rather than
 assumed. A run of an implementation may pass beyond the fixed floors only
@@ -24,7 +27,8 @@ from harness.truth.oracle import EXTENDED, Oracle
 from impls.spec import ORACLE_DTYPE, ModelSpec
 
 TRUTH = "oracle"  # the longdouble run
-PLAIN, TWIN = "reference", "reference+1ulp"  # the plain runs in the run's dtype
+PLAIN, WEIGHTS_TWIN, KERNEL_TWIN = "reference", "reference, weights +1 ulp", "reference, kernels 1 ulp off"
+TWINS = (WEIGHTS_TWIN, KERNEL_TWIN)
 
 
 @dataclass
@@ -61,19 +65,21 @@ class ReferenceJob:
     """The oracle's runs in one dtype (picklable, so it can train in a worker process)."""
 
     spec: ModelSpec
-    dtype: str  # "longdouble" for the truth, else a run dtype (plain run and its twin, trained as one stack)
+    dtype: str  # "longdouble" for the truth, else a run dtype (the plain run and its twins, trained as one stack)
 
     @property
     def names(self) -> list[str]:
-        return [TRUTH] if self.dtype == ORACLE_DTYPE else [PLAIN, TWIN]
+        return [TRUTH] if self.dtype == ORACLE_DTYPE else [PLAIN, *TWINS]
 
     def __call__(self, params, x, y, steps: int, record) -> list[Reference]:
         start = time.perf_counter()
+        oracle = Oracle(self.spec)
         if self.dtype == ORACLE_DTYPE:
-            starts, dtype = [params], EXTENDED
+            trained = oracle.train([params], x, y, steps, record, EXTENDED)
         else:
-            starts, dtype = [params, one_ulp_up(params, self.dtype)], np.dtype(self.dtype).type
-        trained = Oracle(self.spec).train(starts, x, y, steps, record, dtype)
+            starts = [params, one_ulp_up(params, self.dtype), params]
+            trained = oracle.train(starts, x, y, steps, record, np.dtype(self.dtype).type, textbook=True,
+                                   kernel_ulp=[False, False, True])
         wall = time.perf_counter() - start
         return [Reference(name, self.dtype, losses, checkpoints, wall)
                 for name, (losses, _, checkpoints) in zip(self.names, trained)]
@@ -108,17 +114,21 @@ class Envelope:
     params: dict[int, float]  # per checkpoint step (every parameter alike)
 
 
-def envelope(truth: Reference, plain: Reference, twin: Reference) -> Envelope:
-    """The larger distance of the two plain runs from the truth and from each other, as a running max."""
-    twin_vs_plain = np.abs(twin.losses.astype(np.float64) - plain.losses) / np.abs(truth.losses.astype(np.float64))
-    loss = np.fmax(np.fmax(loss_error(plain.losses, truth), loss_error(twin.losses, truth)), twin_vs_plain)
+def envelope(truth: Reference, plain: list[Reference]) -> Envelope:
+    """The largest distance of the plain runs from the truth and from each other, as a running max."""
+    loss = np.zeros(len(truth.losses))
+    for run in plain:
+        loss = np.fmax(loss, loss_error(run.losses, truth))
+        for other in plain:
+            with np.errstate(all="ignore"):
+                apart = np.abs(np.asarray(run.losses, EXTENDED) - other.losses) / np.abs(truth.losses.astype(EXTENDED))
+            loss = np.fmax(loss, apart.astype(np.float64))
     loss = np.fmax.accumulate(np.where(np.isfinite(loss), loss, 0.0))
     params, running = {}, 0.0
     for step in sorted(truth.checkpoints):
         ref = truth.state(step)
-        found = [param_error(run.state(step), ref, k) for run in (plain, twin) for k in ref]
-        found += [param_error(twin.state(step), plain.state(step), k, ref) for k in ref]
-        finite = [e for e in found if np.isfinite(e)]
-        running = max([running, *finite])
+        found = [param_error(a.state(step), b.state(step) if b is not None else ref, k, ref)
+                 for a in plain for b in [None, *plain] for k in ref]
+        running = max([running, *(e for e in found if np.isfinite(e))])
         params[step] = running
     return Envelope(loss, params)
