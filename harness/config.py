@@ -15,7 +15,7 @@ from impls.spec import DTYPES, ModelSpec
 class RunConfig:
     """Defaults reproduce the notebook's printed run with every implementation, in both dtypes."""
 
-    impls: tuple[str, ...] = DEFAULT  # implementations to compare (numpy always runs: it is the baseline)
+    impls: tuple[str, ...] = DEFAULT  # implementations to compare, each against the oracle
     impl: tuple[str, ...] = ()  # your own implementations, as module:attr
     dtype: tuple[str, ...] = DTYPES  # each is a separate run
     steps: int = STEPS  # SGD updates per run
@@ -62,7 +62,7 @@ def _csv(kind):
 
 
 HELP = {
-    "impls": "comma-separated implementations (numpy always runs: it is the baseline)",
+    "impls": "comma-separated implementations, each judged against the oracle",
     "impl": "your own implementation as module:attr, a class or factory taking a ModelSpec (repeatable)",
     "loss": "sel (0.5 (y - y_hat)^2, the notebook's) or bce (binary cross-entropy)",
     "dataset": "xor or parity:N (2**N samples)",

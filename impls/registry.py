@@ -43,7 +43,7 @@ def available(spec: ModelSpec, wanted: list[str] | None = None) -> tuple[dict[st
     """(the implementations that can run ``spec``, the reason each other one cannot)."""
     ready: dict[str, Implementation] = {}
     skipped: dict[str, str] = {}
-    for name in wanted or names():
+    for name in names() if wanted is None else wanted:
         try:
             ready[name] = create(name, spec)
         except Unavailable as exc:
