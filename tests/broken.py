@@ -207,3 +207,23 @@ class UpdateScaled(NumpyBackprop):
 
     def train(self, params, x, y, steps, record=()):
         return NumpyBackprop(replace(self.spec, lr=1.001 * self.spec.lr)).train(params, x, y, steps, record)
+
+
+class NudgedStart(NumpyBackprop):
+    """Every step right, but the loop starts from weights 1e-9 away from those it was given."""
+
+    name = "nudged-start"
+
+    def train(self, params, x, y, steps, record=()):
+        return super().train({k: v * (1 + 1e-9) for k, v in params.items()}, x, y, steps, record)
+
+
+class DeclinesEverything(NumpyBackprop):
+    """Raises Unavailable for every spec: nothing can be compared."""
+
+    name = "declines-everything"
+
+    def __init__(self, spec):
+        from impls.interface import Unavailable
+
+        raise Unavailable("declines-everything runs nowhere")

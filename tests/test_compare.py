@@ -88,7 +88,8 @@ def test_a_planted_bug_exits_1_naming_step_and_parameter(monkeypatch, capsys, tm
 
 def test_one_step_checks_name_the_parameter(monkeypatch, capsys, tmp_path):
     name = register(monkeypatch, TanhPrimeWrong)
-    compare.main([*SHORT, "--impls", name, "--dtype", "float64", "--out", str(tmp_path / "r"), "--quiet", "--no-plots"])
+    assert compare.main([*SHORT, "--impls", name, "--dtype", "float64", "--out", str(tmp_path / "r"), "--quiet",
+                         "--no-plots"]) == 1
     out = capsys.readouterr().out
     assert f"teacher-forced: {name} float64 step 0 w0: relative error" in out
     assert f"finite-difference: {name} float64 step 0 w0: relative error" in out

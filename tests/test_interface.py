@@ -56,6 +56,11 @@ def test_train_returns_losses_final_params_and_checkpoints(impl, data, notebook_
         np.testing.assert_array_equal(notebook_params[name], value)  # untouched
         np.testing.assert_array_equal(result.checkpoints[0][name], value.astype(impl.spec.dtype))
         np.testing.assert_array_equal(result.checkpoints[5][name], result.params[name])
+        assert not np.shares_memory(result.checkpoints[5][name], result.params[name])  # a copy, not the buffer
+    shorter = impl.train(notebook_params, x, y, steps=2)  # checkpoint 2 is the state after two updates
+    for name in original:
+        np.testing.assert_array_equal(result.checkpoints[2][name], shorter.params[name])
+        assert not np.array_equal(result.checkpoints[2][name], result.checkpoints[0][name]) or name.startswith("b")
         assert result.params[name].dtype == np.dtype(impl.spec.dtype)
         assert not np.shares_memory(result.params[name], notebook_params[name])
 
@@ -98,9 +103,9 @@ def test_jax_x64_does_not_leak_into_the_process(data, notebook_params):
     x, y = data
     _, grads = impl.loss_and_grads(notebook_params, x, y)
     assert grads["w0"].dtype == np.float64
-    assert jax.config.jax_enable_x64 == before
-    if not before:
-        assert jnp.zeros(1).dtype == jnp.float32
+    assert before is False  # nothing in the test process turns x64 on globally
+    assert jax.config.jax_enable_x64 is False
+    assert jnp.zeros(1).dtype == jnp.float32
 
 
 def test_jax_runs_equal_segments_as_one_call():

@@ -28,16 +28,20 @@ def test_a_small_sweep_writes_its_table_summary_and_plots(tiny_grid, tmp_path):
                                                      "summary.md", "sweep.csv"]
     table = pd.read_csv(out / "sweep.csv")
     assert set(zip(table.axis, table.value)) == {("width", 4), ("width", 32), ("batch", 4), ("batch", 8)}
-    assert table.passed.all() and (table.step_median_s > 0).all()
+    assert table.passed.all() and set(table.impl) == {"numpy", "jax"}
+    assert (table.step_median_s >= table.step_median_s.min()).all() and table.one_step_rel_err.max() < 1e-12
     text = (out / "summary.md").read_text()
     assert "## Fastest path per framework at each size" in text and "## Crossovers" in text
 
 
-def test_parallel_points_give_the_same_rows(tiny_grid, tmp_path):
+def test_parallel_points_give_the_same_rows_as_serial_ones(tiny_grid, tmp_path):
     argv = ["--axes", "depth", "--impls", "numpy", "--dtype", "float64", "--steps", "20", "--quiet"]
     assert sweep.main([*argv, "--jobs", "2", "--out", str(tmp_path / "a")]) == 0
-    table = pd.read_csv(tmp_path / "a" / "sweep.csv")
-    assert list(zip(table.axis, table.value)) == [("depth", 1), ("depth", 2)]
+    assert sweep.main([*argv, "--jobs", "1", "--out", str(tmp_path / "b")]) == 0
+    parallel, serial = (pd.read_csv(tmp_path / d / "sweep.csv") for d in "ab")
+    assert list(zip(parallel.axis, parallel.value)) == [("depth", 1), ("depth", 2)]
+    untimed = [c for c in serial.columns if not c.endswith("_s")]
+    pd.testing.assert_frame_equal(parallel[untimed], serial[untimed])
 
 
 def test_crossovers_name_where_the_fastest_changes():

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from harness.checks.arrays import rel_diff
 from harness.checks.gradcheck import loss_and_grads, teacher_forced, update_rows
 from harness.checks.trajectory import Divergence
 from harness.running.runs import Run
@@ -22,8 +23,14 @@ from harness.truth.tolerances import REPRODUCE_ULPS
 
 
 def name_cause(found: Divergence, run: Run, losses: pd.DataFrame, params: pd.DataFrame, oracle: Oracle,
-               x: np.ndarray, y: np.ndarray) -> Divergence:
+               x: np.ndarray, y: np.ndarray, initial: dict[str, np.ndarray]) -> Divergence:
     """``found`` with its cause, the state, the parameter and the error that explain the divergence."""
+    for name, value in initial.items():  # the loop must start from the weights it was given
+        rel = float(rel_diff(run.state(0)[name], np.asarray(value, run.dtype)))
+        if rel != 0:
+            found.cause = "initial state"
+            _name(found, 0, name, rel, 0.0)
+            return found
     start = max((s for s in run.result.checkpoints if s < found.step), default=0)
     span = found.step - start + 1  # the replay's losses reach the divergent step itself
     replay = run.impl.train(run.state(start), x, y, span, record=range(span + 1))

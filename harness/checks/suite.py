@@ -64,7 +64,7 @@ def check_all(config, roster: Roster, trained: Trained, oracle: Oracle, params, 
                                          default=None)
         div.overflow_explained = overflow_explained(run, truth, trained.envelopes[run.dtype], y.size)
         if div.step is not None and roster.attempt(
-                run.impl, "train", lambda: name_cause(div, run, losses, params_err, oracle, x, y)) is None:
+                run.impl, "train", lambda: name_cause(div, run, losses, params_err, oracle, x, y, params)) is None:
             continue
         final = roster.attempt(run.impl, "forward", lambda: final_row(run, config.steps, x, y))
         if final is None:
