@@ -1,4 +1,4 @@
-"""python -m harness.bench [--steps 100000] [--repeats 3] [--skip-default-run] [--only-fast-paths]
+"""python -m harness.bench [--steps 100000] [--repeats 3] [--skip-default-run] [--only-fast-paths] [--against REV]
 
 Prints, measured side by side in one run on this machine:
 1. the harness's bookkeeping cost: each implementation's bare native loop
@@ -8,11 +8,17 @@ Prints, measured side by side in one run on this machine:
 2. the wall time of the default ``python -m harness.compare``; target <= 60 s;
 3. the fastest paths: per-step time of each framework's eager and fastest
    implementation at 2-4-1 float64, interleaved, and the ratios the fast paths
-   are held to (``--only-fast-paths`` runs just this section).
+   are held to (``--only-fast-paths`` runs just this section);
+4. with ``--against REV``: the default ``python -m harness.compare`` of this
+   tree and of git revision REV (checked out into a temporary worktree), each a
+   fresh process, alternated ``--pairs`` times, and the ratio of each pair
+   (``--only-against`` runs just this section).
 """
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +37,7 @@ from impls.spec import ModelSpec
 
 BOOKKEEPING_TARGET = 1.05
 DEFAULT_RUN_TARGET_S = 60.0
+AGAINST_TARGET = 1.10  # the default compare may cost at most 10 % more than the revision it replaces
 
 FAST_PATHS = ("numpy-fd", "numpy", "numpy-fast", "jax", "jax-step", "torch", "torch-compile")  # measuring order
 TORCH_FAST = ("torch-compile",)  # the candidates for "best torch path"
@@ -119,6 +126,37 @@ def print_fast_paths(steps: int, repeats: int) -> None:
         print(f"{label:42} {best_ratio:7.3f} {typical:7.3f}{goal}")
 
 
+def _timed_compare(root: Path, out: Path) -> float:
+    """Wall seconds of one default compare run as a fresh process in ``root`` (its code, this interpreter)."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "harness.compare", "--out", str(out), "--overwrite", "--quiet", "--no-plots"],
+                   cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, check=False, capture_output=True)
+    return time.perf_counter() - start
+
+
+def print_against(rev: str, pairs: int) -> None:
+    """The default compare of this tree against revision ``rev``, alternated, with the ratio of each pair."""
+    here = Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "baseline"
+        subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], cwd=here, check=True,
+                       capture_output=True)
+        try:
+            print(f"default compare, this tree against {rev}: {pairs} alternating pairs, fresh processes, no plots")
+            rows = []
+            for _ in range(pairs):
+                base = _timed_compare(tree, Path(tmp) / "base")
+                mine = _timed_compare(here, Path(tmp) / "mine")
+                rows.append((mine, base))
+                print(f"  this tree {mine:7.1f} s   {rev} {base:7.1f} s   ratio {mine / base:.3f}")
+            ratios = [m / b for m, b in rows]
+            print(f"ratio this tree / {rev}: min {min(ratios):.3f}, median {np.median(ratios):.3f},"
+                  f" max {max(ratios):.3f}; target <= {AGAINST_TARGET}")
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=here, check=False,
+                           capture_output=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100_000, help="steps per bookkeeping measurement")
@@ -127,7 +165,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fast-steps", type=int, default=20_000, help="steps per fastest-paths measurement")
     parser.add_argument("--fast-repeats", type=int, default=5, help="interleaved repeats per fastest path")
     parser.add_argument("--only-fast-paths", action="store_true", help="run only the fastest-paths section")
+    parser.add_argument("--against", default=None, help="git revision whose default compare to time beside this one")
+    parser.add_argument("--pairs", type=int, default=3, help="alternating pairs for --against")
+    parser.add_argument("--only-against", action="store_true", help="run only the --against section")
     args = parser.parse_args(argv)
+    if args.only_against:
+        if not args.against:
+            parser.error("--only-against needs --against REV")
+        print_against(args.against, args.pairs)
+        return 0
     if args.only_fast_paths:
         print_fast_paths(args.fast_steps, args.fast_repeats)
         return 0
@@ -145,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
             wall = time.perf_counter() - start
         print(f"default compare (no plots): {wall:.1f} s, exit {code}; target <= {DEFAULT_RUN_TARGET_S:.0f} s")
     print_fast_paths(args.fast_steps, args.fast_repeats)
+    if args.against:
+        print_against(args.against, args.pairs)
     return 0
 
 
