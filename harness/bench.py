@@ -148,7 +148,7 @@ def print_against(rev: str, pairs: int) -> None:
                 base = _timed_compare(tree, Path(tmp) / "base")
                 mine = _timed_compare(here, Path(tmp) / "mine")
                 rows.append((mine, base))
-                print(f"  this tree {mine:7.1f} s   {rev} {base:7.1f} s   ratio {mine / base:.3f}")
+                print(f"  this tree {mine:7.1f} s   {rev} {base:7.1f} s   ratio {mine / base:.3f}", flush=True)
             ratios = [m / b for m, b in rows]
             print(f"ratio this tree / {rev}: min {min(ratios):.3f}, median {np.median(ratios):.3f},"
                   f" max {max(ratios):.3f}; target <= {AGAINST_TARGET}")

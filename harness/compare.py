@@ -1,19 +1,20 @@
 """python -m harness.compare [--impls numpy,torch] [--dtype float64] [--steps 100000] [--out DIR] ...
 
 Compares every available implementation on one configuration (defaults: the
-notebook's run, every implementation, float64 and float32):
-1. teacher-forced: loss and gradients at the same parameters (the initial
-   weights and every checkpoint of numpy's float64 trajectory) against the
-   longdouble oracle;
-2. finite differences of every implementation's own forward pass, in float64;
-3. free-running: each native training loop against the oracle's, the loss on
-   every step and the parameters at checkpoints, with the first divergence
-   named down to the step and parameter;
-4. timings: first call apart, steady state as median and IQR.
-Long trajectories train in two worker processes (harness/runs.py); checks and
-timings run here. Writes tables, meta.json, summary.md and plots to --out
-(harness/results.py). Exit codes: 0 every check passed, 1 a check failed
-(printed), 2 bad usage, 130/143 interrupted (nothing written).
+notebook's run, every implementation, float64 and float32) against an oracle
+that shares no code with them. This module only wires the stages together, in
+the order the data flows:
+1. configuration (harness/config.py) and initial weights (harness/init.py);
+2. which implementations run (harness/running/roster.py);
+3. training: the truth, the reference runs in each dtype and every native loop
+   (harness/running/training.py, worker processes for long runs);
+4. checks (harness/checks/suite.py): teacher-forced loss, gradients and updates,
+   finite differences, free-running trajectories within the measured rounding
+   envelope, the replay that names a divergence's cause;
+5. the verdict (harness/checks/verdict.py), the one place pass or fail is decided;
+6. the report (harness/reporting/): tables, summary.md, plots, written atomically.
+Exit codes: 0 every check passed, 1 a check failed (printed), 2 bad usage,
+3 the oracle disagreed with itself (a harness bug), 130/143 interrupted (nothing written).
 """
 from __future__ import annotations
 

@@ -78,7 +78,7 @@ def test_deviation_png_clips_zeros_and_draws_roundoff_lines(tmp_path):
     assert path.read_bytes() == again.read_bytes() and b"matplotlib" not in path.read_bytes()
     fig = plots._deviation_figure(deviation())
     ax = fig.axes[0]
-    assert ax.get_title() == "deviation from the longdouble oracle"
+    assert ax.get_title() == "deviation from the oracle"
     assert (ax.get_xscale(), ax.get_yscale()) == ("log", "log")
     numpy_line = next(line for line in curves(fig) if line.get_label() == "numpy float64")
     assert numpy_line.get_ydata()[0] == plots.ZERO_FLOOR  # the exact match at step 0 stays visible

@@ -58,7 +58,7 @@ def _losses_figure(trajectory: pd.DataFrame) -> Figure:
 def _deviation_figure(deviation: pd.DataFrame) -> Figure:
     data = _finite(deviation, ["step", "rel_err"])
     if data is None:
-        return _message("deviation from the longdouble oracle", "no data")
+        return _message("deviation from the oracle", "no data")
     # Zeros are clipped to a floor rather than dropped: an exact match is the most
     # informative result there is, and dropping it would look like missing data.
     data = data.assign(rel_err=data["rel_err"].clip(lower=ZERO_FLOOR))
@@ -70,7 +70,7 @@ def _deviation_figure(deviation: pd.DataFrame) -> Figure:
         # Labelled in the legend, not beside the line: text at the axes' edge collides with the legend.
         ax.axhline(value, color="grey", linestyle=":", linewidth=1, label=label)
     ax.set(xscale="log", yscale="log", xlabel="step + 1", ylabel="relative error of the per-step loss",
-           title="deviation from the longdouble oracle")
+           title="deviation from the oracle")
     _legend(ax)
     return fig
 
