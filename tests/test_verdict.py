@@ -89,12 +89,23 @@ def test_the_api_fails_when_nothing_was_compared():
         assert_matches_reference(DeclinesEverything, steps=20)
 
 
-def test_a_slow_implementation_is_a_fault_not_a_crash(capsys, tmp_path):
-    """Once, numpy hitting --time-limit crashed the run: it was the baseline. Now it is one fault line."""
-    code = compare.main(["--steps", "100000", "--time-limit", "1", "--impls", "numpy,jax", "--dtype", "float64",
-                         "--quiet", "--no-plots", "--out", str(tmp_path / "r")])
+def test_a_slow_implementation_is_a_fault_not_a_crash(monkeypatch, capsys, tmp_path):
+    """Once, numpy hitting --time-limit crashed the run (it was the baseline). Now it is one fault line."""
+    import time
+
+    from impls.np_backprop import NumpyBackprop
+
+    right = NumpyBackprop.train
+
+    def slow(self, params, x, y, steps, record=()):
+        if steps > 10:  # the whole trajectory, not the short calls of the checks
+            time.sleep(30)
+        return right(self, params, x, y, steps, record)
+    monkeypatch.setattr(NumpyBackprop, "train", slow)
+    code = compare.main([*SHORT, "--time-limit", "5", "--impls", "numpy,jax", "--dtype", "float64",
+                         "--out", str(tmp_path / "r")])
     lines = capsys.readouterr().out.splitlines()
-    assert code == 1 and lines[0] == "faulty: numpy float64: train() ran past the 1 s time limit and was stopped"
+    assert code == 1 and lines[0] == "faulty: numpy float64: train() ran past the 5 s time limit and was stopped"
     verdicts = pd.read_csv(tmp_path / "r" / "verdicts.csv")
     assert dict(zip(verdicts.impl, verdicts.verdict)) == {"jax": "pass", "numpy": "faulty"}
 

@@ -37,6 +37,7 @@ STEP = 1e-30  # complex step h: Im f(x + ih) / h has error O(h^2 f'''), far belo
 # 65 us at 2-4-1, 7.5 ms at 4-16-1 on parity:4, 134 ms at 4-64-1. Above this work (about 12 ms a state)
 # reverse mode gives the entries and complex step checks it along directions.
 FULL_COMPLEX_STEP_MAX = 200_000
+HISTORY_ELEMENTS = 1 << 16  # output values kept between two vectorised loss passes while training
 VERIFY_DIRECTIONS = 4  # seeded random directions for the complex-step check of a large network's reverse pass
 
 Params = Mapping[str, np.ndarray]
@@ -239,56 +240,75 @@ class Oracle:
         """
         wanted = set(record)
         depth, acts, count = self.spec.depth, self.spec.activations, len(starts)
-        ws = [np.stack([np.asarray(p[f"w{i}"], dtype) for p in starts]) for i in range(depth)]
-        bs = [np.stack([np.asarray(p[f"b{i}"], dtype) for p in starts]) for i in range(depth)]
+        # Every start's parameters in one flat row and the gradients in another, each layer a view into
+        # them, so one update p -= lr g serves the whole network: two calls a step instead of four per layer.
+        shapes = [self.shapes[f"{kind}{i}"] for i in range(depth) for kind in "wb"]
+        ends = np.cumsum([0] + [n * m for n, m in shapes])
+        flat = np.empty((count, ends[-1]), dtype)
+        grad = np.empty_like(flat)
+        views = [(flat[:, a:b].reshape(count, *shape), grad[:, a:b].reshape(count, *shape))
+                 for a, b, shape in zip(ends, ends[1:], shapes)]
+        for (view, _), name in zip(views, [f"{kind}{i}" for i in range(depth) for kind in "wb"]):
+            view[...] = np.stack([np.asarray(p[name], dtype) for p in starts])
+        ws, bs = [views[2 * i][0] for i in range(depth)], [views[2 * i + 1][0] for i in range(depth)]
+        gws, gbs = [views[2 * i][1] for i in range(depth)], [views[2 * i + 1][1] for i in range(depth)]
         x, y = np.asarray(x, dtype), np.asarray(y, dtype)
         lr, half, size = np.asarray(self.spec.lr, dtype), np.asarray(0.5, dtype), np.asarray(y.size, dtype)
         bce, mean = self.spec.loss == "bce", self.spec.reduction == "mean"
         real = {**ACTIVATIONS, "sigmoid": lambda z: 1 / (1 + np.exp(-z))}  # real z: e^-z = inf gives 0, exactly
         act_fns = [real[a] for a in acts]
-        nudged = np.asarray(kernel_ulp or [False] * count).reshape(-1, 1, 1)
+        nudged = [j for j, flag in enumerate(kernel_ulp) if flag]
         toward = np.zeros((), dtype)
         losses, checkpoints = np.empty((steps, count), dtype), [{} for _ in starts]
+        # The reported loss is computed afterwards, a chunk of steps at a time, from the output layer's
+        # kept values: one vectorised pass instead of three small calls per step.
+        chunk = max(1, min(steps, HISTORY_ELEMENTS // (count * y.size)))
+        history = np.empty((chunk, count, *y.shape), dtype)
 
-        def keep(step: int) -> None:
-            for j, kept in enumerate(checkpoints):
-                kept[step] = {k: v[j].copy() for i in range(depth) for k, v in ((f"w{i}", ws[i]), (f"b{i}", bs[i]))}
+        def state(j: int) -> dict[str, np.ndarray]:
+            return {k: v[j].copy() for i in range(depth) for k, v in ((f"w{i}", ws[i]), (f"b{i}", bs[i]))}
+
+        def flush(upto: int) -> None:
+            done = (upto - 1) // chunk * chunk
+            kept = history[:upto - done]
+            per_element = _softplus(kept) - y * kept if bce else half * (kept - y) ** 2
+            losses[done:upto] = per_element.mean(axis=(-2, -1))
 
         with np.errstate(all="ignore"):
             for step in range(steps):
                 if step in wanted:
-                    keep(step)
+                    for j, kept in enumerate(checkpoints):
+                        kept[step] = state(j)
                 hs, outs, h = [], [], x
                 for i in range(depth):
                     hs.append(h)
                     z = h @ ws[i] + bs[i]
                     h = act_fns[i](z)
-                    if nudged.any():
-                        h = np.where(nudged, np.nextafter(h, toward), h)
+                    for j in nudged:
+                        np.nextafter(h[j], toward, out=h[j])
                     outs.append((z, h))
                 z, out = outs[-1]
-                if bce:
-                    losses[step] = (_softplus(z) - y * z).mean(axis=(-2, -1))
-                    delta = out - y
-                else:
-                    diff = out - y
-                    losses[step] = (half * diff * diff).mean(axis=(-2, -1))
-                    delta = diff * _activation_slope(acts[-1], z, out, textbook)
+                history[step % chunk] = z if bce else out
+                if step % chunk == chunk - 1:
+                    flush(step + 1)
+                delta = out - y if bce else (out - y) * _activation_slope(acts[-1], z, out, textbook)
                 if mean:
                     delta = delta / size
                 for i in range(depth - 1, -1, -1):
                     if i < depth - 1:
                         delta = delta * _activation_slope(acts[i], *outs[i], textbook)
-                    gw, gb = np.swapaxes(hs[i], -1, -2) @ delta, delta.sum(axis=-2, keepdims=True)
+                    np.matmul(np.swapaxes(hs[i], -1, -2), delta, out=gws[i])
+                    np.sum(delta, axis=-2, keepdims=True, out=gbs[i])
                     if i:
                         delta = delta @ np.swapaxes(ws[i], -1, -2)
-                    ws[i] = ws[i] - lr * gw
-                    bs[i] = bs[i] - lr * gb
+                np.multiply(grad, lr, out=grad)
+                np.subtract(flat, grad, out=flat)
+            if steps % chunk:
+                flush(steps)
         if steps in wanted:
-            keep(steps)
-        final = [{k: v[j].copy() for i in range(depth) for k, v in ((f"w{i}", ws[i]), (f"b{i}", bs[i]))}
-                 for j in range(count)]
-        return [(losses[:, j].copy(), final[j], checkpoints[j]) for j in range(count)]
+            for j, kept in enumerate(checkpoints):
+                kept[steps] = state(j)
+        return [(losses[:, j].copy(), state(j), checkpoints[j]) for j in range(count)]
 
 
 def _agree(reverse: np.ndarray, complex_step: np.ndarray, scale: np.ndarray, how: str) -> None:
