@@ -70,17 +70,18 @@ def measure(point: Point, base: RunConfig) -> tuple[pd.DataFrame, list[str]]:
     t = outcome.tables["timings"].set_index(["impl", "dtype", "measure"])
     grads = outcome.tables["gradients"]
     rows = []
-    for (impl, dtype), one in grads[grads.check == "teacher-forced"].groupby(["impl", "dtype"], sort=False):
-        if (impl, dtype, "train_step") not in t.index:
-            continue
-        failed = any(line.split(":", 2)[1].strip().startswith(f"{impl} {dtype}") for line in outcome.failures)
+    for v in outcome.verdicts:  # the one verdict decides "passed"; faulty implementations get a row too
+        one = grads[(grads.check == "teacher-forced") & (grads.impl == v.impl) & (grads.dtype == v.dtype)]
+        timed = (v.impl, v.dtype, "train_step") in t.index
+        impl, dtype = v.impl, v.dtype
         rows.append({"axis": point.axis, "value": point.value, **point.settings(),
                      "samples": 2 ** point.settings()["batch"], "impl": impl, "dtype": dtype,
-                     "step_median_s": t.loc[(impl, dtype, "train_step"), "median_s"],
-                     "step_iqr_s": t.loc[(impl, dtype, "train_step"), "iqr_s"],
-                     "call_median_s": t.loc[(impl, dtype, "loss_and_grads"), "median_s"],
-                     "first_call_s": t.loc[(impl, dtype, "first_call"), "median_s"],
-                     "one_step_rel_err": one.rel.max(), "passed": not failed})
+                     "step_median_s": t.loc[(impl, dtype, "train_step"), "median_s"] if timed else float("nan"),
+                     "step_iqr_s": t.loc[(impl, dtype, "train_step"), "iqr_s"] if timed else float("nan"),
+                     "call_median_s": t.loc[(impl, dtype, "loss_and_grads"), "median_s"] if timed else float("nan"),
+                     "first_call_s": t.loc[(impl, dtype, "first_call"), "median_s"] if timed else float("nan"),
+                     "one_step_rel_err": one.rel.max() if len(one) else float("nan"), "verdict": v.status,
+                     "passed": v.passed})
     frame = pd.DataFrame(rows).drop(columns=["batch"]).rename(columns={"samples": "batch"})
     where = f"{point.axis}={point.value}"
     return frame, [f"{where}: {line}" for line in outcome.failures]
@@ -93,6 +94,7 @@ def framework(impl: str) -> str:
 def fastest(sweep: pd.DataFrame) -> pd.DataFrame:
     """Per axis value and dtype: the fastest implementation overall and the fastest path in each framework."""
     rows = []
+    sweep = sweep.dropna(subset=["step_median_s"])  # a faulty implementation has a verdict but no timing
     for (axis, value, dtype), group in sweep.groupby(["axis", "value", "dtype"], sort=False):
         best = group.loc[group.step_median_s.idxmin()]
         row = {"axis": axis, "value": value, "dtype": dtype, "fastest": best.impl,
@@ -159,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     failures = [line for _, lines in measured for line in lines]
     summary = report.summary(
         f"harness.sweep: {len(grid)} points, {base.steps} checked steps each",
-        "**PASS**: every check passed at every point." if not failures else
+        "**PASS**: every check passed at every point." if sweep.passed.all() else
         "**FAIL**:\n\n" + "\n".join(f"- {line}" for line in failures),
         {"Fastest path per framework at each size": fastest(sweep),
          "Crossovers": "\n".join(f"- {line}" for line in crossovers(sweep)),
@@ -171,12 +173,13 @@ def main(argv: list[str] | None = None) -> int:
     written = results.write(out, {"sweep": sweep}, meta, summary, figures)
     print("\n".join(failures) or "PASS" if quiet else summary)
     print(f"results: {written}")
-    return 1 if failures else 0
+    return 0 if sweep.passed.all() else 1
 
 
 def _wide(sweep: pd.DataFrame) -> pd.DataFrame:
     """One row per grid point, one column per implementation and dtype: microseconds per step."""
     rows = []
+    sweep = sweep.dropna(subset=["step_median_s"])
     for (axis, value), group in sweep.groupby(["axis", "value"], sort=False):
         row = {"axis": axis, "value": value}
         row.update({f"{i} {d}": f"{t * 1e6:.3g}" for i, d, t in zip(group.impl, group.dtype, group.step_median_s)})

@@ -62,3 +62,14 @@ def test_crossovers_name_where_the_fastest_changes():
 def test_bad_usage_exit_2(capsys, argv, message):
     assert sweep.main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_passed_column_is_the_verdict_and_a_planted_bug_fails_its_point(tiny_grid, tmp_path, monkeypatch):
+    import impls.np_notebook as m
+
+    monkeypatch.setitem(m.ACTIVATION_PRIME, "tanh", lambda y: 1 - y**2 + 1e-3)  # numpy's tanh' is wrong
+    argv = ["--axes", "depth", "--impls", "numpy,jax", "--dtype", "float64", "--steps", "20", "--quiet"]
+    assert sweep.main([*argv, "--out", str(tmp_path / "s")]) == 1
+    table = pd.read_csv(tmp_path / "s" / "sweep.csv")
+    assert dict(zip(table.impl, table.passed)) == {"numpy": False, "jax": True}
+    assert set(table[table.impl == "numpy"].verdict) == {"fail"}
