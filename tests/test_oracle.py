@@ -1,0 +1,75 @@
+"""The oracle: complex step and reverse mode agree, the forms are complex-safe, and a slip stops the run."""
+import numpy as np
+import pytest
+
+from harness import compare
+from harness.data import parity, xor
+from harness.init import InitPreset, initial_params
+from harness.truth import oracle as oracle_module
+from harness.truth.oracle import Oracle, OracleError
+from impls.spec import ModelSpec
+from tests.conftest import make
+
+SPECS = {
+    "notebook": (ModelSpec(), "xor"),
+    "relu-bce-mean": (ModelSpec(activations=("relu", "sigmoid"), loss="bce", reduction="mean"), "xor"),
+    "deep": (ModelSpec(layers=(3, 6, 4, 1), activations=("tanh", "identity", "sigmoid"), loss="bce"), "parity:3"),
+}
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_complex_step_matches_hand_written_backprop_in_longdouble(name):
+    """Two codes that share nothing, numpy's backprop in longdouble and the oracle's complex step, agree to
+    longdouble precision (this cross-check lives in the tests only: the harness never uses numpy as truth)."""
+    spec, dataset = SPECS[name]
+    x, y = xor() if dataset == "xor" else parity(3)
+    params = initial_params(spec, InitPreset(3))
+    truth = Oracle(spec).truth(params, x, y)
+    assert truth.method == "complex step, every entry"
+    loss, grads = make("numpy", ModelSpec(**{**spec.__dict__, "dtype": "longdouble"})).loss_and_grads(params, x, y)
+    assert abs(truth.loss - loss) / loss < 1e-16
+    for k, g in grads.items():
+        assert np.max(np.abs(truth.grads[k] - g)) / np.max(np.abs(truth.scale[k])) < 1e-17, k
+
+
+def test_bce_and_sigmoid_stay_finite_and_exact_far_out():
+    """At z = +-800 e^z overflows in float64 and longdouble alike; the split forms never evaluate it."""
+    spec = ModelSpec(layers=(1, 1), activations=("sigmoid",), loss="bce")
+    x, y = np.array([[1.0], [1.0]]), np.array([[0.0], [1.0]])
+    for z in (800.0, -800.0):
+        truth = Oracle(spec).truth({"w0": np.array([[z]]), "b0": np.array([[0.0]])}, x, y)
+        s = 1.0 if z > 0 else 0.0
+        assert np.isfinite(float(truth.loss)) and float(truth.loss) == pytest.approx(abs(z) / 2)
+        assert float(truth.grads["w0"][0, 0]) == pytest.approx((s - 0.0) + (s - 1.0))
+
+
+def test_relu_takes_zero_slope_at_its_kink(data, notebook_params):
+    """At the notebook's init the [0, 0] sample puts every hidden z at exactly 0 (zero biases)."""
+    spec = ModelSpec(activations=("relu", "sigmoid"))
+    o = Oracle(spec)
+    assert np.any(o.preactivations(notebook_params, data[0])[0] == 0)
+    _, grads = make("numpy", spec).loss_and_grads(notebook_params, *data)  # relu'(0) = 0 too
+    truth = o.truth(notebook_params, *data)
+    for k in grads:
+        assert np.max(np.abs(truth.grads[k] - grads[k])) / np.max(np.abs(truth.scale[k])) < 1e-15, k
+
+
+def test_a_wide_network_is_checked_along_directions():
+    spec = ModelSpec(layers=(4, 256, 1))
+    x, y = parity(4)
+    truth = Oracle(spec).truth(initial_params(spec, InitPreset(1)), x, y)
+    assert truth.method == "reverse mode, checked by complex step along 4 directions"
+
+
+def test_a_slip_in_the_oracle_stops_the_run_with_exit_3(monkeypatch, capsys, tmp_path, data, notebook_params):
+    right = oracle_module._activation_slope
+    monkeypatch.setattr(oracle_module, "_activation_slope",
+                        lambda name, z, out, textbook=False: right(name, z, out, textbook) * (1 + 1e-9))
+    with pytest.raises(OracleError, match="reverse mode and complex step disagree entry by entry"):
+        Oracle(ModelSpec()).truth(notebook_params, *data)
+    out = tmp_path / "r"
+    code = compare.main(["--steps", "20", "--check-every", "10", "--impls", "numpy", "--dtype", "float64",
+                         "--quiet", "--no-plots", "--out", str(out)])
+    err = capsys.readouterr().err.splitlines()
+    assert code == 3 and err[-1].startswith("harness.compare: internal error: the oracle's reverse mode")
+    assert not out.exists()
