@@ -88,7 +88,8 @@ def _activation_slope(name: str, z: np.ndarray, out: np.ndarray, textbook: bool 
         with np.errstate(over="ignore"):
             return 1 / np.cosh(z) ** 2
     if name == "sigmoid":
-        return out * (1 - out) if textbook else out * _sigmoid(-z)
+        with np.errstate(over="ignore"):  # s(z) s(-z), with s(-z) = 1 / (1 + e^z); real z only: e^z = inf gives 0
+            return out * (1 - out) if textbook else out / (1 + np.exp(z))
     return np.ones_like(z)
 
 
