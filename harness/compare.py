@@ -93,9 +93,8 @@ def _compare(config: RunConfig, extra: dict[str, Factory], timings: bool) -> Out
     misses = notebook_misses(config, checked.finals)
     verdicts = verdict.decide([(r.name, r.dtype) for r in checked.runs], checked.gradients, checked.divergences,
                               cast.faults, misses, summary.relu_kink_notes(conventions))
-    ends = {(r.name, r.dtype): int(checked.losses[(checked.losses.impl == r.name) &
-                                                  (checked.losses.dtype == r.dtype)].step.max() + 1)
-            for r in checked.runs}
+    ends = {(r.name, r.dtype): len(checked.losses[(checked.losses.impl == r.name) & (checked.losses.dtype == r.dtype)])
+            for r in checked.runs}  # the steps compared (before any blow-up)
     tables = {
         "gradients": checked.gradients,
         "trajectory": stored_losses(checked.losses, config.steps, sorted(trained.truth.checkpoints),

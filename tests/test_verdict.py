@@ -115,3 +115,23 @@ def test_the_envelope_is_the_spread_of_the_plain_runs_as_a_running_max():
     plain = Reference("p", "float64", np.array([1.0, 1.0 + 1e-9, 1.0]), {}, 0.0)
     twin = Reference("t", "float64", np.array([1.0 + 2e-12, 1.0, 1.0]), {}, 0.0)
     np.testing.assert_allclose(envelope(truth, [plain, twin]).loss, [2e-12, 1e-9, 1e-9], rtol=1e-3)
+
+
+def test_a_built_in_loop_that_returns_the_wrong_shape_is_a_fault_not_a_crash(monkeypatch, capsys, tmp_path):
+    """Found by the mutation campaign: a jax loop that ran a third of its segments crashed the harness."""
+    import impls.jax_grad as m
+
+    right = m._segments
+    monkeypatch.setattr(m, "_segments", lambda wanted, steps: [(a, n, max(1, c // 2)) for a, n, c in right(wanted, steps)])
+    code, lines = _main(capsys, tmp_path, "--impls", "numpy,jax", "--dtype", "float64")
+    assert code == 1 and lines == ["faulty: jax float64: train() returned losses of shape (200,), expected (300,)"]
+
+
+def test_a_built_in_implementation_that_fails_to_build_is_a_fault(monkeypatch, capsys, tmp_path):
+    import impls.torch_autograd as m
+
+    def broken(self, spec):
+        raise NameError("name 'oops' is not defined")
+    monkeypatch.setattr(m.TorchAutograd, "__init__", broken)
+    code, lines = _main(capsys, tmp_path, "--impls", "numpy,torch", "--dtype", "float64")
+    assert code == 1 and lines == ["faulty: torch float64: construction raised NameError: name 'oops' is not defined"]

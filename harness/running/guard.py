@@ -50,9 +50,9 @@ def guarded(label: str, fn: Callable[[], T], seconds: float) -> T:
     except OracleError:
         raise  # the harness's own truth failed: never an implementation's fault
     except Exception as exc:
-        raise Fault(f"{label} raised {type(exc).__name__}: {_one_line(exc)}") from None
+        raise Fault(f"{label} raised {type(exc).__name__}: {one_line(exc)}") from None
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else "(no message)"

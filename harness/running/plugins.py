@@ -75,7 +75,28 @@ def _call(method, label: str, params: Params, args: tuple, check: Callable[[obje
     return faults + [f"{label}() {fault}" for fault in check(out)]
 
 
-def _arrays(got: dict, shapes: dict[str, tuple], dtype: str) -> list[str]:
+def run_faults(result, spec: ModelSpec, steps: int, record: list[int]) -> list[str]:
+    """What is wrong with a whole trajectory's TrainResult: loss count, checkpoint steps, names, shapes, dtypes.
+
+    Every implementation's run is held to this, built-in ones included, so a loop that
+    returns too few losses or other checkpoints is a fault of its own, not a crash of the harness.
+    """
+    losses, params, checkpoints = (getattr(result, a, None) for a in ("losses", "params", "checkpoints"))
+    if not isinstance(params, dict) or not isinstance(checkpoints, dict):
+        return ["train() did not return a TrainResult (losses, params, checkpoints)"]
+    if np.shape(losses) != (steps,):
+        return [f"train() returned losses of shape {np.shape(losses)}, expected ({steps},)"]
+    if sorted(checkpoints) != sorted(record):
+        missing, extra = sorted(set(record) - set(checkpoints)), sorted(set(checkpoints) - set(record))
+        return [f"train() kept other checkpoints than asked (missing {missing[:3]}, extra {extra[:3]})"]
+    faults = [f"train() {fault}" for fault in _arrays(params, spec.param_shapes(), spec.dtype, finite=False)]
+    for step in record:
+        found = _arrays(checkpoints[step], spec.param_shapes(), spec.dtype, finite=False)
+        faults += [f"train() checkpoint {step}: {fault}" for fault in found[:1]]
+    return faults[:3]
+
+
+def _arrays(got: dict, shapes: dict[str, tuple], dtype: str, finite: bool = True) -> list[str]:
     if set(got) != set(shapes):
         return [f"returned names {sorted(got)}, expected {sorted(shapes)}"]
     faults = []
@@ -87,7 +108,7 @@ def _arrays(got: dict, shapes: dict[str, tuple], dtype: str) -> list[str]:
             faults.append(f"returned {name} of shape {value.shape}, expected {tuple(shape)}")
         elif value.dtype != np.dtype(dtype):
             faults.append(f"returned {name} as {value.dtype}, expected {dtype}")
-        elif not np.all(np.isfinite(value)):
+        elif finite and not np.all(np.isfinite(value)):
             faults.append(f"returned non-finite values in {name}")
     return faults
 

@@ -7,10 +7,10 @@ from typing import Callable
 
 from harness.checks.arrays import cast
 from harness.running import plugins
-from harness.running.guard import Fault, guarded
+from harness.running.guard import Fault, Hang, guarded, one_line, time_limit
 from harness.running.plugins import Factory
 from impls.interface import Implementation, Unavailable
-from impls.registry import available, create
+from impls.registry import create
 
 
 @dataclass
@@ -40,9 +40,16 @@ def build(config, extra: dict[str, Factory], params, x, y) -> Roster:
     roster = Roster(factories={n: partial(create, n) for n in config.impls}, time_limit=config.time_limit)
     for dtype in config.dtype:
         spec = config.spec(dtype)
-        ready, missing = available(spec, list(config.impls))
-        roster.impls += ready.values()
-        roster.skipped.update({f"{name} {dtype}": reason for name, reason in missing.items()})
+        for name in config.impls:  # a built-in implementation that fails to build is a fault, like a plugin
+            try:
+                with time_limit(config.time_limit, "construction"):
+                    roster.impls.append(create(name, spec))
+            except Unavailable as exc:
+                roster.skipped[f"{name} {dtype}"] = str(exc)
+            except Hang as exc:
+                roster.fault(name, dtype, str(exc))
+            except Exception as exc:
+                roster.fault(name, dtype, f"construction raised {type(exc).__name__}: {one_line(exc)}")
         for label, factory in extra.items():
             try:
                 impl = factory(spec)

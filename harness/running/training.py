@@ -6,7 +6,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.running.roster import Roster
-from harness.running.runs import Run, train_all
+from harness.running.plugins import run_faults
+from harness.running.runs import Run, checkpoint_steps, train_all
 from harness.truth.references import TRUTH, Envelope, Reference, ReferenceJob, envelope
 from impls.spec import ORACLE_DTYPE
 
@@ -27,12 +28,13 @@ def train_everything(config, roster: Roster, params, x: np.ndarray, y: np.ndarra
     jobs += [ReferenceJob(config.spec(dtype), dtype) for dtype in config.dtype]
     trained, oracle_runs = train_all([(i, roster.factories[i.name]) for i in roster.impls], jobs, params, x, y,
                                      config.steps, config.check_every, config.time_limit)
-    runs = []
+    runs, record = [], checkpoint_steps(config.steps, config.check_every)
     for impl, run in zip(roster.impls, trained):
-        if isinstance(run, Run):
+        found = run_faults(run.result, impl.spec, config.steps, record) if isinstance(run, Run) else [run]
+        for fault in found:
+            roster.fault(impl.name, impl.spec.dtype, fault)
+        if not found:
             runs.append(run)
-        else:
-            roster.fault(impl.name, impl.spec.dtype, run)
     truth = oracle_runs[0][0]
     assert truth.name == TRUTH
     references = dict(zip(config.dtype, oracle_runs[1:]))
