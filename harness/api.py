@@ -43,8 +43,8 @@ def assert_matches_reference(impl: Factory | str, *, steps: int = 2_000, check_e
         raise ValueError(str(exc)) from None
     label = getattr(factory, "__name__", "impl")
     outcome = compare(config, {label: factory}, timings=False)
-    if outcome.failures:
-        raise AssertionError("\n".join(outcome.failures))
     if not outcome.verdicts:
         reasons = "; ".join(f"{k}: {v}" for k, v in outcome.skipped.items()) or "no implementation ran"
         raise AssertionError(f"nothing was compared: {label} ran in none of {', '.join(dtype)} ({reasons})")
+    if outcome.failures:
+        raise AssertionError("\n".join(outcome.failures))

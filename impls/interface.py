@@ -25,6 +25,10 @@ class Unavailable(Exception):
     """An implementation cannot run here or for this spec; ``str(exc)`` is the one-line reason."""
 
 
+class NotInstalled(Unavailable):
+    """The framework an implementation needs is not installed here."""
+
+
 @dataclass
 class TrainResult:
     """What a native training loop returns."""

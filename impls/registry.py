@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import importlib
 
-from impls.interface import Implementation, Unavailable
+from impls.interface import Implementation, NotInstalled, Unavailable
 from impls.spec import ModelSpec
 
 # name -> (module, class, the framework whose absence makes it unavailable)
@@ -20,6 +20,12 @@ REGISTRY: dict[str, tuple[str, str, str]] = {
 
 
 DEFAULT = ("numpy", "numpy-fd", "torch", "jax")  # what a plain compare runs; the rest are opt-in
+FLOAT64_ONLY = ("numpy-fd",)  # every other implementation runs in every dtype of the spec
+
+
+def supports(name: str, dtype: str) -> bool:
+    """Whether the implementation promises to run in ``dtype`` on the CPU once its framework is installed."""
+    return name in REGISTRY and (dtype == "float64" or name not in FLOAT64_ONLY)
 
 
 def names() -> list[str]:
@@ -35,7 +41,7 @@ def create(name: str, spec: ModelSpec) -> Implementation:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise Unavailable(f"{name}: {framework} is not installed ({exc})") from None
+        raise NotInstalled(f"{name}: {framework} is not installed ({exc})") from None
     return getattr(module, class_name)(spec)
 
 

@@ -136,3 +136,9 @@ def test_bad_options_are_one_line_and_exit_2(capsys, argv, message):
     assert mutate.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("harness.mutate: error: ") and err.count("\n") == 1 and message in err
+
+
+def test_the_cause_of_a_miss_is_the_reasons_first_words():
+    assert report.cause("miss: config gap: odd sizes only") == "config gap"
+    assert report.cause("NOT YET INSPECTED") == "uninspected"
+    assert report.cause("miss: a long reason without any tag in front of it, but: a colon later on") == "other"

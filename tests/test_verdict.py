@@ -135,3 +135,24 @@ def test_a_built_in_implementation_that_fails_to_build_is_a_fault(monkeypatch, c
     monkeypatch.setattr(m.TorchAutograd, "__init__", broken)
     code, lines = _main(capsys, tmp_path, "--impls", "numpy,torch", "--dtype", "float64")
     assert code == 1 and lines == ["faulty: torch float64: construction raised NameError: name 'oops' is not defined"]
+
+
+def test_a_built_in_that_declines_a_dtype_it_supports_is_a_fault(monkeypatch, capsys, tmp_path):
+    """Found by the mutation campaign: a mutated dtype check made torch 'unavailable' and the run passed."""
+    import impls.torch_autograd as m
+
+    monkeypatch.setattr(m, "require_dtype", lambda name, spec, supported: (_ for _ in ()).throw(
+        m.Unavailable(f"{name} has no {spec.dtype}")))
+    code, lines = _main(capsys, tmp_path, "--impls", "numpy,torch", "--dtype", "float64")
+    assert code == 1 and lines == ["faulty: torch float64: declared itself unavailable in float64, which it"
+                                   " supports: torch has no float64"]
+
+
+def test_nothing_compared_is_a_failure_on_the_command_line(monkeypatch, capsys, tmp_path):
+    from harness.running import roster
+    from impls.interface import NotInstalled
+
+    monkeypatch.setattr(roster, "create", lambda name, spec: (_ for _ in ()).throw(
+        NotInstalled(f"{name}: not installed here")))
+    code, lines = _main(capsys, tmp_path, "--impls", "numpy,torch", "--dtype", "float64")
+    assert code == 1 and lines[0].startswith("nothing was compared")

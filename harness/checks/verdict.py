@@ -94,8 +94,8 @@ def _before_every_reference(d: Divergence) -> bool:
 
 
 def exit_code(verdicts: list[Verdict]) -> int:
-    """0 when every implementation passed, 1 when any failed or was faulty."""
-    return 0 if all(v.passed for v in verdicts) else 1
+    """0 when something was compared and every implementation passed; 1 otherwise."""
+    return 0 if verdicts and all(v.passed for v in verdicts) else 1
 
 
 def passed(verdicts: list[Verdict], impl: str, dtype: str) -> bool | None:

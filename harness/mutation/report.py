@@ -62,6 +62,18 @@ def score(counts: Counter) -> float | None:
     return counts[c.CAUGHT_RIGHT] / total if total else None
 
 
+CAUSE_CHARS = 40  # a reason's text before its first colon names the cause when it is at most this long
+
+
+def cause(explanation: str) -> str:
+    """The cause a judgement names (``config gap: ...`` -> ``config gap``), or ``uninspected``/``other``."""
+    text = explanation.removeprefix("miss: ")
+    if text.startswith("NOT YET INSPECTED"):
+        return "uninspected"
+    head = text.split(":", 1)[0]
+    return head if ":" in text and len(head) <= CAUSE_CHARS else "other"
+
+
 def _table(header: list[str], rows: list[list]) -> str:
     cell = lambda v: str(v).replace("|", "\\|").replace("\n", " ")  # noqa: E731
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -108,6 +120,10 @@ def summary_md(rows: list[dict], meta: dict) -> str:
         "## Per module", "",
         _table(["module", "generated", "sampled out", "run", *c.CATEGORIES, "score"], per_group(rows, meta)), "",
     ]
+    causes = Counter(cause(r["explanation"]) for r in rows if r["category"] == c.SURVIVED)
+    if causes:
+        parts += ["## Real misses by cause", "", "The cause is what a judgement's reason names before its first colon.",
+                  "", _table(["cause", "mutants"], [[k, v] for k, v in causes.most_common()]), ""]
     survivors = [r for r in rows if r["category"] in (c.SURVIVED, c.EQUIVALENT)]
     parts += ["## Survivors, each inspected", "",
               _table(["id", "change", "verdict", "reason"],

@@ -24,11 +24,13 @@ TIME_LIMIT = 60.0  # s per call; the slowest honest call (torch.compile's first)
 DTYPES = ("float64", "float32")
 # Two models, so that every activation, loss and reduction the implementations branch on is executed:
 # the notebook's, and a deeper one whose first layer is sigmoid so no relu input sits at its kink (biases
-# start at zero and xor has the all-zero sample, so a relu first layer would get z == 0 exactly).
+# start at zero and xor has the all-zero sample, so a relu first layer would get z == 0 exactly). Its widths
+# are odd and even (n ^ 1 equals n + 1 for even n only), and its names are split from one string at run time,
+# as the command line makes them: literals are interned, so a mutant comparing names with `is` would pass.
 MODELS = {
     "notebook": {},  # 2-4-1, tanh then sigmoid, sel, sum
-    "deep-bce-mean": {"layers": (2, 4, 4, 4, 1), "activations": ("sigmoid", "relu", "identity", "sigmoid"),
-                      "loss": "bce", "reduction": "mean"},
+    "deep-bce-mean": {"layers": (2, 5, 3, 4, 1), "activations": tuple("sigmoid,relu,identity,sigmoid".split(",")),
+                      "loss": "".join(["b", "ce"]), "reduction": "".join(["me", "an"])},
 }
 EXIT_SURVIVED, EXIT_CAUGHT, EXIT_ERROR = 0, 1, 3
 TRACEBACK_LINES = 12  # of a harness error's traceback kept in the record: the innermost frames

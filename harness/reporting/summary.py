@@ -76,13 +76,20 @@ def _never(step: int | None) -> str:
     return "never" if step is None else f"step {step}"
 
 
+NOTHING_COMPARED = "nothing was compared: every implementation asked for is unavailable here (see Unavailable)"
+
+
 def failure_lines(verdicts: list[Verdict]) -> list[str]:
-    """Every finding of every verdict, faults first."""
+    """Every finding of every verdict, faults first (or that nothing was compared at all)."""
+    if not verdicts:
+        return [NOTHING_COMPARED]
     found = [f for v in verdicts for f in v.findings]
     return [failure_line(f) for f in sorted(found, key=lambda f: f.check != "fault")]
 
 
 def headline(verdicts: list[Verdict]) -> str:
+    if not verdicts:
+        return f"**FAIL**: {NOTHING_COMPARED}."
     if all(v.passed for v in verdicts):
         return f"**PASS**: every check passed ({len(verdicts)} implementation-dtype runs)."
     bad = [f"{v.impl} {v.dtype}" for v in verdicts if not v.passed]

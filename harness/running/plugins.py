@@ -90,6 +90,9 @@ def run_faults(result, spec: ModelSpec, steps: int, record: list[int]) -> list[s
         missing, extra = sorted(set(record) - set(checkpoints)), sorted(set(checkpoints) - set(record))
         return [f"train() kept other checkpoints than asked (missing {missing[:3]}, extra {extra[:3]})"]
     faults = [f"train() {fault}" for fault in _arrays(params, spec.param_shapes(), spec.dtype, finite=False)]
+    if not faults and steps in checkpoints and not all(
+            np.array_equal(params[k], checkpoints[steps].get(k), equal_nan=True) for k in params):
+        faults.append(f"train() returned final parameters that differ from its own checkpoint at step {steps}")
     for step in record:
         found = _arrays(checkpoints[step], spec.param_shapes(), spec.dtype, finite=False)
         faults += [f"train() checkpoint {step}: {fault}" for fault in found[:1]]

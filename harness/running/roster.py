@@ -9,8 +9,8 @@ from harness.checks.arrays import cast
 from harness.running import plugins
 from harness.running.guard import Fault, Hang, guarded, one_line, time_limit
 from harness.running.plugins import Factory
-from impls.interface import Implementation, Unavailable
-from impls.registry import create
+from impls.interface import Implementation, NotInstalled, Unavailable
+from impls.registry import create, supports
 
 
 @dataclass
@@ -44,8 +44,13 @@ def build(config, extra: dict[str, Factory], params, x, y) -> Roster:
             try:
                 with time_limit(config.time_limit, "construction"):
                     roster.impls.append(create(name, spec))
-            except Unavailable as exc:
+            except NotInstalled as exc:
                 roster.skipped[f"{name} {dtype}"] = str(exc)
+            except Unavailable as exc:  # declining what the registry says it supports is a fault, not a skip
+                if supports(name, dtype) and spec.device == "cpu":
+                    roster.fault(name, dtype, f"declared itself unavailable in {dtype}, which it supports: {exc}")
+                else:
+                    roster.skipped[f"{name} {dtype}"] = str(exc)
             except Hang as exc:
                 roster.fault(name, dtype, str(exc))
             except Exception as exc:
