@@ -133,10 +133,6 @@ class NotebookNumpy:
             h = out
         return layers
 
-    def preactivations(self, params: Params, x: np.ndarray) -> list[np.ndarray]:
-        """z of every layer (to tell when a relu sits exactly at its kink)."""
-        return [z for _, z, _ in self._layers(self._own(params), self._cast(x))]
-
     def _loss(self, layers: list[Layer], y: np.ndarray) -> np.ndarray:
         """Per-element loss; bce from the output's pre-activation, which stays finite when y_hat rounds to 0 or 1."""
         _, z, out = layers[-1]
@@ -161,21 +157,6 @@ class NotebookNumpy:
         for i, h, grad_loss in self._deltas(p, layers, y):
             grads[f"w{i}"], grads[f"b{i}"] = dense_grads(h, grad_loss)
         return {k: grads[k] for k in p}
-
-    def gradient_term_scale(self, params: Params, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
-        """Sum over samples of |each sample's term| of every gradient, and the loss itself.
-
-        A gradient sums per-sample terms (dw = sum_s h_s^T delta_s); its rounding error
-        scales with their magnitudes, which |h|^T |delta| gives exactly, not with the
-        possibly cancelled sum.
-        """
-        p, y = self._own(params), self._cast(y)
-        layers = self._layers(p, self._cast(x))
-        scale = {"loss": np.asarray(np.mean(self._loss(layers, y)))}  # a mean of non-negative terms
-        for i, h, grad_loss in self._deltas(p, layers, y):
-            scale[f"w{i}"] = np.abs(h).T @ np.abs(grad_loss)
-            scale[f"b{i}"] = np.sum(np.abs(grad_loss), axis=0, keepdims=True)
-        return scale
 
     def forward(self, params: Params, x: np.ndarray) -> np.ndarray:
         return self._layers(self._own(params), self._cast(x))[-1][2].copy()

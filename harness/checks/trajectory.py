@@ -57,7 +57,7 @@ def horizon(run: Run, references: list[Reference], steps: int) -> int:
 
 def loss_table(run: Run, truth: Reference, rounding: Envelope, end: int) -> pd.DataFrame:
     """Per-step loss before ``end``, its relative error vs the truth, and what is allowed there."""
-    err = loss_error(run.result.losses[:end], Reference(truth.name, truth.dtype, truth.losses[:end], {}, 0.0))
+    err = loss_error(run.result.losses[:end], truth.losses[:end], truth.losses[:end])
     return pd.DataFrame({"impl": run.name, "dtype": run.dtype, "step": np.arange(end),
                          "loss": run.result.losses[:end], "rel_err": err,
                          "allowed": trajectory_allowed(run.dtype, rounding.loss[:end], exact(run.impl))})

@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from harness.running.guard import Fault, guarded
-from harness.truth.references import Reference, ReferenceJob
+from harness.truth.references import Reference, ReferenceJob, first_nonfinite
 from impls.interface import Implementation, Params, TrainResult
 from impls.spec import ModelSpec
 
@@ -36,8 +36,7 @@ class Run:
     @property
     def nonfinite_at(self) -> int | None:
         """The first step whose loss is NaN or infinite (the run diverged), or None."""
-        bad = np.flatnonzero(~np.isfinite(self.result.losses))
-        return int(bad[0]) if bad.size else None
+        return first_nonfinite(self.result.losses)
 
     def state(self, step: int) -> dict[str, np.ndarray]:
         return self.result.checkpoints[step]

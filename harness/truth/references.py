@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from itertools import combinations
 from typing import Mapping
 
 import numpy as np
@@ -44,11 +45,16 @@ class Reference:
     @property
     def nonfinite_at(self) -> int | None:
         """The first step whose loss is NaN or infinite, or None."""
-        bad = np.flatnonzero(~np.isfinite(self.losses))
-        return int(bad[0]) if bad.size else None
+        return first_nonfinite(self.losses)
 
     def state(self, step: int) -> dict[str, np.ndarray]:
         return self.checkpoints[step]
+
+
+def first_nonfinite(losses: np.ndarray) -> int | None:
+    """The first step whose loss is NaN or infinite (a run that blew up), or None."""
+    bad = np.flatnonzero(~np.isfinite(losses))
+    return int(bad[0]) if bad.size else None
 
 
 def one_ulp_up(params: Mapping[str, np.ndarray], dtype: str) -> dict[str, np.ndarray]:
@@ -85,12 +91,11 @@ class ReferenceJob:
                 for name, (losses, _, checkpoints) in zip(self.names, trained)]
 
 
-def loss_error(losses: np.ndarray, truth: Reference) -> np.ndarray:
-    """|loss - truth| / |truth| on every step, in float64 (inf where the loss is not finite)."""
-    ref = truth.losses.astype(EXTENDED)
+def loss_error(losses: np.ndarray, target: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """|losses - target| / |truth| on every step, in float64 (inf where ``losses`` is not finite)."""
     with np.errstate(all="ignore"):
-        err = (np.abs(np.asarray(losses, EXTENDED) - ref) / np.abs(ref)).astype(np.float64)
-    return np.where(np.isfinite(losses), err, np.inf)
+        err = np.abs(np.asarray(losses, EXTENDED) - np.asarray(target, EXTENDED)) / np.abs(np.asarray(truth, EXTENDED))
+    return np.where(np.isfinite(losses), err.astype(np.float64), np.inf)
 
 
 def param_error(state: Mapping[str, np.ndarray], target: Mapping[str, np.ndarray], name: str,
@@ -116,19 +121,15 @@ class Envelope:
 
 def envelope(truth: Reference, plain: list[Reference]) -> Envelope:
     """The largest distance of the plain runs from the truth and from each other, as a running max."""
+    pairs = [(run, truth) for run in plain] + list(combinations(plain, 2))
     loss = np.zeros(len(truth.losses))
-    for run in plain:
-        loss = np.fmax(loss, loss_error(run.losses, truth))
-        for other in plain:
-            with np.errstate(all="ignore"):
-                apart = np.abs(np.asarray(run.losses, EXTENDED) - other.losses) / np.abs(truth.losses.astype(EXTENDED))
-            loss = np.fmax(loss, apart.astype(np.float64))
+    for a, b in pairs:
+        loss = np.fmax(loss, np.where(np.isfinite(a.losses), loss_error(a.losses, b.losses, truth.losses), 0.0))
     loss = np.fmax.accumulate(np.where(np.isfinite(loss), loss, 0.0))
     params, running = {}, 0.0
     for step in sorted(truth.checkpoints):
         ref = truth.state(step)
-        found = [param_error(a.state(step), b.state(step) if b is not None else ref, k, ref)
-                 for a in plain for b in [None, *plain] for k in ref]
+        found = [param_error(a.state(step), b.state(step), k, ref) for a, b in pairs for k in ref]
         running = max([running, *(e for e in found if np.isfinite(e))])
         params[step] = running
     return Envelope(loss, params)
