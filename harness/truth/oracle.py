@@ -236,28 +236,38 @@ class Oracle:
         more than one). ``textbook`` takes activation slopes from the outputs, as plain
         implementations do; ``kernel_ulp[j]`` moves every activation output of start j
         one ulp toward zero, as a kernel one ulp off would. The loop is ``reverse``
-        unrolled for real arrays (no dicts, no complex-safe branches), because a
-        100,000-step run spends its time in per-call overhead, not arithmetic.
+        unrolled for real arrays into preallocated buffers, because a 100,000-step run
+        spends its time in per-call overhead, not arithmetic: each layer's bias rides
+        in its weight matrix as one more row, fed by a column of ones in the layer's
+        input, so one matmul gives z = h w + b and one more gives both gradients.
         """
         wanted = set(record)
         depth, acts, count = self.spec.depth, self.spec.activations, len(starts)
-        # Every start's parameters in one flat row and the gradients in another, each layer a view into
-        # them, so one update p -= lr g serves the whole network: two calls a step instead of four per layer.
-        shapes = [self.shapes[f"{kind}{i}"] for i in range(depth) for kind in "wb"]
-        ends = np.cumsum([0] + [n * m for n, m in shapes])
+        widths, k = self.spec.layers, np.shape(x)[0]
+        # Every start's parameters in one flat row (w0, b0, w1, b1, ...) and the gradients in another. Layer
+        # i's w (n x m) and b (1 x m) are consecutive, so together they are one (n + 1) x m block of the row:
+        # one update p -= lr g serves the whole network, two calls a step.
+        ends = np.cumsum([0] + [(n + 1) * m for n, m in zip(widths, widths[1:])])
         flat = np.empty((count, ends[-1]), dtype)
         grad = np.empty_like(flat)
-        views = [(flat[:, a:b].reshape(count, *shape), grad[:, a:b].reshape(count, *shape))
-                 for a, b, shape in zip(ends, ends[1:], shapes)]
-        for (view, _), name in zip(views, [f"{kind}{i}" for i in range(depth) for kind in "wb"]):
-            view[...] = np.stack([np.asarray(p[name], dtype) for p in starts])
-        ws, bs = [views[2 * i][0] for i in range(depth)], [views[2 * i + 1][0] for i in range(depth)]
-        gws, gbs = [views[2 * i][1] for i in range(depth)], [views[2 * i + 1][1] for i in range(depth)]
-        x, y = np.asarray(x, dtype), np.asarray(y, dtype)
+        blocks = [flat[:, a:b].reshape(count, n + 1, m) for a, b, n, m in zip(ends, ends[1:], widths, widths[1:])]
+        grads = [grad[:, a:b].reshape(count, n + 1, m) for a, b, n, m in zip(ends, ends[1:], widths, widths[1:])]
+        for i, block in enumerate(blocks):
+            block[:, :-1] = np.stack([np.asarray(p[f"w{i}"], dtype) for p in starts])
+            block[:, -1:] = np.stack([np.asarray(p[f"b{i}"], dtype) for p in starts])
+        # Layer i's input with its column of ones, (count, k, n + 1); the output layer's values apart.
+        inputs = [np.ones((count, k, n + 1), dtype) for n in widths[:-1]]
+        inputs[0][..., :-1] = np.asarray(x, dtype)
+        outs = [a[..., :-1] for a in inputs[1:]] + [np.empty((count, k, widths[-1]), dtype)]
+        zs = [np.empty((count, k, m), dtype) for m in widths[1:]]
+        inputs_t = [np.swapaxes(a, -1, -2) for a in inputs]
+        weights_t = [np.swapaxes(block[:, :-1], -1, -2) for block in blocks]  # w without its bias row
+        y = np.asarray(y, dtype)
         lr, half, size = np.asarray(self.spec.lr, dtype), np.asarray(0.5, dtype), np.asarray(y.size, dtype)
         bce, mean = self.spec.loss == "bce", self.spec.reduction == "mean"
-        real = {**ACTIVATIONS, "sigmoid": expit}  # one kernel call (real z only) where 1 / (1 + e^-z) takes four
-        act_fns = [real[a] for a in acts]
+        kernels = {"relu": lambda z, out: np.maximum(z, 0, out=out), "tanh": np.tanh, "sigmoid": expit,
+                   "identity": lambda z, out: np.copyto(out, z)}
+        act_fns = [kernels[a] for a in acts]
         nudged = [j for j, flag in enumerate(kernel_ulp) if flag]
         toward = np.zeros((), dtype)
         losses, checkpoints = np.empty((steps, count), dtype), [{} for _ in starts]
@@ -267,7 +277,10 @@ class Oracle:
         history = np.empty((chunk, count, *y.shape), dtype)
 
         def state(j: int) -> dict[str, np.ndarray]:
-            return {k: v[j].copy() for i in range(depth) for k, v in ((f"w{i}", ws[i]), (f"b{i}", bs[i]))}
+            kept = {}
+            for i, block in enumerate(blocks):
+                kept[f"w{i}"], kept[f"b{i}"] = block[j, :-1].copy(), block[j, -1:].copy()
+            return kept
 
         def flush(upto: int) -> None:
             done = (upto - 1) // chunk * chunk
@@ -280,15 +293,12 @@ class Oracle:
                 if step in wanted:
                     for j, kept in enumerate(checkpoints):
                         kept[step] = state(j)
-                hs, outs, h = [], [], x
                 for i in range(depth):
-                    hs.append(h)
-                    z = h @ ws[i] + bs[i]
-                    h = act_fns[i](z)
+                    np.matmul(inputs[i], blocks[i], out=zs[i])
+                    act_fns[i](zs[i], out=outs[i])
                     for j in nudged:
-                        np.nextafter(h[j], toward, out=h[j])
-                    outs.append((z, h))
-                z, out = outs[-1]
+                        np.nextafter(outs[i][j], toward, out=outs[i][j])
+                z, out = zs[-1], outs[-1]
                 history[step % chunk] = z if bce else out
                 if step % chunk == chunk - 1:
                     flush(step + 1)
@@ -297,11 +307,10 @@ class Oracle:
                     delta = delta / size
                 for i in range(depth - 1, -1, -1):
                     if i < depth - 1:
-                        delta = delta * _activation_slope(acts[i], *outs[i], textbook)
-                    np.matmul(np.swapaxes(hs[i], -1, -2), delta, out=gws[i])
-                    np.sum(delta, axis=-2, keepdims=True, out=gbs[i])
+                        delta = delta * _activation_slope(acts[i], zs[i], outs[i], textbook)
+                    np.matmul(inputs_t[i], delta, out=grads[i])
                     if i:
-                        delta = delta @ np.swapaxes(ws[i], -1, -2)
+                        delta = delta @ weights_t[i]
                 np.multiply(grad, lr, out=grad)
                 np.subtract(flat, grad, out=flat)
             if steps % chunk:
@@ -310,6 +319,7 @@ class Oracle:
             for j, kept in enumerate(checkpoints):
                 kept[steps] = state(j)
         return [(losses[:, j].copy(), state(j), checkpoints[j]) for j in range(count)]
+
 
 
 def _agree(reverse: np.ndarray, complex_step: np.ndarray, scale: np.ndarray, how: str) -> None:
