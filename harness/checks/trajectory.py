@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from harness.running.runs import Run
-from harness.truth.references import Envelope, Reference, loss_error, param_error
+from harness.truth.references import Envelope, Reference, loss_error, param_errors
 from harness.truth.tolerances import trajectory_allowed
 from impls.interface import exact
 
@@ -68,9 +68,9 @@ def param_table(run: Run, truth: Reference, rounding: Envelope, end: int) -> pd.
     rows = []
     for step in sorted(k for k in run.result.checkpoints if k < end):
         limit = float(trajectory_allowed(run.dtype, rounding.params[step], exact(run.impl)))
-        for name in run.state(step):
-            rows.append({"impl": run.name, "dtype": run.dtype, "step": step, "param": name,
-                         "rel_err": param_error(run.state(step), truth.state(step), name), "allowed": limit})
+        for name, err in param_errors(run.state(step), truth.state(step)).items():
+            rows.append({"impl": run.name, "dtype": run.dtype, "step": step, "param": name, "rel_err": err,
+                         "allowed": limit})
     return pd.DataFrame(rows, columns=["impl", "dtype", "step", "param", "rel_err", "allowed"])
 
 

@@ -98,17 +98,19 @@ def loss_error(losses: np.ndarray, target: np.ndarray, truth: np.ndarray) -> np.
     return np.where(np.isfinite(losses), err.astype(np.float64), np.inf)
 
 
-def param_error(state: Mapping[str, np.ndarray], target: Mapping[str, np.ndarray], name: str,
-                scale_from: Mapping[str, np.ndarray] | None = None) -> float:
-    """max |state - target| of one parameter over the largest parameter in ``scale_from`` (default: ``target``).
+def param_errors(state: Mapping[str, np.ndarray], target: Mapping[str, np.ndarray],
+                 scale_from: Mapping[str, np.ndarray] | None = None) -> dict[str, float]:
+    """Per parameter: max |state - target| over the largest parameter in ``scale_from`` (default: ``target``).
 
     Relative to the whole network's largest parameter, so a bias crossing 0 stays comparable.
     """
-    value = np.asarray(state[name], EXTENDED)
-    if not np.all(np.isfinite(value)):
-        return float("inf")
     scale = max(np.max(np.abs(np.asarray(v, EXTENDED))) for v in (scale_from or target).values())
-    return float(np.max(np.abs(value - np.asarray(target[name], EXTENDED))) / scale)
+    errors = {}
+    for name, goal in target.items():
+        value = np.asarray(state[name], EXTENDED)
+        errors[name] = float(np.max(np.abs(value - np.asarray(goal, EXTENDED))) / scale) \
+            if np.all(np.isfinite(value)) else float("inf")
+    return errors
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,7 @@ def envelope(truth: Reference, plain: list[Reference]) -> Envelope:
     params, running = {}, 0.0
     for step in sorted(truth.checkpoints):
         ref = truth.state(step)
-        found = [param_error(a.state(step), b.state(step), k, ref) for a, b in pairs for k in ref]
+        found = [e for a, b in pairs for e in param_errors(a.state(step), b.state(step), ref).values()]
         running = max([running, *(e for e in found if np.isfinite(e))])
         params[step] = running
     return Envelope(loss, params)
