@@ -27,12 +27,16 @@ class RunConfig:
     dataset: str = "xor"  # xor or parity:N
     device: str = "cpu"  # cpu or cuda: where torch and jax compute (NumPy stays on the CPU)
     seed: int | None = None  # None: the notebook's preset (seed 0, 648 draws skipped)
-    check_every: int = 1000  # steps between checkpoints (teacher-forced and parameter checks)
+    check_every: int | None = None  # steps between checkpoints (teacher-forced and parameter checks); None: derived
     time_limit: float = 600.0  # seconds one call into an implementation may take before it is stopped
     out: str | None = None  # results folder; None: a new one under results/
     overwrite: bool = False  # replace an existing --out folder
     no_plots: bool = False  # skip the PNG plots
     quiet: bool = False  # no progress bar; print only the verdict line and failures
+
+    def __post_init__(self) -> None:
+        if self.check_every is None:  # the frozen field is settled once, so meta.json records what ran
+            object.__setattr__(self, "check_every", default_check_every(self.steps))
 
     def spec(self, dtype: str) -> ModelSpec:
         """The model spec of this run in ``dtype`` (raises ValueError on a bad combination)."""
@@ -46,6 +50,14 @@ class RunConfig:
         """True when the notebook's printed line is the expected float64 output."""
         return (self.preset() == NOTEBOOK and self.steps == STEPS and self.dataset == "xor"
                 and self.spec("float64") == ModelSpec())
+
+
+CHECKPOINTS = 100  # the default --check-every spaces about this many checkpoints over any run
+
+
+def default_check_every(steps: int) -> int:
+    """--steps / 100, at least 1: 1,000 for the notebook's 100,000 steps, and about 100 checkpoints for any run."""
+    return max(1, steps // CHECKPOINTS)
 
 
 class UsageError(Exception):
@@ -74,7 +86,7 @@ HELP = {
     "activations": "comma-separated activation per layer",
     "reduction": "reduction whose gradient is followed: sum or mean",
     "seed": "fresh seed for glorot, drawn from np.random.RandomState(S)",
-    "check_every": "steps between checkpoints",
+    "check_every": f"steps between checkpoints (default: --steps / {CHECKPOINTS}, at least 1; 1000 for 100,000 steps)",
     "time_limit": "seconds one call into an implementation may take before it is stopped as hung",
     "out": "results folder",
     "overwrite": "replace an existing --out folder",
@@ -100,8 +112,9 @@ def parse_args(argv: list[str] | None = None) -> RunConfig:
             parser.add_argument(flag, action="append", default=[], help=HELP[f.name], metavar="MODULE:ATTR")
             continue
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else SHOWN.get(f.name, default)
-        parser.add_argument(flag, type=KIND[f.name], default=default, dest=f.name,
-                            help=f"{HELP[f.name]} (default: {shown})", metavar=f.name.upper())
+        described = HELP[f.name] if "(default" in HELP[f.name] else f"{HELP[f.name]} (default: {shown})"
+        parser.add_argument(flag, type=KIND[f.name], default=None if f.name == "check_every" else default,
+                            dest=f.name, help=described, metavar=f.name.upper())
     args = vars(parser.parse_args(argv))
     config = RunConfig(**{**args, "impl": tuple(args["impl"])})
     validate(config)
@@ -131,8 +144,16 @@ def cuda_missing() -> str | None:
     return "; ".join(reasons)
 
 
+def repeated(listed) -> str | None:
+    """The first entry of ``listed`` that appears more than once, or None."""
+    return next((item for i, item in enumerate(listed) if item in listed[:i]), None)
+
+
 def validate(config: RunConfig) -> None:
     """Raise UsageError for input no run can use."""
+    for flag, listed in (("--impls", config.impls), ("--dtype", config.dtype), ("--impl", config.impl)):
+        if twice := repeated(listed):
+            raise UsageError(f"{flag} lists {twice!r} more than once")
     unknown = [name for name in config.impls if name not in names()]
     if unknown:
         raise UsageError(f"unknown implementation {unknown[0]!r}; choose from {', '.join(names())}")

@@ -29,7 +29,7 @@ import pandas as pd
 from harness.reporting import plots, results
 from harness.reporting import tables as report
 from harness.compare import compare, run_config
-from harness.config import RunConfig, UsageError, validate
+from harness.config import RunConfig, UsageError, repeated, validate
 from harness.meta import run_metadata
 from impls.registry import names
 
@@ -133,6 +133,8 @@ def parse(argv: list[str] | None) -> tuple[RunConfig, tuple[str, ...], int, Path
     parser.error = lambda message: (_ for _ in ()).throw(UsageError(message))  # one line, no usage dump
     args = parser.parse_args(argv)
     axes = tuple(args.axes.split(","))
+    if twice := repeated(axes):
+        raise UsageError(f"--axes lists {twice!r} more than once")
     if unknown := [a for a in axes if a not in GRID]:
         raise UsageError(f"unknown axis {unknown[0]!r}; choose from {', '.join(GRID)}")
     if args.jobs < 1:

@@ -56,7 +56,7 @@ def train(impl: Implementation, params: Params, x: np.ndarray, y: np.ndarray, st
 
 PARALLEL_MIN_WORK = 200_000  # total steps below which worker processes cost more than they save
 US_PER_STEP = {"torch": 150, "numpy-fd": 45, "numpy": 33}  # rough 2-4-1 costs, to start the slowest first
-REFERENCE_US_PER_STEP = 22
+REFERENCE_US_PER_STEP = 15  # the oracle's loop, longdouble or a stack of three in float64 or float32
 OTHER_US_PER_STEP = 10
 
 
