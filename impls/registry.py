@@ -44,14 +44,3 @@ def create(name: str, spec: ModelSpec) -> Implementation:
         raise NotInstalled(f"{name}: {framework} is not installed ({exc})") from None
     return getattr(module, class_name)(spec)
 
-
-def available(spec: ModelSpec, wanted: list[str] | None = None) -> tuple[dict[str, Implementation], dict[str, str]]:
-    """(the implementations that can run ``spec``, the reason each other one cannot)."""
-    ready: dict[str, Implementation] = {}
-    skipped: dict[str, str] = {}
-    for name in names() if wanted is None else wanted:
-        try:
-            ready[name] = create(name, spec)
-        except Unavailable as exc:
-            skipped[name] = str(exc)
-    return ready, skipped

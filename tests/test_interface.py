@@ -4,8 +4,8 @@ import sys
 import numpy as np
 import pytest
 
-from impls.interface import Implementation, Unavailable
-from impls.registry import available, create, names
+from impls.interface import Implementation, NotInstalled, Unavailable
+from impls.registry import create, names
 from impls.spec import ModelSpec
 from tests.conftest import make
 
@@ -77,8 +77,8 @@ def test_unknown_name_gives_the_choices():
 
 
 def test_numpy_fd_explains_why_it_has_no_float32():
-    _, skipped = available(ModelSpec(dtype="float32"), ["numpy", "numpy-fd"])
-    assert "float64 only" in skipped["numpy-fd"]
+    with pytest.raises(Unavailable, match="float64 only"):
+        create("numpy-fd", ModelSpec(dtype="float32"))
 
 
 @pytest.mark.parametrize("framework, impl_name, module", [
@@ -88,10 +88,11 @@ def test_numpy_fd_explains_why_it_has_no_float32():
 def test_missing_framework_disables_only_its_own_implementation(monkeypatch, framework, impl_name, module):
     monkeypatch.setitem(sys.modules, framework, None)  # import of it now raises ImportError
     monkeypatch.delitem(sys.modules, module, raising=False)
-    ready, skipped = available(ModelSpec(), names())
-    assert skipped[impl_name].startswith(f"{impl_name}: {framework} is not installed")
-    assert "\n" not in skipped[impl_name]
-    assert "numpy" in ready and "numpy-fd" in ready
+    with pytest.raises(NotInstalled) as missing:
+        create(impl_name, ModelSpec())
+    assert str(missing.value).startswith(f"{impl_name}: {framework} is not installed")
+    assert "\n" not in str(missing.value)
+    assert [create(name, ModelSpec()).name for name in ("numpy", "numpy-fd")] == ["numpy", "numpy-fd"]
 
 
 def test_jax_x64_does_not_leak_into_the_process(data, notebook_params):

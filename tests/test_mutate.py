@@ -24,7 +24,7 @@ def test_each_module_is_used_by_the_implementations_that_import_it():
     assert users["impls.np_fast"] == ("numpy-fast",)
     for shared in ("impls.spec", "impls.interface", "impls.registry"):
         assert users[shared] == ALL
-        assert usage.group(shared, users[shared], ALL) == "shared"
+        assert usage.group(shared, users[shared], ALL) == ("shared" if shared != "impls.spec" else usage.SPEC_GROUP)
     assert usage.group("impls.jax_step", users["impls.jax_step"], ALL) == "impls.jax_step"
     assert usage.default_impls(ROOT) == ("numpy", "numpy-fd", "torch", "jax")
 
@@ -142,3 +142,17 @@ def test_the_cause_of_a_miss_is_the_reasons_first_words():
     assert report.cause("miss: config gap: odd sizes only") == "config gap"
     assert report.cause("NOT YET INSPECTED") == "uninspected"
     assert report.cause("miss: a long reason without any tag in front of it, but: a colon later on") == "other"
+
+
+def test_the_spec_is_reported_apart_and_left_out_of_the_score(tmp_path):
+    from harness.mutation.usage import SPEC_GROUP
+
+    raw = [_row("k1", c.CAUGHT_RIGHT), _row("k2", c.SURVIVED, SPEC_GROUP), _row("k3", c.SURVIVED, SPEC_GROUP)]
+    meta = {"command": "python -m harness.mutate", "finished": "now", "wall_s": 60.0, "jobs": 1, "tool": "t",
+            "versions": "v", "operators": "o", "sample_note": "all.", "per_mutant": "p", "categories_note": "n",
+            "generated": {"impls.np_fast": 1, SPEC_GROUP: 2}}
+    folder, _ = report.write(tmp_path / "mutation", raw, meta)
+    text = (folder / "summary.md").read_text()
+    assert "**Score: 100.0 %** of 1 non-equivalent mutants" in text and report.SPEC_NOTE in text
+    assert f"| {SPEC_GROUP} | 2 | 0 | 2 | 0 | 0 | 2 | 0 | 0 | 0.0 % |" in text
+    assert "| **all but the spec** | 1 | 0 | 1 | 1 | 0 | 0 | 0 | 0 | 100.0 % |" in text

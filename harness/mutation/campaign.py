@@ -21,6 +21,8 @@ PER_MUTANT = (f"`python -m harness.mutate run-one`: the registry's default imple
               f" uses the mutated module (imports, read with `ast`), {runone.STEPS} steps, checkpoints every"
               f" {runone.CHECK_EVERY}, {' and '.join(runone.DTYPES)}, on two models: "
               + "; ".join(f"{k} {v or '(2-4-1 tanh, sigmoid, sel, sum)'}" for k, v in runone.MODELS.items())
+              + "; and the notebook's model at two edges of the checkpoint bookkeeping: "
+              + "; ".join(f"{k} {v}" for k, v in runone.EDGES.items())
               + f"; per-call time limit {runone.TIME_LIMIT:g} s.")
 CATEGORIES_NOTE = ("caught, blamed right: some verdict fails or is faulty, and every failing one belongs to an"
                    " implementation that uses the module; blamed on another: a failing verdict of an implementation"

@@ -4,7 +4,7 @@ It runs in a mutated copy of the repository (cwd, first on PYTHONPATH) and
 compares that copy's ``impls/`` with the pristine one (``--pristine``) to learn
 the module and the change, so the record is keyed to the mutant itself. The
 comparison runs the registry's default implementations plus every one that
-uses the mutated module, in float64 and float32, on each model of ``MODELS``.
+uses the mutated module, in float64 and float32, on each model of ``MODELS`` and at each of ``EDGES``.
 The record goes to ``--out/<key>.json``; the exit code is 0 when every verdict
 passed (cosmic-ray: survived), 1 when one failed (killed), 3 on a harness error.
 """
@@ -32,6 +32,12 @@ MODELS = {
     "deep-bce-mean": {"layers": (2, 5, 3, 4, 1), "activations": tuple("sigmoid,relu,identity,sigmoid".split(",")),
                       "loss": "".join(["b", "ce"]), "reduction": "".join(["me", "an"])},
 }
+# The notebook's model again at the edges of the checkpoint and chunk bookkeeping, where the first campaign's
+# real misses hid: a checkpoint at every step of a 2-step run (step 1 is a checkpoint; small ints are cached,
+# so `is` equals `==` there), and 4,202 steps in checkpoint segments of 2,100, 2,100, 1 and 1 (unequal
+# neighbours; more steps than numpy-fast keeps outputs for between two loss passes, 16,384 / 4 = 4,096).
+EDGES = {"edge: 2 steps, a checkpoint at each": {"steps": 2, "check_every": 1},
+         "edge: 4202 steps, segments 2100, 2100, 1, 1": {"steps": int("4202"), "check_every": int("2100")}}
 EXIT_SURVIVED, EXIT_CAUGHT, EXIT_ERROR = 0, 1, 3
 TRACEBACK_LINES = 12  # of a harness error's traceback kept in the record: the innermost frames
 
@@ -64,9 +70,9 @@ def compare_all(impls: tuple[str, ...], copy: Path) -> list[dict]:
     from harness.config import RunConfig
 
     results = []
-    for model, settings in MODELS.items():
-        config = RunConfig(impls=impls, dtype=DTYPES, steps=STEPS, check_every=CHECK_EVERY, quiet=True,
-                           time_limit=TIME_LIMIT, **settings)
+    for model, settings in {**MODELS, **EDGES}.items():
+        config = RunConfig(impls=impls, dtype=DTYPES, quiet=True, time_limit=TIME_LIMIT,
+                           **{"steps": STEPS, "check_every": CHECK_EVERY, **settings})
         outcome = compare(config, timings=False)
         results.append({
             "model": model,

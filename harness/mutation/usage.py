@@ -81,6 +81,13 @@ def users(root: Path) -> dict[str, tuple[str, ...]]:
     return {m: tuple(i for i in entries if m in used[i] or m == REGISTRY_MODULE) for m in modules}
 
 
+SPEC_MODULE = "impls.spec"
+SPEC_GROUP = "impls.spec (the oracle's too)"  # reported apart, outside the score: see report.SPEC_NOTE
+
+
 def group(module: str, using: tuple[str, ...], everything: tuple[str, ...]) -> str:
-    """The report's group of a module: ``shared`` when every implementation uses it, else the module."""
+    """The report's group of a module: the spec apart, ``shared`` when every implementation uses it, else the
+    module."""
+    if module == SPEC_MODULE:
+        return SPEC_GROUP
     return "shared" if using and set(using) == set(everything) else module
