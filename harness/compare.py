@@ -14,7 +14,7 @@ the order the data flows:
 5. the verdict (harness/checks/verdict.py), the one place pass or fail is decided;
 6. the report (harness/reporting/): tables, summary.md, plots, written atomically.
 Exit codes: 0 every check passed, 1 a check failed (printed), 2 bad usage,
-3 the oracle disagreed with itself (a harness bug), 130/143 interrupted (nothing written).
+3 an internal error (the oracle disagreed with itself, or another harness bug: one line, the traceback saved to a file), 130/143 interrupted (nothing written).
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from harness import internal
 from harness.checks import verdict
 from harness.checks.agreement import pairwise
 from harness.checks.suite import check_all, notebook_misses
@@ -37,10 +38,11 @@ from harness.init import initial_params
 from harness.meta import run_metadata
 from harness.reporting import plots, results, summary
 from harness.reporting.tables import stored_losses
-from harness.running import plugins, roster, timing
+from harness.running import plugins, resources, roster, timing, workers
+from harness.running.workers import RemoteOracle
 from harness.running.plugins import Factory, PluginError
 from harness.running.training import train_everything
-from harness.truth.oracle import Oracle, OracleError
+from harness.truth.oracle import Oracle
 
 
 @dataclass
@@ -52,6 +54,7 @@ class Outcome:
     skipped: dict[str, str]
     conventions: dict[str, float | None] = field(default_factory=dict)  # impl -> its relu'(0)
     notebook_line: dict[tuple[str, str], str] = field(default_factory=dict)
+    environment: dict = field(default_factory=dict)  # torch's and jax's settings, read in the workers
 
     @property
     def failures(self) -> list[str]:
@@ -67,7 +70,10 @@ def compare(config: RunConfig, extra: dict[str, Factory] | None = None, timings:
     Overflow to inf or NaN is a result here, reported per run, so NumPy's warnings are silenced.
     """
     with np.errstate(all="ignore"):
-        return _compare(config, extra or {}, timings)
+        try:
+            return _compare(config, extra or {}, timings)
+        finally:
+            workers.stop_all()  # every implementation's worker and the oracle's, whatever happened
 
 
 def _compare(config: RunConfig, extra: dict[str, Factory], timings: bool) -> Outcome:
@@ -83,10 +89,11 @@ def _compare(config: RunConfig, extra: dict[str, Factory], timings: bool) -> Out
 
     progress("trajectories")
     trained = train_everything(config, cast, params, x, y)
-    checked = check_all(config, cast, trained, Oracle(config.spec("float64")), params, x, y, progress)
+    oracle = RemoteOracle(config.spec("float64")) if workers.usable(Oracle) else Oracle(config.spec("float64"))
+    checked = check_all(config, cast, trained, oracle, params, x, y, progress)
     rows = []
     for run in checked.runs if timings else []:
-        rows += cast.attempt(run.impl, "timing", lambda: timing.measure(
+        rows += cast.attempt(run.impl, "timing", lambda: timing.measure_in_worker(
             run.impl, cast.factories[run.name], run.wall_s, len(run.result.losses), params, x, y)) or []
     bar.close()
     conventions = {r.name: getattr(r.impl, "relu_grad_at_zero", None) for r in checked.runs}
@@ -106,8 +113,9 @@ def _compare(config: RunConfig, extra: dict[str, Factory], timings: bool) -> Out
         "final": pd.DataFrame(checked.finals).drop(columns=["notebook_line"], errors="ignore"),
         "timings": pd.DataFrame(rows, columns=timing.COLUMNS),
     }
+    environment = {k: v for impl in cast.impls for k, v in getattr(impl, "environment", {}).items()}
     return Outcome(tables, verdicts, cast.skipped, conventions,
-                   {(f["impl"], f["dtype"]): f["notebook_line"] for f in checked.finals})
+                   {(f["impl"], f["dtype"]): f["notebook_line"] for f in checked.finals}, environment)
 
 
 def _plots(tables: dict[str, pd.DataFrame]) -> list[results.Plot]:
@@ -143,27 +151,35 @@ def main(argv: list[str] | None = None) -> int:
         extra = {reference: plugins.load(reference) for reference in config.impl}
         out = Path(config.out) if config.out else results.default_out()
         results.check_out(out, config.overwrite)
+        needs = resources.estimate(config, load(config.dataset)[0])
+        if why := resources.refusal(needs, config.max_hours, resources.available_bytes()):
+            raise UsageError(why)
     except (UsageError, PluginError, ValueError) as exc:
         print(f"harness.compare: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001
+        return internal.report("harness.compare", exc)
     previous = {s: signal.signal(s, _on_signal) for s in INTERRUPTED}
     try:
         if not config.quiet:
             print(f"harness.compare: {config.steps:,} steps of {', '.join(config.impls + config.impl)} in"
                   f" {', '.join(config.dtype)}; results go to {out}", file=sys.stderr, flush=True)
+            if needs.seconds > resources.SHOW_ESTIMATE_S:
+                print(f"harness.compare: estimated {resources.duration(needs.seconds)} (longest part: "
+                      f"{needs.biggest_seconds}) and {resources.size(needs.bytes)} of memory", file=sys.stderr,
+                      flush=True)
         outcome = compare(config, extra)
         text = summary.summary_md(config, outcome)
         meta = {"config": run_config(config), "skipped": outcome.skipped, "oracle": summary.oracle_info(),
-                "environment": run_metadata()}
+                "environment": run_metadata(outcome.environment)}
         plots_ = [] if config.no_plots else _plots(outcome.tables)
         written = results.write(out, outcome.tables, meta, text, plots_)
-    except OracleError as exc:
-        print(f"harness.compare: internal error: {exc}; nothing was written to {out}", file=sys.stderr)
-        return 3
     except (Interrupted, KeyboardInterrupt) as exc:
         code = exc.code if isinstance(exc, Interrupted) else INTERRUPTED[signal.SIGINT]
         print(f"harness.compare: interrupted; nothing was written to {out}", file=sys.stderr)
         return code
+    except Exception as exc:  # noqa: BLE001 -- the oracle disagreeing with itself, or any other harness bug
+        return internal.report("harness.compare", exc, out)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, fields
 
+import numpy as np
+
 from harness.data import load
 from harness.init import NOTEBOOK, InitPreset
 from harness.notebook import STEPS
@@ -29,6 +31,7 @@ class RunConfig:
     seed: int | None = None  # None: the notebook's preset (seed 0, 648 draws skipped)
     check_every: int | None = None  # steps between checkpoints (teacher-forced and parameter checks); None: derived
     time_limit: float = 600.0  # seconds one call into an implementation may take before it is stopped
+    max_hours: float = 2.0  # a run estimated to take longer is refused before it starts
     out: str | None = None  # results folder; None: a new one under results/
     overwrite: bool = False  # replace an existing --out folder
     no_plots: bool = False  # skip the PNG plots
@@ -88,6 +91,7 @@ HELP = {
     "seed": "fresh seed for glorot, drawn from np.random.RandomState(S)",
     "check_every": f"steps between checkpoints (default: --steps / {CHECKPOINTS}, at least 1; 1000 for 100,000 steps)",
     "time_limit": "seconds one call into an implementation may take before it is stopped as hung",
+    "max_hours": "refuse a run whose estimated wall time is longer than this",
     "out": "results folder",
     "overwrite": "replace an existing --out folder",
     "no_plots": "do not draw the PNG plots",
@@ -95,7 +99,7 @@ HELP = {
 }
 KIND = {"impls": _csv(str), "dtype": _csv(str), "layers": _csv(int), "activations": _csv(str),
         "steps": int, "lr": float, "reduction": str, "loss": str, "dataset": str, "device": str, "seed": int, "check_every": int, "out": str,
-        "time_limit": float}
+        "time_limit": float, "max_hours": float}
 SHOWN = {"seed": "the notebook's preset", "out": "a new folder under results/"}
 
 
@@ -166,10 +170,15 @@ def validate(config: RunConfig) -> None:
         raise UsageError(f"--check-every must be in 1..{config.steps} (--steps), got {config.check_every}")
     if config.device == "cuda" and (missing := cuda_missing()):
         raise UsageError(f"--device cuda: no CUDA device here ({missing})")
+    if not 0 < config.max_hours < float("inf"):
+        raise UsageError(f"--max-hours must be a finite number > 0, got {config.max_hours}")
     if not 0 < config.time_limit < float("inf"):
         raise UsageError(f"--time-limit must be a finite number of seconds > 0, got {config.time_limit}")
     if config.seed is not None and not 0 <= config.seed < 2**32:
         raise UsageError(f"--seed must be in 0..2**32-1, got {config.seed}")
+    for dtype in config.dtype:
+        if dtype in DTYPES and np.isfinite(config.lr) and abs(config.lr) > float(np.finfo(dtype).max):
+            raise UsageError(f"--lr {config.lr:g} overflows {dtype} (largest {np.finfo(dtype).max:.3g})")
     try:
         for dtype in config.dtype:
             config.spec(dtype)

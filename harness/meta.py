@@ -18,8 +18,20 @@ CPUINFO = Path("/proc/cpuinfo")
 JAX_NOTE = "the jax implementation scopes x64 per call with jax.enable_x64; see impls/jax_grad.py"
 
 
-def run_metadata() -> dict[str, Any]:
-    """Python, OS, CPU, thread settings and the numpy / torch / jax configuration, JSON-serialisable."""
+FRAMEWORKS = ("torch", "jax")
+
+
+def framework_info(loaded: set[str] | frozenset[str]) -> dict[str, Any]:
+    """The torch and jax settings of this process, for the frameworks in ``loaded`` only (no import)."""
+    return {name: INFO[name]() for name in FRAMEWORKS if name in loaded}
+
+
+def run_metadata(known: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Python, OS, CPU, thread settings and the numpy / torch / jax configuration, JSON-serialisable.
+
+    ``known`` holds framework settings read where the frameworks ran (an implementation's worker);
+    a framework not in it is imported here to be described."""
+    known = known or {}
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -28,8 +40,8 @@ def run_metadata() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "numpy": numpy_info(),
         "threads": {name: os.environ.get(name) for name in THREAD_VARS},
-        "torch": torch_info(),
-        "jax": jax_info(),
+        "torch": known["torch"] if "torch" in known else torch_info(),
+        "jax": known["jax"] if "jax" in known else jax_info(),
     }
 
 
@@ -105,3 +117,6 @@ def _unavailable(exc: ImportError) -> dict[str, Any]:
 def _str_or_none(value: object) -> str | None:
     """``value`` as a str, keeping None; config values can be enums or other non-JSON objects."""
     return None if value is None else str(value)
+
+
+INFO = {"torch": torch_info, "jax": jax_info}

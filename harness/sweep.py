@@ -13,7 +13,8 @@ Writes sweep.csv (tidy), summary.md (fastest path per framework at each size,
 crossovers) and log-log plots of time per step against width and batch.
 ``--jobs N`` runs grid points in N processes; the default is 1 because points
 running side by side on a 2-core machine slow each other and skew every timing.
-Exit codes: 0 every check passed, 1 a check failed at some point, 2 bad usage.
+Exit codes: 0 every check passed, 1 a check failed at some point, 2 bad usage, 3 an internal error
+(one line, the traceback saved to a file), 130 interrupted (nothing written).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ import pandas as pd
 from harness.reporting import plots, results
 from harness.reporting import tables as report
 from harness.compare import compare, run_config
+from harness import internal
 from harness.config import RunConfig, UsageError, repeated, validate
 from harness.meta import run_metadata
 from impls.registry import names
@@ -153,28 +155,34 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, ValueError) as exc:
         print(f"harness.sweep: error: {exc}", file=sys.stderr)
         return 2
-    grid = points(axes)
-    if not quiet:
-        print(f"harness.sweep: {len(grid)} points, {jobs} job(s); results go to {out}", file=sys.stderr, flush=True)
-    # spawn, not fork: forking a process that has started JAX's threads can deadlock
-    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) if jobs > 1 else _Serial() as pool:
-        measured = list(pool.map(measure, grid, [base] * len(grid)))
-    sweep = pd.concat([frame for frame, _ in measured], ignore_index=True)
-    failures = [line for _, lines in measured for line in lines]
-    summary = report.summary(
-        f"harness.sweep: {len(grid)} points, {base.steps} checked steps each",
-        "**PASS**: every check passed at every point." if sweep.passed.all() else
-        "**FAIL**:\n\n" + "\n".join(f"- {line}" for line in failures),
-        {"Fastest path per framework at each size": fastest(sweep),
-         "Crossovers": "\n".join(f"- {line}" for line in crossovers(sweep)),
-         "Every point (time per step, us)": _wide(sweep)})
-    meta = {"config": {**run_config(base), "axes": list(axes), "grid": {a: list(GRID[a]) for a in axes},
-                       "base": BASE, "jobs": jobs}, "environment": run_metadata()}
-    figures = [(f"scaling_{axis}.png", lambda df, path, a=axis: plots.plot_scaling(df, a, path), sweep)
-               for axis in axes if axis in ("width", "batch", "depth")]
-    written = results.write(out, {"sweep": sweep}, meta, summary, figures)
-    print("\n".join(failures) or "PASS" if quiet else summary)
-    print(f"results: {written}")
+    try:
+        grid = points(axes)
+        if not quiet:
+            print(f"harness.sweep: {len(grid)} points, {jobs} job(s); results go to {out}", file=sys.stderr, flush=True)
+        # spawn, not fork: forking a process that has started JAX's threads can deadlock
+        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) if jobs > 1 else _Serial() as pool:
+            measured = list(pool.map(measure, grid, [base] * len(grid)))
+        sweep = pd.concat([frame for frame, _ in measured], ignore_index=True)
+        failures = [line for _, lines in measured for line in lines]
+        summary = report.summary(
+            f"harness.sweep: {len(grid)} points, {base.steps} checked steps each",
+            "**PASS**: every check passed at every point." if sweep.passed.all() else
+            "**FAIL**:\n\n" + "\n".join(f"- {line}" for line in failures),
+            {"Fastest path per framework at each size": fastest(sweep),
+             "Crossovers": "\n".join(f"- {line}" for line in crossovers(sweep)),
+             "Every point (time per step, us)": _wide(sweep)})
+        meta = {"config": {**run_config(base), "axes": list(axes), "grid": {a: list(GRID[a]) for a in axes},
+                           "base": BASE, "jobs": jobs}, "environment": run_metadata()}
+        figures = [(f"scaling_{axis}.png", lambda df, path, a=axis: plots.plot_scaling(df, a, path), sweep)
+                   for axis in axes if axis in ("width", "batch", "depth")]
+        written = results.write(out, {"sweep": sweep}, meta, summary, figures)
+        print("\n".join(failures) or "PASS" if quiet else summary)
+        print(f"results: {written}")
+    except KeyboardInterrupt:
+        print(f"harness.sweep: interrupted; nothing was written to {out}", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 -- a harness bug: one line, the traceback in a file
+        return internal.report("harness.sweep", exc, out)
     return 0 if sweep.passed.all() else 1
 
 

@@ -28,6 +28,16 @@ def make(name: str, spec: ModelSpec) -> Implementation:
         pytest.skip(str(exc))
 
 
+@pytest.fixture(autouse=True)
+def patches_stay_in_this_process(request):
+    """A test that monkeypatches the harness or an implementation runs every call in this process, where
+    its patch is seen; every other test runs each implementation in its own worker, as users do."""
+    if "monkeypatch" in request.fixturenames:
+        from harness.running import workers
+
+        request.getfixturevalue("monkeypatch").setattr(workers, "ENABLED", False)
+
+
 @pytest.fixture
 def data() -> tuple[np.ndarray, np.ndarray]:
     return xor()

@@ -71,5 +71,5 @@ def test_a_slip_in_the_oracle_stops_the_run_with_exit_3(monkeypatch, capsys, tmp
     code = compare.main(["--steps", "20", "--check-every", "10", "--impls", "numpy", "--dtype", "float64",
                          "--quiet", "--no-plots", "--out", str(out)])
     err = capsys.readouterr().err.splitlines()
-    assert code == 3 and err[-1].startswith("harness.compare: internal error: the oracle's reverse mode")
+    assert code == 3 and err[-1].startswith("harness.compare: internal error: OracleError: the oracle's reverse mode")
     assert not out.exists()

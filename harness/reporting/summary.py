@@ -2,6 +2,8 @@
 all rendered from the verdicts and the tidy tables."""
 from __future__ import annotations
 
+import math
+
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -65,11 +67,18 @@ def failure_line(f: Finding) -> str:
     if f.check == "trajectory":
         where = f"{f.cause} of {f.param} at step {f.cause_step}" if f.param else f.cause
         return (f"trajectory: {who} diverges at step {f.step} (by its {f.detected_by}); first disagreement: {where},"
-                f" relative error {f.rel:.3e} > allowed {f.allowed:.3e}")
+                f" {_exceeds('relative error', f.rel, f.allowed, '.3e')}")
     what = "relative error" if f.check != "update" else "error relative to lr*g"
     note = f"; {f.detail}" if f.detail else ""
-    return (f"{f.check}: {who} step {f.step} {f.param}: {what} {f.rel:.3e} > allowed {f.allowed:.1e}"
+    return (f"{f.check}: {who} step {f.step} {f.param}: {_exceeds(what, f.rel, f.allowed, '.1e')}"
             f" ({f.count} values out of tolerance){note}")
+
+
+def _exceeds(what: str, rel: float, allowed: float, digits: str) -> str:
+    """'relative error 1.2e-03 > allowed 1.0e-08', or that the values are not finite (never 'nan' or 'inf')."""
+    if not math.isfinite(rel):
+        return f"{what}: its values are not finite where the oracle's are (allowed {allowed:{digits}})"
+    return f"{what} {rel:.3e} > allowed {allowed:{digits}}"
 
 
 def _never(step: int | None) -> str:

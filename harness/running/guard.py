@@ -12,7 +12,12 @@ T = TypeVar("T")
 
 
 class Fault(Exception):
-    """An implementation misbehaved; ``str(exc)`` is the one-line fault."""
+    """An implementation misbehaved; ``str(exc)`` is the one-line fault. ``kind`` is the class name of the
+    exception a call raised in a worker process, if it raised one."""
+
+    def __init__(self, message: str, kind: str | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class Hang(BaseException):
@@ -47,6 +52,8 @@ def guarded(label: str, fn: Callable[[], T], seconds: float) -> T:
             return fn()
     except Hang as exc:
         raise Fault(str(exc)) from None
+    except Fault:
+        raise  # already one line (a call into a worker that raised, died or hung)
     except OracleError:
         raise  # the harness's own truth failed: never an implementation's fault
     except Exception as exc:

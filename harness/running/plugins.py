@@ -53,12 +53,14 @@ def validate(impl: object, spec: ModelSpec, params: Params, x: np.ndarray, y: np
         faults.append(f"is named {name!r}, which a built-in implementation already uses")
     if missing:
         return faults
-    faults += _call(impl.forward, "forward", params, (x,), lambda out: _arrays({"predictions": out}, {
-        "predictions": (len(x), spec.layers[-1])}, spec.dtype), seconds)
-    faults += _call(impl.loss_and_grads, "loss_and_grads", params, (x, y), lambda out: _loss_and_grads(out, spec),
-                    seconds)
-    faults += _call(impl.train, "train", params, (x, y, VALIDATION_STEPS, (0, VALIDATION_STEPS)),
-                    lambda out: _train(out, spec), seconds)
+    calls = [(impl.forward, "forward", (x,), lambda out: _arrays({"predictions": out}, {
+                  "predictions": (len(x), spec.layers[-1])}, spec.dtype)),
+             (impl.loss_and_grads, "loss_and_grads", (x, y), lambda out: _loss_and_grads(out, spec)),
+             (impl.train, "train", (x, y, VALIDATION_STEPS, (0, VALIDATION_STEPS)), lambda out: _train(out, spec))]
+    for method, label, args, check in calls:
+        faults += _call(method, label, params, args, check, seconds)
+        if getattr(getattr(impl, "worker", None), "dead", None):  # its process died or hung: nothing more to ask
+            break
     return faults
 
 

@@ -8,6 +8,7 @@ from typing import Callable
 from harness.checks.arrays import cast
 from harness.running import plugins
 from harness.running.guard import Fault, Hang, guarded, one_line, time_limit
+from harness.running.workers import RemoteImpl, Worker, WorkerError, usable
 from harness.running.plugins import Factory
 from impls.interface import Implementation, NotInstalled, Unavailable
 from impls.registry import create, supports
@@ -36,40 +37,57 @@ class Roster:
 
 
 def build(config, extra: dict[str, Factory], params, x, y) -> Roster:
-    """Every implementation the configuration asks for, in each dtype; plugins validated before use."""
+    """Every implementation the configuration asks for, in each dtype, each in a worker process of its own
+    (in this process only where its factory cannot be sent to one); plugins validated before use.
+    Every worker is started first, so they all import their frameworks side by side."""
     roster = Roster(factories={n: partial(create, n) for n in config.impls}, time_limit=config.time_limit)
-    for dtype in config.dtype:
-        spec = config.spec(dtype)
-        for name in config.impls:  # a built-in implementation that fails to build is a fault, like a plugin
-            try:
-                with time_limit(config.time_limit, "construction"):
-                    roster.impls.append(create(name, spec))
-            except NotInstalled as exc:
-                roster.skipped[f"{name} {dtype}"] = str(exc)
-            except Unavailable as exc:  # declining what the registry says it supports is a fault, not a skip
-                if supports(name, dtype) and spec.device == "cpu":
-                    roster.fault(name, dtype, f"declared itself unavailable in {dtype}, which it supports: {exc}")
-                else:
-                    roster.skipped[f"{name} {dtype}"] = str(exc)
-            except Hang as exc:
-                roster.fault(name, dtype, str(exc))
-            except Exception as exc:
-                roster.fault(name, dtype, f"construction raised {type(exc).__name__}: {one_line(exc)}")
-        for label, factory in extra.items():
-            try:
-                impl = factory(spec)
-            except Unavailable as exc:
-                roster.skipped[f"{label} {dtype}"] = str(exc)
-                continue
-            except Exception as exc:
-                roster.fault(label, dtype, f"construction raised {type(exc).__name__}: {exc}")
-                continue
-            found = plugins.validate(impl, spec, cast(params, dtype), x, y, config.time_limit)
-            name = getattr(impl, "name", label)
-            name = name if isinstance(name, str) and name else label
-            for fault in found:
-                roster.fault(name, dtype, fault)
-            if not found:
-                roster.impls.append(impl)
-                roster.factories[impl.name] = factory
+    wanted = [(name, factory, config.spec(dtype)) for dtype in config.dtype
+              for name, factory in [*roster.factories.items(), *extra.items()]]
+    started = [Worker(f"{name} {spec.dtype}", factory, (spec,), config.time_limit) if usable(factory) else None
+               for name, factory, spec in wanted]
+    for (name, factory, spec), worker in zip(wanted, started):
+        impl = _construct(roster, name, factory, spec, worker, builtin=name in config.impls)
+        if impl is None:
+            continue
+        if name in config.impls:  # built-in
+            roster.impls.append(impl)
+            continue
+        found = plugins.validate(impl, spec, cast(params, spec.dtype), x, y, config.time_limit)
+        label = getattr(impl, "name", name)
+        label = label if isinstance(label, str) and label else name
+        for fault in found:
+            roster.fault(label, spec.dtype, fault)
+        if not found:
+            roster.impls.append(impl)
+            roster.factories[impl.name] = factory
+        elif isinstance(impl, RemoteImpl):
+            impl.worker.stop()
     return roster
+
+
+def _construct(roster: Roster, name: str, factory: Factory, spec, worker: Worker | None,
+               builtin: bool) -> Implementation | None:
+    """The implementation built in its worker (or here), or None with the reason recorded."""
+    dtype = spec.dtype
+    try:
+        if worker is not None:
+            return RemoteImpl(worker, roster.time_limit)
+        with time_limit(roster.time_limit, "construction"):
+            return factory(spec)
+    except Fault as exc:  # the worker died or hung while building it
+        roster.fault(name, dtype, str(exc))
+    except Hang as exc:
+        roster.fault(name, dtype, str(exc))
+    except (WorkerError, Exception) as exc:
+        kind = exc.kind if isinstance(exc, WorkerError) else type(exc).__name__
+        if isinstance(exc, NotInstalled) or kind == "NotInstalled":
+            roster.skipped[f"{name} {dtype}"] = str(exc)
+        elif isinstance(exc, Unavailable) or kind == "Unavailable":
+            # declining what the registry says it supports is a fault, not a skip
+            if builtin and supports(name, dtype) and spec.device == "cpu":
+                roster.fault(name, dtype, f"declared itself unavailable in {dtype}, which it supports: {exc}")
+            else:
+                roster.skipped[f"{name} {dtype}"] = str(exc)
+        else:
+            roster.fault(name, dtype, f"construction raised {kind}: {one_line(exc)}")
+    return None

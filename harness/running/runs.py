@@ -2,19 +2,16 @@
 from __future__ import annotations
 
 import os
-import pickle
-import signal
 import time
 from dataclasses import dataclass
-from multiprocessing import get_context
-from typing import Callable
 
 import numpy as np
 
 from harness.running.guard import Fault, guarded
+from harness.running.workers import POLL_S, RemoteImpl, Worker, wait
+from harness.truth.oracle import OracleError
 from harness.truth.references import Reference, ReferenceJob, first_nonfinite
 from impls.interface import Implementation, Params, TrainResult
-from impls.spec import ModelSpec
 
 
 @dataclass
@@ -54,69 +51,82 @@ def train(impl: Implementation, params: Params, x: np.ndarray, y: np.ndarray, st
     return Run(impl, result, time.perf_counter() - start)
 
 
-PARALLEL_MIN_WORK = 200_000  # total steps below which worker processes cost more than they save
 US_PER_STEP = {"torch": 150, "numpy-fd": 45, "numpy": 33}  # rough 2-4-1 costs, to start the slowest first
 REFERENCE_US_PER_STEP = 15  # the oracle's loop, longdouble or a stack of three in float64 or float32
 OTHER_US_PER_STEP = 10
 
 
-def _quiet_worker() -> None:
-    """Workers leave Ctrl-C to the parent, which stops them all and writes nothing."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _impl_job(factory: Callable, spec: ModelSpec, params: Params, x, y, steps: int, every: int, limit: float):
-    """In a worker: build the implementation and run its trajectory; a fault comes back as text."""
-    try:
-        impl = guarded("construction", lambda: factory(spec), limit)
-        run = guarded("train()", lambda: train(impl, params, x, y, steps, every), limit)
-    except Fault as exc:
-        return str(exc)
+def timed_train(impl: Implementation, params: Params, x, y, steps: int, every: int) -> tuple[TrainResult, float]:
+    """In the implementation's worker: its trajectory and the loop's wall time."""
+    run = train(impl, params, x, y, steps, every)
     return run.result, run.wall_s
 
 
-def _reference_job(job: ReferenceJob, params: Params, x, y, steps: int, every: int):
-    """In a worker: the oracle's runs in one dtype (never time-limited: the truth is not on trial)."""
+def _reference_run(job: ReferenceJob, params: Params, x, y, steps: int, every: int) -> list[Reference]:
+    """In a worker of its own: the oracle's runs in one dtype (never time-limited: the truth is not on trial)."""
     return job(params, x, y, steps, checkpoint_steps(steps, every))
 
 
-def train_all(jobs: list[tuple[Implementation, Callable]], references: list[ReferenceJob], params: Params,
+def train_all(impls: list[Implementation], references: list[ReferenceJob], params: Params,
               x: np.ndarray, y: np.ndarray, steps: int, every: int, limit: float
               ) -> tuple[list[Run | str], list[list[Reference]]]:
     """Every implementation's trajectory (a Run, or the fault that stopped it) and the oracle's runs, in order.
 
-    Long runs go to two worker processes (spawned, so no JAX threads are forked),
-    slowest first; each trajectory's wall time is taken inside its worker, beside
-    at most one other. Short runs, one core, or a factory that cannot be sent to
-    a worker (a lambda) run here, one after another.
+    Each trajectory runs in its implementation's worker, and each of the oracle's in
+    a worker of its own, at most one per core at a time, slowest first; each wall
+    time is taken inside its worker, beside at most one other. An implementation
+    built in this process (its factory could not be sent to a worker) trains here.
     """
-    count = len(jobs) + len(references)
-    if steps * count < PARALLEL_MIN_WORK or (os.cpu_count() or 1) < 2 or not _picklable(jobs):
-        runs = [_here(impl, params, x, y, steps, every, limit) for impl, _ in jobs]
-        return runs, [_reference_job(job, params, x, y, steps, every) for job in references]
-    tasks = [(_impl_job, (factory, impl.spec, dict(params), x, y, steps, every, limit),
-              US_PER_STEP.get(impl.name, OTHER_US_PER_STEP)) for impl, factory in jobs]
-    tasks += [(_reference_job, (job, dict(params), x, y, steps, every), REFERENCE_US_PER_STEP) for job in references]
-    order = sorted(range(len(tasks)), key=lambda i: -tasks[i][2])
-    with get_context("spawn").Pool(2, initializer=_quiet_worker) as pool:  # exiting terminates the workers
-        pending = {i: pool.apply_async(tasks[i][0], tasks[i][1]) for i in order}
-        while not all(p.ready() for p in pending.values()):
-            next(p for p in pending.values() if not p.ready()).wait(0.2)  # short waits keep signals deliverable
-        done = {i: p.get() for i, p in pending.items()}
-    runs = [Run(impl, *done[i]) if isinstance(done[i], tuple) else done[i] for i, (impl, _) in enumerate(jobs)]
-    return runs, [done[len(jobs) + j] for j in range(len(references))]
-
-
-def _here(impl: Implementation, params, x, y, steps: int, every: int, limit: float) -> Run | str:
+    done: dict[int, object] = {}
+    for i, impl in enumerate(impls):
+        if not isinstance(impl, RemoteImpl):
+            done[i] = _here(impl, params, x, y, steps, every, limit)
+    args = (dict(params), x, y, steps, every)
+    oracle_workers = [Worker(f"oracle {job.dtype}", ReferenceJob, (job.spec, job.dtype)) for job in references]
     try:
-        return guarded("train()", lambda: train(impl, params, x, y, steps, every), limit)
+        tasks = [(i, impl.worker, timed_train, "train()", US_PER_STEP.get(impl.name, OTHER_US_PER_STEP), limit)
+                 for i, impl in enumerate(impls) if i not in done]
+        tasks += [(len(impls) + j, w, _reference_run, "the oracle's run", REFERENCE_US_PER_STEP, 0.0)
+                  for j, w in enumerate(oracle_workers)]
+        done.update(schedule(sorted(tasks, key=lambda t: -t[4]), args))
+    finally:
+        for w in oracle_workers:
+            w.close()
+    for j in range(len(references)):
+        found = done[len(impls) + j]
+        if isinstance(found, Fault):
+            if found.kind == "OracleError":
+                raise OracleError(str(found))
+            raise RuntimeError(f"the oracle's {references[j].dtype} run failed: {found}")
+    runs = [Run(impl, *done[i]) if isinstance(done[i], tuple) else str(done[i]) for i, impl in enumerate(impls)]
+    return runs, [done[len(impls) + j] for j in range(len(references))]
+
+
+def schedule(tasks: list[tuple], args: tuple) -> dict[int, object]:
+    """Run (key, worker, fn, label, cost, seconds) tasks in order, one per core at a time: key -> value or Fault."""
+    slots = max(1, min(2, os.cpu_count() or 1))
+    queue, running, done = list(tasks), {}, {}
+    while queue or running:
+        while queue and len(running) < slots:
+            key, worker, fn, label, _, seconds = queue.pop(0)
+            try:
+                worker.submit(fn, args, label, seconds)
+                running[key] = worker
+            except Fault as exc:
+                done[key] = exc
+        wait([w for w in running.values()], POLL_S)
+        for key, worker in list(running.items()):
+            if worker.ready():
+                del running[key]
+                try:
+                    done[key] = worker.result()
+                except Fault as exc:
+                    done[key] = exc
+    return done
+
+
+def _here(impl: Implementation, params, x, y, steps: int, every: int, limit: float) -> tuple | str:
+    try:
+        return guarded("train()", lambda: timed_train(impl, params, x, y, steps, every), limit)
     except Fault as exc:
         return str(exc)
-
-
-def _picklable(jobs) -> bool:
-    try:
-        pickle.dumps([factory for _, factory in jobs])
-        return True
-    except Exception:
-        return False

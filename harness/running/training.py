@@ -26,7 +26,7 @@ def train_everything(config, roster: Roster, params, x: np.ndarray, y: np.ndarra
     """Train all; an implementation whose loop raises or hangs becomes a fault in ``roster`` and has no Run."""
     jobs = [ReferenceJob(config.spec("float64"), ORACLE_DTYPE)]
     jobs += [ReferenceJob(config.spec(dtype), dtype) for dtype in config.dtype]
-    trained, oracle_runs = train_all([(i, roster.factories[i.name]) for i in roster.impls], jobs, params, x, y,
+    trained, oracle_runs = train_all(roster.impls, jobs, params, x, y,
                                      config.steps, config.check_every, config.time_limit)
     runs, record = [], checkpoint_steps(config.steps, config.check_every)
     for impl, run in zip(roster.impls, trained):

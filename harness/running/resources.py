@@ -1,0 +1,132 @@
+"""What a run will need, estimated before any work starts: memory (refused when it does not fit) and time.
+
+Memory counts what the run holds at once: every implementation's per-step losses
+and checkpoints (in its worker and again here), its activations, the oracle's
+runs (longdouble, and a stack of three in each dtype), the per-step tables, and
+the complex-step copies of the network. Time is the per-step cost of each
+trajectory, from a fixed per-call overhead per implementation plus the matmul
+work at a rate measured here and now in each dtype (longdouble's matmuls have no
+BLAS, so the oracle's cost grows fastest), spread over the two cores the
+trajectories share, plus the checks at every checkpoint. Both are estimates,
+meant to be right within a factor of about two: enough to refuse a run that
+would take days or swap, and to say how long a long one will take.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from harness.running.runs import checkpoint_steps
+from harness.truth.oracle import FULL_COMPLEX_STEP_MAX, VERIFY_DIRECTIONS
+from impls.spec import ORACLE_DTYPE
+
+US_PER_STEP = {"torch": 150, "torch-compile": 60, "numpy-fd": 45, "numpy": 33, "numpy-fast": 8, "jax": 1,
+               "jax-step": 30}  # per-step overhead at 2-4-1, measured here; a plugin is taken as numpy's
+PLUGIN_US_PER_STEP = 33
+ORACLE_US_PER_STEP = 15  # the oracle's loop per step at 2-4-1 (longdouble, or a stack of three)
+MATMULS_PER_STEP = 3  # forward, and two in the backward pass
+ACTIVATION_COPIES = 8  # arrays of k x width alive per layer in a step (inputs, z, outputs, deltas, slopes, ...)
+LOSS_COPIES = 3  # per-step losses: in the worker, in transit, and here
+TABLE_BYTES_PER_STEP = 96  # the per-step loss table (impl, dtype, step, loss, error, allowed) here, per run
+PER_CHECKPOINT_CALL_S = 0.002  # one teacher-forced call into an implementation's worker, with its update
+SLOTS = 2  # trajectories side by side
+SHOW_ESTIMATE_S = 30.0  # runs expected to take longer say so at the start
+MEMORY_HEADROOM = 0.8  # of the memory available, what a run may plan to use
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Bytes at the peak, seconds of wall time, and the largest single part of each (to name it)."""
+
+    bytes: float
+    seconds: float
+    biggest_bytes: str
+    biggest_seconds: str
+
+
+def _bytes(dtype: str) -> int:
+    return np.dtype(np.longdouble if dtype == ORACLE_DTYPE else dtype).itemsize
+
+
+def flop_seconds(dtype: str, size: int = 64) -> float:
+    """Seconds per multiply-add of a size x size matmul in ``dtype`` here (best of three: a few ms)."""
+    a = np.ones((size, size), np.longdouble if dtype == ORACLE_DTYPE else dtype)
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        a @ a
+        best = min(best, time.perf_counter() - start)
+    return best / size**3
+
+
+def estimate(config, x: np.ndarray) -> Estimate:
+    """Memory and wall time of ``config`` on data with ``x``'s sample count, before anything runs."""
+    widths, k, steps = config.layers, x.shape[0], config.steps
+    macs = k * sum(n * m for n, m in zip(widths, widths[1:]))  # multiply-adds of one forward pass
+    params = sum((n + 1) * m for n, m in zip(widths, widths[1:]))
+    checkpoints = len(checkpoint_steps(steps, config.check_every))
+    activations = k * sum(widths) * ACTIVATION_COPIES
+    runs = [(name, dtype) for dtype in config.dtype for name in (*config.impls, *config.impl)]
+    memory = {f"{name} {dtype}": LOSS_COPIES * steps * 8 + 2 * checkpoints * params * _bytes(dtype)
+              + activations * _bytes(dtype) + steps * TABLE_BYTES_PER_STEP for name, dtype in runs}
+    stacks = [(ORACLE_DTYPE, 1), *((d, 3) for d in config.dtype)]
+    for dtype, count in stacks:
+        memory[f"the oracle's {dtype} run"] = count * (LOSS_COPIES * steps * _bytes(dtype)
+                                                       + 2 * checkpoints * params * _bytes(dtype)
+                                                       + activations * _bytes(dtype))
+    copies = params if params * macs <= FULL_COMPLEX_STEP_MAX else VERIFY_DIRECTIONS
+    memory["the oracle's complex step"] = copies * activations * 2 * _bytes(ORACLE_DTYPE)
+    rates = {d: flop_seconds(d) for d in {ORACLE_DTYPE, *config.dtype}}
+    seconds = {}
+    for name, dtype in runs:
+        overhead = US_PER_STEP.get(name, PLUGIN_US_PER_STEP) * 1e-6
+        seconds[f"{name} {dtype}"] = steps * (overhead + MATMULS_PER_STEP * macs * rates[dtype])
+    for dtype, count in stacks:
+        seconds[f"the oracle's {dtype} run"] = steps * (ORACLE_US_PER_STEP * 1e-6
+                                                        + count * MATMULS_PER_STEP * macs * rates[dtype])
+    trajectories = max(sum(seconds.values()) / SLOTS, max(seconds.values()))
+    checks = checkpoints * (len(runs) * PER_CHECKPOINT_CALL_S
+                            + copies * MATMULS_PER_STEP * macs * rates[ORACLE_DTYPE] * 4)  # complex: 4 real products
+    return Estimate(sum(memory.values()), trajectories + checks, max(memory, key=memory.get),
+                    max(seconds, key=seconds.get))
+
+
+def available_bytes(meminfo: Path = Path("/proc/meminfo")) -> float | None:
+    """Memory available to a new process (Linux's MemAvailable), or None where it cannot be read."""
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def refusal(found: Estimate, max_hours: float, available: float | None) -> str | None:
+    """Why the run must not start (one line), or None."""
+    if available is not None and found.bytes > MEMORY_HEADROOM * available:
+        return (f"this run needs about {size(found.bytes)} of memory (most for {found.biggest_bytes}), and"
+                f" {size(available)} is available; use fewer --steps, a larger --check-every or a smaller network")
+    if found.seconds > max_hours * 3600:
+        return (f"this run is estimated at {duration(found.seconds)} (the longest part: {found.biggest_seconds}),"
+                f" beyond --max-hours {max_hours:g}; raise --max-hours to run it anyway")
+    return None
+
+
+def duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def size(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"

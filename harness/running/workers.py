@@ -1,0 +1,339 @@
+"""One worker process per implementation: a crash, an abort or a hang inside it becomes a one-line fault.
+
+A ``Worker`` builds one object (an implementation, or the oracle's jobs) from a
+picklable factory in a spawned process and serves calls on it, one at a time,
+for as long as the run lasts, so the implementation keeps its compiled state
+between calls. The main process only sends arguments and waits in short polls,
+so Ctrl-C and SIGTERM reach it at once; whatever stops a call (an exception, a
+signal, ``os._exit``, the kernel's OOM killer, a hang past the time limit) comes
+back as ``Fault`` with one line naming the call and the cause, and a worker that
+died or hung is killed and stays dead. ``stop_all`` ends every worker.
+"""
+from __future__ import annotations
+
+import inspect
+import multiprocessing
+import pickle
+import signal
+import sys
+import time
+import traceback
+import warnings
+from multiprocessing import connection, get_context
+from multiprocessing.connection import Connection
+from functools import partial
+from typing import Any, Callable
+
+import numpy as np
+
+from harness.meta import framework_info
+from harness.running.guard import Fault, one_line
+
+ENABLED = True  # False runs every call in this process (tests that monkeypatch code a worker would not see)
+POLL_S = 0.05  # longest wait for a reply before the main process looks at signals and the clock again
+_LIVE: set["Worker"] = set()
+# A fork server imports the harness once, without torch or JAX, and forks each worker from that clean
+# process: a worker starts in milliseconds, where a spawned one imports the harness again (about 0.8 s).
+# No plain fork of this process: JAX's and torch's threads do not survive one.
+PRELOAD = ["numpy", "scipy.special", "pandas", "harness.running.workers", "harness.truth.references",
+           "impls.interface", "impls.registry"]
+_CONTEXT = get_context("forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
+
+
+def _preload() -> None:
+    """Before the fork server starts: what it imports once for every worker, with every harness module
+    this process has loaded (a worker runs its main module's body again, cheap once those are imported)."""
+    main = getattr(sys.modules["__main__"], "__spec__", None)
+    loaded = [m for m in list(sys.modules) if m.startswith("harness.") and (main is None or m != main.name)]
+    _CONTEXT.set_forkserver_preload(PRELOAD + loaded)
+
+
+class WorkerError(Exception):
+    """The object could not be built in the worker; ``kind`` is the exception's class name."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def _serve(conn: Connection, factory: Callable, args: tuple) -> None:
+    """In the worker: build the object, then answer (function, args) calls until told to stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it ends every worker
+    np.seterr(all="ignore")  # overflow to inf or NaN is a result here, reported per run, as in the main process
+    warnings.simplefilter("ignore", RuntimeWarning)
+    try:
+        hosted = factory(*args)
+        conn.send(("ok", _describe(hosted)))
+    except BaseException as exc:  # noqa: BLE001 -- whatever stops construction is reported, by class name
+        conn.send(("raised", _kind(exc), one_line(exc), _where(exc)))
+        return
+    while True:
+        message = conn.recv()
+        if message is None:
+            return
+        fn, call_args = message
+        try:
+            result = fn(hosted, *call_args)
+        except BaseException as exc:  # noqa: BLE001
+            conn.send(("raised", type(exc).__name__, one_line(exc), _where(exc)))
+            continue
+        try:
+            conn.send(("ok", result))
+        except Exception as exc:  # noqa: BLE001 -- e.g. a result that cannot be pickled
+            conn.send(("raised", type(exc).__name__, f"its result could not be sent back: {one_line(exc)}", ""))
+
+
+PLAIN = (str, int, float, bool, type(None))
+METHODS = ("forward", "loss_and_grads", "train")  # the common interface's calls
+
+
+def _kind(exc: BaseException) -> str:
+    """The class name, or the interface's own class an implementation's exception derives from."""
+    from impls.interface import NotInstalled, Unavailable
+
+    return next((c.__name__ for c in (NotInstalled, Unavailable) if isinstance(exc, c)), type(exc).__name__)
+
+
+def _describe(hosted: object) -> dict[str, Any]:
+    """The plain attributes the main process reads without a call (name, spec, exact, conventions)."""
+    found = {}
+    for k in dir(hosted):
+        if not k.startswith("_"):
+            value = inspect.getattr_static(hosted, k, None)  # never runs a property
+            if isinstance(value, PLAIN) or k == "spec":
+                found[k] = value
+    found["methods"] = [m for m in METHODS if callable(getattr(hosted, m, None))]
+    found["environment"] = framework_info(set(sys.modules))  # torch's and jax's settings, where they run
+    return found
+
+
+def _where(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+
+
+def cause_of_death(exitcode: int | None) -> str:
+    """'killed by SIGSEGV', 'exited with code 3', ... for a worker that ended on its own."""
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exited with code {exitcode}"
+
+
+class Worker:
+    """A spawned process hosting ``factory(*args)``; ``call`` runs ``fn(hosted, *call_args)`` there."""
+
+    def __init__(self, label: str, factory: Callable, args: tuple = (), seconds: float = 0.0) -> None:
+        self.label = label
+        self.dead: str | None = None  # why no further call can be made
+        if _CONTEXT.get_start_method() == "forkserver" and not _LIVE:
+            _preload()
+        self._conn, child = _CONTEXT.Pipe()
+        self._process = _CONTEXT.Process(target=_serve, args=(child, factory, args), daemon=True,
+                                         name=f"xor-harness {label}")
+        self._process.start()
+        child.close()
+        _LIVE.add(self)
+        self._pending: str | None = None
+        self._started = time.perf_counter()
+        self._seconds = seconds
+        self._attributes: dict[str, Any] | None = None
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        """The hosted object's plain attributes, once it is built (waits for it; WorkerError or Fault if
+        building it raised, died or hung). Workers started together build side by side."""
+        if self._attributes is None:
+            reply = self._wait("construction", self._seconds, self._started)
+            if reply[0] != "ok":
+                self.stop()
+                raise WorkerError(reply[1], reply[2])
+            self._attributes = reply[1]
+        return self._attributes
+
+    def submit(self, fn: Callable, args: tuple, label: str, seconds: float = 0.0) -> None:
+        """Start ``fn(hosted, *args)`` in the worker; collect it with ``result``."""
+        self.attributes  # noqa: B018 -- built first
+        if self.dead:
+            raise Fault(f"{label} not run: {self.dead}")
+        self._conn.send((fn, args))
+        self._pending, self._started, self._seconds = label, time.perf_counter(), seconds
+
+    def ready(self) -> bool:
+        """Whether the pending call has an answer, or the worker died, or the call ran out of time."""
+        return (self._conn.poll() or not self._process.is_alive()
+                or 0 < self._seconds < time.perf_counter() - self._started)
+
+    def result(self) -> Any:
+        """The pending call's value; Fault if it raised, hung or the worker died."""
+        label, self._pending = self._pending, None
+        reply = self._wait(label, self._seconds, self._started)
+        if reply[0] == "ok":
+            return reply[1]
+        raise Fault(f"{label} raised {reply[1]}: {reply[2]}", kind=reply[1])
+
+    def call(self, fn: Callable, args: tuple, label: str, seconds: float = 0.0) -> Any:
+        self.submit(fn, args, label, seconds)
+        return self.result()
+
+    def _wait(self, label: str, seconds: float, started: float | None = None) -> tuple:
+        started = time.perf_counter() if started is None else started
+        try:
+            while not self._conn.poll(POLL_S):
+                if not self._process.is_alive():
+                    self._process.join()
+                    if self._conn.poll():  # it answered, then ended
+                        break
+                    self._die(f"{cause_of_death(self._process.exitcode)} during {label}")
+                if 0 < seconds < time.perf_counter() - started:
+                    self._die(f"{label} ran past the {seconds:g} s time limit and was stopped")
+            return self._conn.recv()
+        except (EOFError, OSError):
+            self._process.join(1)
+            self._die(f"{cause_of_death(self._process.exitcode)} during {label}")
+        except BaseException:  # Ctrl-C, SIGTERM or a limit from outside: the call's state is unknown
+            self.stop()
+            raise
+
+    def _die(self, why: str):
+        self.stop()
+        self.dead = why
+        raise Fault(why)
+
+    def stop(self) -> None:
+        """End the worker now (it holds nothing that needs saving)."""
+        _LIVE.discard(self)
+        if self._process.is_alive():
+            self._process.kill()
+        self._process.join()
+        self._conn.close()
+        self.dead = self.dead or "its worker was stopped"
+
+    def close(self) -> None:
+        """Ask the worker to finish, then make sure it has."""
+        if self._process.is_alive() and not self.dead:
+            try:
+                self._conn.send(None)
+                self._process.join(2)
+            except (OSError, BrokenPipeError):
+                pass
+        self.stop()
+
+
+def wait(workers: list[Worker], timeout: float) -> None:
+    """Return when one of ``workers`` answers or ends, or after ``timeout`` seconds."""
+    handles = [h for w in workers for h in (w._conn, w._process.sentinel)]  # noqa: SLF001
+    if handles:
+        connection.wait(handles, timeout)
+    else:
+        time.sleep(timeout)
+
+
+def stop_all() -> None:
+    """End every live worker (on Ctrl-C, SIGTERM, or the end of a run)."""
+    for worker in list(_LIVE):
+        worker.stop()
+
+
+def pid_of(worker: Worker) -> int | None:
+    return worker._process.pid  # noqa: SLF001 -- for tests that kill a worker from outside
+
+
+def in_worker() -> bool:
+    """True inside a worker process (for code that must not spawn workers of its own)."""
+    return _CONTEXT.current_process().name.startswith("xor-harness ")
+
+
+
+def _method(hosted: object, name: str, args: tuple, kwargs: dict) -> tuple[Any, dict]:
+    """In the worker: the call's value, and every input array it changed (so the caller's copy can change too)."""
+    before = {place: value.copy() for place, value in _arrays(args)}
+    result = getattr(hosted, name)(*args, **kwargs)
+    changed = {place: value for place, value in _arrays(args) if not np.array_equal(value, before[place], equal_nan=True)}
+    return result, changed
+
+
+def _arrays(args: tuple):
+    """((position, key), array) for every array given, directly or in a dict of named arrays."""
+    for i, arg in enumerate(args):
+        if isinstance(arg, np.ndarray):
+            yield (i, None), arg
+        elif isinstance(arg, dict):
+            yield from (((i, k), v) for k, v in arg.items() if isinstance(v, np.ndarray))
+
+
+def usable(factory: Callable) -> bool:
+    """Whether ``factory`` can build in a worker: it pickles (a lambda does not), and this process may
+    start one (a daemonic process, e.g. a multiprocessing.Pool's, may not)."""
+    if not ENABLED or _CONTEXT.current_process().daemon:
+        return False
+    try:
+        pickle.dumps(factory)
+        return True
+    except Exception:  # noqa: BLE001 -- pickling can raise anything
+        return False
+
+
+class RemoteImpl:
+    """An implementation living in its own worker, with the common interface: every call goes there.
+
+    Its plain attributes (name, spec, exact, conventions) were read once, when it was built; a method
+    the hosted object lacks is missing here too, so validation sees what the plugin offers."""
+
+    def __init__(self, worker: Worker, seconds: float) -> None:
+        self.worker, self.seconds = worker, seconds
+        self.environment = worker.attributes["environment"]
+        for key, value in worker.attributes.items():
+            if key not in ("methods", "environment"):
+                setattr(self, key, value)
+        for method in worker.attributes["methods"]:
+            setattr(self, method, partial(self._remote, method))
+
+    def _remote(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        result, changed = self.worker.call(_method, (method, args, kwargs), f"{method}()", self.seconds)
+        for (i, key), value in changed.items():  # an implementation that writes into its inputs does so here too
+            target = args[i] if key is None else args[i][key]
+            if isinstance(target, np.ndarray) and target.flags.writeable and target.shape == value.shape:
+                np.copyto(target, value, casting="unsafe")
+        return result
+
+    def run(self, fn: Callable, *args: Any, label: str) -> Any:
+        """``fn(implementation, *args)`` in the worker (e.g. a timed trajectory, or timings)."""
+        return self.worker.call(fn, args, label, self.seconds)
+
+
+class RemoteOracle:
+    """The oracle in a worker of its own: its truth, reverse mode and forward pass, computed there."""
+
+    def __init__(self, spec) -> None:
+        from harness.truth.oracle import Oracle
+
+        self.spec = spec
+        self.worker = Worker("oracle", Oracle, (spec,))
+        self._cache: dict[bytes, Any] = {}
+
+    def _remote(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        from harness.truth.oracle import OracleError
+
+        key = pickle.dumps((method, args, kwargs))  # the checks ask for the same states once per implementation
+        if key in self._cache:
+            return self._cache[key]
+        try:
+            self._cache[key] = found = self.worker.call(_method, (method, args, kwargs), f"the oracle's {method}()")[0]
+            return found
+        except Fault as exc:  # the harness's own truth failed: never an implementation's fault
+            raise OracleError(str(exc)) from None
+
+    def truth(self, params, x, y):
+        return self._remote("truth", params, x, y)
+
+    def reverse(self, *args, **kwargs):
+        return self._remote("reverse", *args, **kwargs)
+
+    def preactivations(self, params, x):
+        return self._remote("preactivations", params, x)
+
+    def loss(self, params, x, y):
+        return self._remote("loss", params, x, y)

@@ -1,0 +1,83 @@
+"""Isolation: an implementation that kills, exits or hangs its process becomes one fault line; the rest is compared."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import compare
+from harness.running.workers import RemoteImpl, Worker, cause_of_death, pid_of
+from harness.running.guard import Fault
+from impls.registry import create
+from impls.spec import ModelSpec
+
+ROOT = Path(__file__).resolve().parent.parent
+SHORT = ["--steps", "20", "--check-every", "10", "--dtype", "float64", "--quiet", "--no-plots"]
+
+
+@pytest.mark.parametrize("plugin, line", [
+    ("tests.crashy:SegfaultsInLossAndGrads", "faulty: crashy float64: killed by SIGSEGV during loss_and_grads()"),
+    ("tests.crashy:ExitsInTrain", "faulty: exits float64: exited with code 3 during train()"),
+])
+def test_a_worker_that_dies_is_one_fault_line_and_the_rest_is_compared(plugin, line, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = compare.main([*SHORT, "--impls", "numpy", "--impl", plugin, "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 1
+    assert line in printed, printed
+    assert "numpy" in (out / "verdicts.csv").read_text()  # the rest was compared and written
+
+
+def test_a_hang_inside_c_is_stopped_at_the_time_limit(tmp_path, capsys):
+    out = tmp_path / "out"
+    start = time.perf_counter()
+    code = compare.main([*SHORT, "--impls", "numpy", "--impl", "tests.crashy:HangsInC", "--time-limit", "3",
+                         "--out", str(out)])
+    assert code == 1 and time.perf_counter() - start < 60
+    assert "forward() ran past the 3 s time limit and was stopped" in capsys.readouterr().out
+
+
+def test_a_dead_worker_is_named_by_its_signal(data, notebook_params):
+    impl = RemoteImpl(Worker("numpy float64", create, ("numpy", ModelSpec())), 60)
+    os.kill(pid_of(impl.worker), signal.SIGKILL)  # as the kernel's OOM killer would
+    with pytest.raises(Fault, match="killed by SIGKILL during forward"):
+        impl.forward(notebook_params, data[0])
+    with pytest.raises(Fault, match="not run: killed by SIGKILL"):  # and it stays dead
+        impl.forward(notebook_params, data[0])
+    assert cause_of_death(-11) == "killed by SIGSEGV" and cause_of_death(3) == "exited with code 3"
+
+
+def test_sigterm_ends_the_run_and_every_worker_at_once(tmp_path):
+    """Even while an implementation computes inside C, the main process answers SIGTERM and leaves nothing."""
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "harness.compare", *SHORT, "--impls", "numpy",
+                             "--impl", "tests.crashy:HangsInC", "--out", str(out)], cwd=ROOT,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    time.sleep(6)  # workers built, the plugin asleep in C
+    children = _descendants(proc.pid)
+    start = time.perf_counter()
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(timeout=30)
+    assert code == 143 and time.perf_counter() - start < 5
+    assert not out.exists()
+    deadline = time.perf_counter() + 5
+    while [pid for pid in children if _alive(pid)] and time.perf_counter() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in children if _alive(pid)], "a worker outlived the run"
+
+
+def _descendants(pid: int) -> list[int]:
+    found = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout.split()
+    return [int(p) for p in found] + [d for p in found for d in _descendants(int(p))]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"

@@ -1,0 +1,52 @@
+"""Input that no run can serve is refused up front (exit 2, one line); a harness bug is one line and exit 3."""
+import re
+from pathlib import Path
+
+import pytest
+
+from harness import compare
+from harness.config import RunConfig
+from harness.data import load
+from harness.running import resources
+
+QUIET = ["--quiet", "--no-plots"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--steps", "20000000000", "--impls", "numpy", "--dtype", "float64"], "of memory (most for"),
+    (["--layers", "2,200000,200000,1", "--activations", "tanh,tanh,sigmoid"], "of memory (most for"),
+    (["--dataset", "parity:16", "--layers", "16,4096,4096,1", "--activations", "tanh,tanh,sigmoid", "--steps", "3",
+      "--check-every", "1", "--impls", "numpy", "--dtype", "float64"], "this run needs about"),
+    (["--steps", "2000000", "--max-hours", "0.01"], "beyond --max-hours 0.01"),
+    (["--lr", "1e308"], "--lr 1e+308 overflows float32"),
+])
+def test_a_run_that_cannot_fit_is_refused_before_it_starts(argv, message, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert compare.main([*argv, *QUIET, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not out.exists()
+
+
+def test_the_estimate_of_the_default_run_is_of_the_right_size():
+    """The default compare takes about 30 s here; the estimate must be within a factor of 3 of that."""
+    config = RunConfig()
+    found = resources.estimate(config, load(config.dataset)[0])
+    assert 10 < found.seconds < 90 and found.biggest_seconds == "torch float64"
+    assert found.bytes < 2**30
+
+
+def test_a_bug_in_the_harness_is_one_line_exit_3_with_the_traceback_saved(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("planted")
+
+    monkeypatch.setattr(compare.summary, "summary_md", broken)
+    code = compare.main(["--steps", "3", "--impls", "numpy", *QUIET, "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 3 and len(err.splitlines()) == 1
+    assert err.startswith("harness.compare: internal error: ZeroDivisionError: planted; traceback saved to ")
+    saved = Path(re.search(r"traceback saved to (\S+);", err).group(1))
+    assert "Traceback" in saved.read_text() and "planted" in saved.read_text()
+    assert not out.exists()
