@@ -4,17 +4,20 @@ Compares every available implementation on one configuration (defaults: the
 notebook's run, every implementation, float64 and float32) against an oracle
 that shares no code with them. This module only wires the stages together, in
 the order the data flows:
-1. configuration (harness/config.py) and initial weights (harness/init.py);
-2. which implementations run (harness/running/roster.py);
+1. configuration (harness/config.py), what it will need (harness/running/resources.py)
+   and initial weights (harness/init.py);
+2. which implementations run (harness/running/roster.py), each in a worker process
+   of its own (harness/running/workers.py, remote.py);
 3. training: the truth, the reference runs in each dtype and every native loop
-   (harness/running/training.py, worker processes for long runs);
+   (harness/running/training.py);
 4. checks (harness/checks/suite.py): teacher-forced loss, gradients and updates,
    finite differences, free-running trajectories within the measured rounding
    envelope, the replay that names a divergence's cause;
 5. the verdict (harness/checks/verdict.py), the one place pass or fail is decided;
 6. the report (harness/reporting/): tables, summary.md, plots, written atomically.
 Exit codes: 0 every check passed, 1 a check failed (printed), 2 bad usage,
-3 an internal error (the oracle disagreed with itself, or another harness bug: one line, the traceback saved to a file), 130/143 interrupted (nothing written).
+3 an internal error (the oracle disagreed with itself, or another harness bug: one line, the
+traceback saved to a file), 130/143 interrupted (nothing written).
 """
 from __future__ import annotations
 
@@ -38,8 +41,8 @@ from harness.init import initial_params
 from harness.meta import run_metadata
 from harness.reporting import plots, results, summary
 from harness.reporting.tables import stored_losses
-from harness.running import plugins, resources, roster, timing, workers
-from harness.running.workers import RemoteOracle
+from harness.running import plugins, remote, resources, roster, timing, workers
+from harness.running.remote import RemoteOracle
 from harness.running.plugins import Factory, PluginError
 from harness.running.training import train_everything
 from harness.truth.oracle import Oracle
@@ -89,7 +92,7 @@ def _compare(config: RunConfig, extra: dict[str, Factory], timings: bool) -> Out
 
     progress("trajectories")
     trained = train_everything(config, cast, params, x, y)
-    oracle = RemoteOracle(config.spec("float64")) if workers.usable(Oracle) else Oracle(config.spec("float64"))
+    oracle = RemoteOracle(config.spec("float64")) if remote.usable(Oracle) else Oracle(config.spec("float64"))
     checked = check_all(config, cast, trained, oracle, params, x, y, progress)
     rows = []
     for run in checked.runs if timings else []:

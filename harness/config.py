@@ -98,8 +98,8 @@ HELP = {
     "quiet": "no progress bar; print only the verdict and failures",
 }
 KIND = {"impls": _csv(str), "dtype": _csv(str), "layers": _csv(int), "activations": _csv(str),
-        "steps": int, "lr": float, "reduction": str, "loss": str, "dataset": str, "device": str, "seed": int, "check_every": int, "out": str,
-        "time_limit": float, "max_hours": float}
+        "steps": int, "lr": float, "reduction": str, "loss": str, "dataset": str, "device": str, "seed": int,
+        "check_every": int, "out": str, "time_limit": float, "max_hours": float}
 SHOWN = {"seed": "the notebook's preset", "out": "a new folder under results/"}
 
 

@@ -33,9 +33,9 @@ def patches_stay_in_this_process(request):
     """A test that monkeypatches the harness or an implementation runs every call in this process, where
     its patch is seen; every other test runs each implementation in its own worker, as users do."""
     if "monkeypatch" in request.fixturenames:
-        from harness.running import workers
+        from harness.running import remote
 
-        request.getfixturevalue("monkeypatch").setattr(workers, "ENABLED", False)
+        request.getfixturevalue("monkeypatch").setattr(remote, "ENABLED", False)
 
 
 @pytest.fixture

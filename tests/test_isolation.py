@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from harness import compare
-from harness.running.workers import RemoteImpl, Worker, cause_of_death, pid_of
+from harness.running.remote import RemoteImpl
+from harness.running.workers import Worker, cause_of_death, pid_of
 from harness.running.guard import Fault
 from impls.registry import create
 from impls.spec import ModelSpec

@@ -188,11 +188,11 @@ def test_the_device_is_recorded_in_the_metadata(tmp_path):
 
 def test_results_in_worker_processes_equal_those_computed_here(tmp_path, monkeypatch):
     """Every implementation and the oracle run in workers; the results must not depend on where they ran."""
-    from harness.running import workers
+    from harness.running import remote
 
     argv = ["--impls", "numpy,torch,jax", "--steps", "300", "--check-every", "100", "--quiet", "--no-plots"]
     assert compare.main([*argv, "--out", str(tmp_path / "here")]) == 0  # the fixture turned workers off
-    monkeypatch.setattr(workers, "ENABLED", True)
+    monkeypatch.setattr(remote, "ENABLED", True)
     assert compare.main([*argv, "--out", str(tmp_path / "workers")]) == 0
     for name in ("trajectory.csv", "parameters.csv", "gradients.csv", "final.csv", "divergence.csv"):
         assert (tmp_path / "here" / name).read_bytes() == (tmp_path / "workers" / name).read_bytes(), name

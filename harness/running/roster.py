@@ -8,7 +8,8 @@ from typing import Callable
 from harness.checks.arrays import cast
 from harness.running import plugins
 from harness.running.guard import Fault, Hang, guarded, one_line, time_limit
-from harness.running.workers import RemoteImpl, Worker, WorkerError, usable
+from harness.running.remote import RemoteImpl, usable
+from harness.running.workers import Worker, WorkerError
 from harness.running.plugins import Factory
 from impls.interface import Implementation, NotInstalled, Unavailable
 from impls.registry import create, supports

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.running.guard import Fault, guarded
-from harness.running.workers import POLL_S, RemoteImpl, Worker, wait
+from harness.running.remote import RemoteImpl
+from harness.running.workers import POLL_S, Worker, wait
 from harness.truth.oracle import OracleError
 from harness.truth.references import Reference, ReferenceJob, first_nonfinite
 from impls.interface import Implementation, Params, TrainResult

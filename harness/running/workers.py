@@ -1,27 +1,25 @@
 """One worker process per implementation: a crash, an abort or a hang inside it becomes a one-line fault.
 
 A ``Worker`` builds one object (an implementation, or the oracle's jobs) from a
-picklable factory in a spawned process and serves calls on it, one at a time,
+picklable factory in a process of its own and serves calls on it, one at a time,
 for as long as the run lasts, so the implementation keeps its compiled state
 between calls. The main process only sends arguments and waits in short polls,
 so Ctrl-C and SIGTERM reach it at once; whatever stops a call (an exception, a
 signal, ``os._exit``, the kernel's OOM killer, a hang past the time limit) comes
 back as ``Fault`` with one line naming the call and the cause, and a worker that
 died or hung is killed and stays dead. ``stop_all`` ends every worker.
+``harness.running.remote`` puts the common interface in front of one.
 """
 from __future__ import annotations
 
 import inspect
 import multiprocessing
-import pickle
 import signal
 import sys
 import time
-import traceback
 import warnings
 from multiprocessing import connection, get_context
 from multiprocessing.connection import Connection
-from functools import partial
 from typing import Any, Callable
 
 import numpy as np
@@ -29,7 +27,6 @@ import numpy as np
 from harness.meta import framework_info
 from harness.running.guard import Fault, one_line
 
-ENABLED = True  # False runs every call in this process (tests that monkeypatch code a worker would not see)
 POLL_S = 0.05  # longest wait for a reply before the main process looks at signals and the clock again
 _LIVE: set["Worker"] = set()
 # A fork server imports the harness once, without torch or JAX, and forks each worker from that clean
@@ -65,7 +62,7 @@ def _serve(conn: Connection, factory: Callable, args: tuple) -> None:
         hosted = factory(*args)
         conn.send(("ok", _describe(hosted)))
     except BaseException as exc:  # noqa: BLE001 -- whatever stops construction is reported, by class name
-        conn.send(("raised", _kind(exc), one_line(exc), _where(exc)))
+        conn.send(("raised", _kind(exc), one_line(exc)))
         return
     while True:
         message = conn.recv()
@@ -75,12 +72,12 @@ def _serve(conn: Connection, factory: Callable, args: tuple) -> None:
         try:
             result = fn(hosted, *call_args)
         except BaseException as exc:  # noqa: BLE001
-            conn.send(("raised", type(exc).__name__, one_line(exc), _where(exc)))
+            conn.send(("raised", type(exc).__name__, one_line(exc)))
             continue
         try:
             conn.send(("ok", result))
         except Exception as exc:  # noqa: BLE001 -- e.g. a result that cannot be pickled
-            conn.send(("raised", type(exc).__name__, f"its result could not be sent back: {one_line(exc)}", ""))
+            conn.send(("raised", type(exc).__name__, f"its result could not be sent back: {one_line(exc)}"))
 
 
 PLAIN = (str, int, float, bool, type(None))
@@ -107,11 +104,6 @@ def _describe(hosted: object) -> dict[str, Any]:
     return found
 
 
-def _where(exc: BaseException) -> str:
-    frames = traceback.extract_tb(exc.__traceback__)
-    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else ""
-
-
 def cause_of_death(exitcode: int | None) -> str:
     """'killed by SIGSEGV', 'exited with code 3', ... for a worker that ended on its own."""
     if exitcode is not None and exitcode < 0:
@@ -123,7 +115,7 @@ def cause_of_death(exitcode: int | None) -> str:
 
 
 class Worker:
-    """A spawned process hosting ``factory(*args)``; ``call`` runs ``fn(hosted, *call_args)`` there."""
+    """A process hosting ``factory(*args)``; ``call`` runs ``fn(hosted, *call_args)`` there."""
 
     def __init__(self, label: str, factory: Callable, args: tuple = (), seconds: float = 0.0) -> None:
         self.label = label
@@ -231,6 +223,11 @@ def wait(workers: list[Worker], timeout: float) -> None:
         time.sleep(timeout)
 
 
+def may_start() -> bool:
+    """Whether this process may start workers (a daemonic one, e.g. a multiprocessing.Pool's, may not)."""
+    return not _CONTEXT.current_process().daemon
+
+
 def stop_all() -> None:
     """End every live worker (on Ctrl-C, SIGTERM, or the end of a run)."""
     for worker in list(_LIVE):
@@ -239,101 +236,3 @@ def stop_all() -> None:
 
 def pid_of(worker: Worker) -> int | None:
     return worker._process.pid  # noqa: SLF001 -- for tests that kill a worker from outside
-
-
-def in_worker() -> bool:
-    """True inside a worker process (for code that must not spawn workers of its own)."""
-    return _CONTEXT.current_process().name.startswith("xor-harness ")
-
-
-
-def _method(hosted: object, name: str, args: tuple, kwargs: dict) -> tuple[Any, dict]:
-    """In the worker: the call's value, and every input array it changed (so the caller's copy can change too)."""
-    before = {place: value.copy() for place, value in _arrays(args)}
-    result = getattr(hosted, name)(*args, **kwargs)
-    changed = {place: value for place, value in _arrays(args) if not np.array_equal(value, before[place], equal_nan=True)}
-    return result, changed
-
-
-def _arrays(args: tuple):
-    """((position, key), array) for every array given, directly or in a dict of named arrays."""
-    for i, arg in enumerate(args):
-        if isinstance(arg, np.ndarray):
-            yield (i, None), arg
-        elif isinstance(arg, dict):
-            yield from (((i, k), v) for k, v in arg.items() if isinstance(v, np.ndarray))
-
-
-def usable(factory: Callable) -> bool:
-    """Whether ``factory`` can build in a worker: it pickles (a lambda does not), and this process may
-    start one (a daemonic process, e.g. a multiprocessing.Pool's, may not)."""
-    if not ENABLED or _CONTEXT.current_process().daemon:
-        return False
-    try:
-        pickle.dumps(factory)
-        return True
-    except Exception:  # noqa: BLE001 -- pickling can raise anything
-        return False
-
-
-class RemoteImpl:
-    """An implementation living in its own worker, with the common interface: every call goes there.
-
-    Its plain attributes (name, spec, exact, conventions) were read once, when it was built; a method
-    the hosted object lacks is missing here too, so validation sees what the plugin offers."""
-
-    def __init__(self, worker: Worker, seconds: float) -> None:
-        self.worker, self.seconds = worker, seconds
-        self.environment = worker.attributes["environment"]
-        for key, value in worker.attributes.items():
-            if key not in ("methods", "environment"):
-                setattr(self, key, value)
-        for method in worker.attributes["methods"]:
-            setattr(self, method, partial(self._remote, method))
-
-    def _remote(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        result, changed = self.worker.call(_method, (method, args, kwargs), f"{method}()", self.seconds)
-        for (i, key), value in changed.items():  # an implementation that writes into its inputs does so here too
-            target = args[i] if key is None else args[i][key]
-            if isinstance(target, np.ndarray) and target.flags.writeable and target.shape == value.shape:
-                np.copyto(target, value, casting="unsafe")
-        return result
-
-    def run(self, fn: Callable, *args: Any, label: str) -> Any:
-        """``fn(implementation, *args)`` in the worker (e.g. a timed trajectory, or timings)."""
-        return self.worker.call(fn, args, label, self.seconds)
-
-
-class RemoteOracle:
-    """The oracle in a worker of its own: its truth, reverse mode and forward pass, computed there."""
-
-    def __init__(self, spec) -> None:
-        from harness.truth.oracle import Oracle
-
-        self.spec = spec
-        self.worker = Worker("oracle", Oracle, (spec,))
-        self._cache: dict[bytes, Any] = {}
-
-    def _remote(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        from harness.truth.oracle import OracleError
-
-        key = pickle.dumps((method, args, kwargs))  # the checks ask for the same states once per implementation
-        if key in self._cache:
-            return self._cache[key]
-        try:
-            self._cache[key] = found = self.worker.call(_method, (method, args, kwargs), f"the oracle's {method}()")[0]
-            return found
-        except Fault as exc:  # the harness's own truth failed: never an implementation's fault
-            raise OracleError(str(exc)) from None
-
-    def truth(self, params, x, y):
-        return self._remote("truth", params, x, y)
-
-    def reverse(self, *args, **kwargs):
-        return self._remote("reverse", *args, **kwargs)
-
-    def preactivations(self, params, x):
-        return self._remote("preactivations", params, x)
-
-    def loss(self, params, x, y):
-        return self._remote("loss", params, x, y)

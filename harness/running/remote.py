@@ -1,0 +1,106 @@
+"""The common interface in front of a worker: implementations and the oracle computed in processes of their own."""
+from __future__ import annotations
+
+import pickle
+from functools import partial
+from typing import Any, Callable
+
+import numpy as np
+
+from harness.running.guard import Fault
+from harness.running.workers import Worker, may_start
+
+ENABLED = True  # False runs every call in this process (tests that monkeypatch code a worker would not see)
+
+
+def _method(hosted: object, name: str, args: tuple, kwargs: dict) -> tuple[Any, dict]:
+    """In the worker: the call's value, and every input array it changed (so the caller's copy can change too)."""
+    before = {place: value.copy() for place, value in _arrays(args)}
+    result = getattr(hosted, name)(*args, **kwargs)
+    changed = {place: value for place, value in _arrays(args)
+               if not np.array_equal(value, before[place], equal_nan=True)}
+    return result, changed
+
+
+def _arrays(args: tuple):
+    """((position, key), array) for every array given, directly or in a dict of named arrays."""
+    for i, arg in enumerate(args):
+        if isinstance(arg, np.ndarray):
+            yield (i, None), arg
+        elif isinstance(arg, dict):
+            yield from (((i, k), v) for k, v in arg.items() if isinstance(v, np.ndarray))
+
+
+def usable(factory: Callable) -> bool:
+    """Whether ``factory`` can build in a worker: it pickles (a lambda does not), and this process may
+    start one (a daemonic process, e.g. a multiprocessing.Pool's, may not)."""
+    if not ENABLED or not may_start():
+        return False
+    try:
+        pickle.dumps(factory)
+        return True
+    except Exception:  # noqa: BLE001 -- pickling can raise anything
+        return False
+
+
+class RemoteImpl:
+    """An implementation living in its own worker, with the common interface: every call goes there.
+
+    Its plain attributes (name, spec, exact, conventions) were read once, when it was built; a method
+    the hosted object lacks is missing here too, so validation sees what the plugin offers."""
+
+    def __init__(self, worker: Worker, seconds: float) -> None:
+        self.worker, self.seconds = worker, seconds
+        self.environment = worker.attributes["environment"]
+        for key, value in worker.attributes.items():
+            if key not in ("methods", "environment"):
+                setattr(self, key, value)
+        for method in worker.attributes["methods"]:
+            setattr(self, method, partial(self._remote, method))
+
+    def _remote(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        result, changed = self.worker.call(_method, (method, args, kwargs), f"{method}()", self.seconds)
+        for (i, key), value in changed.items():  # an implementation that writes into its inputs does so here too
+            target = args[i] if key is None else args[i][key]
+            if isinstance(target, np.ndarray) and target.flags.writeable and target.shape == value.shape:
+                np.copyto(target, value, casting="unsafe")
+        return result
+
+    def run(self, fn: Callable, *args: Any, label: str) -> Any:
+        """``fn(implementation, *args)`` in the worker (e.g. a timed trajectory, or timings)."""
+        return self.worker.call(fn, args, label, self.seconds)
+
+
+class RemoteOracle:
+    """The oracle in a worker of its own: its truth, reverse mode and forward pass, computed there."""
+
+    def __init__(self, spec) -> None:
+        from harness.truth.oracle import Oracle
+
+        self.spec = spec
+        self.worker = Worker("oracle", Oracle, (spec,))
+        self._cache: dict[bytes, Any] = {}
+
+    def _remote(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        from harness.truth.oracle import OracleError
+
+        key = pickle.dumps((method, args, kwargs))  # the checks ask for the same states once per implementation
+        if key in self._cache:
+            return self._cache[key]
+        try:
+            self._cache[key] = found = self.worker.call(_method, (method, args, kwargs), f"the oracle's {method}()")[0]
+            return found
+        except Fault as exc:  # the harness's own truth failed: never an implementation's fault
+            raise OracleError(str(exc)) from None
+
+    def truth(self, params, x, y):
+        return self._remote("truth", params, x, y)
+
+    def reverse(self, *args, **kwargs):
+        return self._remote("reverse", *args, **kwargs)
+
+    def preactivations(self, params, x):
+        return self._remote("preactivations", params, x)
+
+    def loss(self, params, x, y):
+        return self._remote("loss", params, x, y)
