@@ -9,10 +9,11 @@ from harness.checks.arrays import cast
 from harness.running import plugins
 from harness.running.guard import Fault, Hang, guarded, one_line, time_limit
 from harness.running.remote import RemoteImpl, usable
+from harness.running import workers
 from harness.running.workers import Worker, WorkerError
 from harness.running.plugins import Factory
 from impls.interface import Implementation, NotInstalled, Unavailable
-from impls.registry import create, supports
+from impls.registry import REGISTRY, create, supports
 
 
 @dataclass
@@ -42,6 +43,7 @@ def build(config, extra: dict[str, Factory], params, x, y) -> Roster:
     (in this process only where its factory cannot be sent to one); plugins validated before use.
     Every worker is started first, so they all import their frameworks side by side."""
     roster = Roster(factories={n: partial(create, n) for n in config.impls}, time_limit=config.time_limit)
+    workers.frameworks([REGISTRY[n][2] for n in config.impls if n in REGISTRY])
     wanted = [(name, factory, config.spec(dtype)) for dtype in config.dtype
               for name, factory in [*roster.factories.items(), *extra.items()]]
     started = [Worker(f"{name} {spec.dtype}", factory, (spec,), config.time_limit) if usable(factory) else None

@@ -37,12 +37,21 @@ PRELOAD = ["numpy", "scipy.special", "pandas", "harness.running.workers", "harne
 _CONTEXT = get_context("forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
 
 
+FRAMEWORKS: list[str] = []  # torch, jax: imported once by the fork server when the run needs them (see frameworks)
+
+
+def frameworks(names: list[str]) -> None:
+    """Have the fork server import these frameworks before it forks the first worker (imported, not yet used,
+    neither has started a thread; each worker then starts with it loaded instead of importing it again)."""
+    FRAMEWORKS[:] = [n for n in dict.fromkeys(names) if n in ("torch", "jax")]
+
+
 def _preload() -> None:
     """Before the fork server starts: what it imports once for every worker, with every harness module
     this process has loaded (a worker runs its main module's body again, cheap once those are imported)."""
     main = getattr(sys.modules["__main__"], "__spec__", None)
     loaded = [m for m in list(sys.modules) if m.startswith("harness.") and (main is None or m != main.name)]
-    _CONTEXT.set_forkserver_preload(PRELOAD + loaded)
+    _CONTEXT.set_forkserver_preload(PRELOAD + loaded + FRAMEWORKS)
 
 
 class WorkerError(Exception):
