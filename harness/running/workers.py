@@ -123,6 +123,13 @@ def cause_of_death(exitcode: int | None) -> str:
     return f"exited with code {exitcode}"
 
 
+def _death(exitcode: int | None, label: str) -> str:
+    why = f"{cause_of_death(exitcode)} during {label}"
+    if exitcode == -signal.SIGKILL:  # nothing in the harness sends it to a busy worker
+        why += " (the kernel's OOM killer sends SIGKILL when memory runs out)"
+    return why
+
+
 class Worker:
     """A process hosting ``factory(*args)``; ``call`` runs ``fn(hosted, *call_args)`` there."""
 
@@ -187,13 +194,13 @@ class Worker:
                     self._process.join()
                     if self._conn.poll():  # it answered, then ended
                         break
-                    self._die(f"{cause_of_death(self._process.exitcode)} during {label}")
+                    self._die(_death(self._process.exitcode, label))
                 if 0 < seconds < time.perf_counter() - started:
                     self._die(f"{label} ran past the {seconds:g} s time limit and was stopped")
             return self._conn.recv()
         except (EOFError, OSError):
             self._process.join(1)
-            self._die(f"{cause_of_death(self._process.exitcode)} during {label}")
+            self._die(_death(self._process.exitcode, label))
         except BaseException:  # Ctrl-C, SIGTERM or a limit from outside: the call's state is unknown
             self.stop()
             raise
