@@ -20,14 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.running.runs import checkpoint_steps
+from harness.running.runs import OTHER_US_PER_STEP, REFERENCE_US_PER_STEP, US_PER_STEP, checkpoint_steps
 from harness.truth.oracle import FULL_COMPLEX_STEP_MAX, VERIFY_DIRECTIONS
 from impls.spec import ORACLE_DTYPE
 
-US_PER_STEP = {"torch": 150, "torch-compile": 60, "numpy-fd": 45, "numpy": 33, "numpy-fast": 8, "jax": 1,
-               "jax-step": 30}  # per-step overhead at 2-4-1, measured here; a plugin is taken as numpy's
-PLUGIN_US_PER_STEP = 33
-ORACLE_US_PER_STEP = 15  # the oracle's loop per step at 2-4-1 (longdouble, or a stack of three)
 MATMULS_PER_STEP = 3  # forward, and two in the backward pass
 ACTIVATION_COPIES = 8  # arrays of k x width alive per layer in a step (inputs, z, outputs, deltas, slopes, ...)
 LOSS_COPIES = 3  # per-step losses: in the worker, in transit, and here
@@ -83,10 +79,10 @@ def estimate(config, x: np.ndarray) -> Estimate:
     rates = {d: flop_seconds(d) for d in {ORACLE_DTYPE, *config.dtype}}
     seconds = {}
     for name, dtype in runs:
-        overhead = US_PER_STEP.get(name, PLUGIN_US_PER_STEP) * 1e-6
+        overhead = US_PER_STEP.get(name, OTHER_US_PER_STEP) * 1e-6
         seconds[f"{name} {dtype}"] = steps * (overhead + MATMULS_PER_STEP * macs * rates[dtype])
     for dtype, count in stacks:
-        seconds[f"the oracle's {dtype} run"] = steps * (ORACLE_US_PER_STEP * 1e-6
+        seconds[f"the oracle's {dtype} run"] = steps * (REFERENCE_US_PER_STEP * 1e-6
                                                         + count * MATMULS_PER_STEP * macs * rates[dtype])
     trajectories = max(sum(seconds.values()) / SLOTS, max(seconds.values()))
     checks = checkpoints * (len(runs) * PER_CHECKPOINT_CALL_S

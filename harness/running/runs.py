@@ -52,9 +52,12 @@ def train(impl: Implementation, params: Params, x: np.ndarray, y: np.ndarray, st
     return Run(impl, result, time.perf_counter() - start)
 
 
-US_PER_STEP = {"torch": 150, "numpy-fd": 45, "numpy": 33}  # rough 2-4-1 costs, to start the slowest first
+# Per-step overheads at 2-4-1 on this 2-core machine (us): the scheduler starts the slowest first, and
+# harness.running.resources estimates a run's time from them.
+US_PER_STEP = {"torch": 150, "torch-compile": 60, "numpy-fd": 45, "numpy": 33, "jax-step": 30, "numpy-fast": 8,
+               "jax": 1}
 REFERENCE_US_PER_STEP = 15  # the oracle's loop, longdouble or a stack of three in float64 or float32
-OTHER_US_PER_STEP = 10
+OTHER_US_PER_STEP = 33  # a plugin: taken as plain numpy
 
 
 def timed_train(impl: Implementation, params: Params, x, y, steps: int, every: int) -> tuple[TrainResult, float]:
