@@ -83,6 +83,7 @@ def _compare(config: RunConfig, extra: dict[str, Factory], timings: bool) -> Out
     x, y = load(config.dataset)
     params = initial_params(config.spec("float64"), config.preset())
     cast = roster.build(config, extra, params, x, y)
+    _time_check(config, cast, params, x, y)
     bar = tqdm(total=2 * len(cast.impls) + 1, disable=config.quiet or not sys.stderr.isatty(), file=sys.stderr,
                unit="task", leave=False)
 
@@ -121,6 +122,20 @@ def _compare(config: RunConfig, extra: dict[str, Factory], timings: bool) -> Out
                    {(f["impl"], f["dtype"]): f["notebook_line"] for f in checked.finals}, environment)
 
 
+def _time_check(config: RunConfig, cast, params, x, y) -> None:
+    """Estimated time, calibrated in the workers when it is long: said when over 30 s, refused (UsageError)
+    when over --max-hours."""
+    needs = resources.estimate(config, x)
+    if needs.seconds <= resources.SHOW_ESTIMATE_S:
+        return
+    needs = resources.estimate(config, x, resources.calibrate(config, x, y, cast.impls, params))
+    if why := resources.refusal(needs, config.max_hours, None):
+        raise UsageError(why)
+    if not config.quiet and needs.seconds > resources.SHOW_ESTIMATE_S:
+        print(f"harness.compare: estimated {resources.duration(needs.seconds)} (longest part: "
+              f"{needs.biggest_seconds}) and {resources.size(needs.bytes)} of memory", file=sys.stderr, flush=True)
+
+
 def _plots(tables: dict[str, pd.DataFrame]) -> list[results.Plot]:
     return [("loss.png", plots.plot_losses, tables["trajectory"]),
             ("deviation.png", plots.plot_deviation, tables["trajectory"]),
@@ -155,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(config.out) if config.out else results.default_out()
         results.check_out(out, config.overwrite)
         needs = resources.estimate(config, load(config.dataset)[0])
-        if why := resources.refusal(needs, config.max_hours, resources.available_bytes()):
+        if why := resources.refusal(needs, config.max_hours, resources.available_bytes(), resources.COARSE_MARGIN):
             raise UsageError(why)
     except (UsageError, PluginError, ValueError) as exc:
         print(f"harness.compare: error: {exc}", file=sys.stderr)
@@ -167,16 +182,15 @@ def main(argv: list[str] | None = None) -> int:
         if not config.quiet:
             print(f"harness.compare: {config.steps:,} steps of {', '.join(config.impls + config.impl)} in"
                   f" {', '.join(config.dtype)}; results go to {out}", file=sys.stderr, flush=True)
-            if needs.seconds > resources.SHOW_ESTIMATE_S:
-                print(f"harness.compare: estimated {resources.duration(needs.seconds)} (longest part: "
-                      f"{needs.biggest_seconds}) and {resources.size(needs.bytes)} of memory", file=sys.stderr,
-                      flush=True)
         outcome = compare(config, extra)
         text = summary.summary_md(config, outcome)
         meta = {"config": run_config(config), "skipped": outcome.skipped, "oracle": summary.oracle_info(),
                 "environment": run_metadata(outcome.environment)}
         plots_ = [] if config.no_plots else _plots(outcome.tables)
         written = results.write(out, outcome.tables, meta, text, plots_)
+    except UsageError as exc:  # the calibrated estimate is past --max-hours: refused before any trajectory
+        print(f"harness.compare: error: {exc}", file=sys.stderr)
+        return 2
     except (Interrupted, KeyboardInterrupt) as exc:
         code = exc.code if isinstance(exc, Interrupted) else INTERRUPTED[signal.SIGINT]
         print(f"harness.compare: interrupted; nothing was written to {out}", file=sys.stderr)

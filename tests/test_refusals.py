@@ -50,3 +50,22 @@ def test_a_bug_in_the_harness_is_one_line_exit_3_with_the_traceback_saved(tmp_pa
     saved = Path(re.search(r"traceback saved to (\S+);", err).group(1))
     assert "Traceback" in saved.read_text() and "planted" in saved.read_text()
     assert not out.exists()
+
+
+def test_a_long_run_is_timed_in_its_workers_and_refused_past_max_hours(tmp_path, capsys):
+    """Coarsely about a minute (within twice the limit), so the implementations are timed in their workers;
+    measured, it is still past the 36 s limit: refused before any trajectory, nothing written."""
+    out = tmp_path / "out"
+    argv = ["--steps", "2000000", "--impls", "numpy", "--dtype", "float64", "--max-hours", "0.01"]
+    assert compare.main([*argv, *QUIET, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "beyond --max-hours 0.01" in err and len(err.splitlines()) == 1, err
+    assert not out.exists()
+
+
+def test_calibrated_costs_replace_the_guess():
+    config = RunConfig(steps=1000, impls=("numpy",), dtype=("float64",))
+    x = load(config.dataset)[0]
+    guessed = resources.estimate(config, x).parts["numpy float64"]
+    measured = resources.estimate(config, x, {("numpy", "float64"): 1.0}).parts["numpy float64"]
+    assert measured == 1000.0 and guessed < 1.0

@@ -7,7 +7,10 @@ the complex-step copies of the network. Time is the per-step cost of each
 trajectory, from a fixed per-call overhead per implementation plus the matmul
 work at a rate measured here and now in each dtype (longdouble's matmuls have no
 BLAS, so the oracle's cost grows fastest), spread over the two cores the
-trajectories share, plus the checks at every checkpoint. Both are estimates,
+trajectories share, plus the checks at every checkpoint. Where that comes to
+more than 30 s, each implementation cheap enough to time runs 20 steps twice in
+its worker (the first call compiles or warms up), and its measured cost per step
+replaces the guess. Both are estimates,
 meant to be right within a factor of about two: enough to refuse a run that
 would take days or swap, and to say how long a long one will take.
 """
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +33,9 @@ LOSS_COPIES = 3  # per-step losses: in the worker, in transit, and here
 TABLE_BYTES_PER_STEP = 96  # the per-step loss table (impl, dtype, step, loss, error, allowed) here, per run
 PER_CHECKPOINT_CALL_S = 0.002  # one teacher-forced call into an implementation's worker, with its update
 SLOTS = 2  # trajectories side by side
+CALIBRATION_STEPS = 20  # steps each implementation runs twice, in its worker, to measure its cost per step
+CALIBRATION_MAX_S = 1.0  # an implementation whose 40 calibration steps would take longer is estimated, not run
+COARSE_MARGIN = 2.0  # before calibration, refuse only runs estimated at twice --max-hours or more
 SHOW_ESTIMATE_S = 30.0  # runs expected to take longer say so at the start
 MEMORY_HEADROOM = 0.8  # of the memory available, what a run may plan to use
 
@@ -42,6 +48,7 @@ class Estimate:
     seconds: float
     biggest_bytes: str
     biggest_seconds: str
+    parts: dict = field(default_factory=dict)  # "impl dtype" -> its trajectory's seconds
 
 
 def _bytes(dtype: str) -> int:
@@ -59,8 +66,11 @@ def flop_seconds(dtype: str, size: int = 64) -> float:
     return best / size**3
 
 
-def estimate(config, x: np.ndarray) -> Estimate:
-    """Memory and wall time of ``config`` on data with ``x``'s sample count, before anything runs."""
+def estimate(config, x: np.ndarray, measured: dict[tuple[str, str], float] | None = None) -> Estimate:
+    """Memory and wall time of ``config`` on data with ``x``'s sample count, before anything runs.
+
+    ``measured`` holds seconds per step of implementations calibrated in their workers (``calibrate``);
+    the others are estimated from their overhead and the matmul rate."""
     widths, k, steps = config.layers, x.shape[0], config.steps
     macs = k * sum(n * m for n, m in zip(widths, widths[1:]))  # multiply-adds of one forward pass
     params = sum((n + 1) * m for n, m in zip(widths, widths[1:]))
@@ -81,6 +91,8 @@ def estimate(config, x: np.ndarray) -> Estimate:
     for name, dtype in runs:
         overhead = US_PER_STEP.get(name, OTHER_US_PER_STEP) * 1e-6
         seconds[f"{name} {dtype}"] = steps * (overhead + MATMULS_PER_STEP * macs * rates[dtype])
+    for (name, dtype), per_step in (measured or {}).items():
+        seconds[f"{name} {dtype}"] = steps * per_step
     for dtype, count in stacks:
         seconds[f"the oracle's {dtype} run"] = steps * (REFERENCE_US_PER_STEP * 1e-6
                                                         + count * MATMULS_PER_STEP * macs * rates[dtype])
@@ -88,7 +100,42 @@ def estimate(config, x: np.ndarray) -> Estimate:
     checks = checkpoints * (len(runs) * PER_CHECKPOINT_CALL_S
                             + copies * MATMULS_PER_STEP * macs * rates[ORACLE_DTYPE] * 4)  # complex: 4 real products
     return Estimate(sum(memory.values()), trajectories + checks, max(memory, key=memory.get),
-                    max(seconds, key=seconds.get))
+                    max(seconds, key=seconds.get), seconds)
+
+
+def per_step(impl, params, x, y, steps: int) -> float:
+    """In the implementation's worker: seconds per step of its loop, timed on a second call (the first
+    compiles or warms up)."""
+    impl.train(params, x, y, steps)
+    start = time.perf_counter()
+    impl.train(params, x, y, steps)
+    return (time.perf_counter() - start) / steps
+
+
+def calibrate(config, x, y, impls: list, params) -> dict[tuple[str, str], float]:
+    """Seconds per step of each implementation cheap enough to time (a few ms each), measured where it runs;
+    one that raises is left to the estimate (its fault shows up when it trains)."""
+    from harness.checks.arrays import cast
+    from harness.running.guard import Fault
+
+    coarse = estimate(config, x)
+    found = {}
+    for impl in impls:
+        name, dtype = impl.name, impl.spec.dtype
+        guess = _guess(coarse, f"{name} {dtype}", config.steps)
+        if guess is None or 2 * CALIBRATION_STEPS * guess > CALIBRATION_MAX_S:
+            continue
+        args = (cast(params, dtype), x, y, CALIBRATION_STEPS)
+        try:
+            found[name, dtype] = impl.run(per_step, *args, label="calibration") if hasattr(impl, "run") \
+                else per_step(impl, *args)
+        except (Fault, Exception):  # noqa: BLE001
+            continue
+    return found
+
+
+def _guess(coarse: Estimate, key: str, steps: int) -> float | None:
+    return coarse.parts.get(key, 0.0) / steps if key in coarse.parts else None
 
 
 def available_bytes(meminfo: Path = Path("/proc/meminfo")) -> float | None:
@@ -105,12 +152,13 @@ def available_bytes(meminfo: Path = Path("/proc/meminfo")) -> float | None:
         return None
 
 
-def refusal(found: Estimate, max_hours: float, available: float | None) -> str | None:
-    """Why the run must not start (one line), or None."""
+def refusal(found: Estimate, max_hours: float, available: float | None, margin: float = 1.0) -> str | None:
+    """Why the run must not start (one line), or None; ``margin`` > 1 refuses only runs that long past the
+    limit (before calibration, when the time is a coarser estimate)."""
     if available is not None and found.bytes > MEMORY_HEADROOM * available:
         return (f"this run needs about {size(found.bytes)} of memory (most for {found.biggest_bytes}), and"
                 f" {size(available)} is available; use fewer --steps, a larger --check-every or a smaller network")
-    if found.seconds > max_hours * 3600:
+    if found.seconds > margin * max_hours * 3600:
         return (f"this run is estimated at {duration(found.seconds)} (the longest part: {found.biggest_seconds}),"
                 f" beyond --max-hours {max_hours:g}; raise --max-hours to run it anyway")
     return None
