@@ -128,7 +128,7 @@ def _verdict(out: Path, counts) -> int:
 
     s = score(counts)
     print(f"harness.mutate: {', '.join(f'{k}: {counts[k]}' for k in c.CATEGORIES)}; score"
-          f" {'-' if s is None else f'{100 * s:.1f} %'}; see {out / 'summary.md'}")
+          f" {'-' if s is None else f'{100 * s:.1f} %'} (impls.spec apart); see {out / 'summary.md'}")
     return 0 if s is not None and s >= TARGET and not counts[c.CAUGHT_OTHER] else 1
 
 

@@ -174,7 +174,8 @@ def judgements_template(rows: list[dict], judgements: dict[str, dict]) -> str:
 
 
 def write(out: Path, raw: list[dict], meta: dict) -> tuple[Path, Counter]:
-    """Judge the raw rows, write every file into a temporary folder, swap it in; (folder, category counts)."""
+    """Judge the raw rows, write every file into a temporary folder, swap it in; (folder, category counts of
+    the rows the score counts: the spec apart)."""
     judgements = read_judgements(out)
     rows = judged(raw, judgements)
     files = {"mutants.csv": mutants_csv(rows), "summary.md": summary_md(rows, meta),
@@ -190,7 +191,7 @@ def write(out: Path, raw: list[dict], meta: dict) -> tuple[Path, Counter]:
         os.rename(out, old)
     os.rename(tmp, out)
     shutil.rmtree(old, ignore_errors=True)
-    return out, Counter(r["category"] for r in rows)
+    return out, Counter(r["category"] for r in scored(rows))
 
 
 def load(out: Path) -> tuple[list[dict], dict]:
