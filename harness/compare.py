@@ -97,8 +97,9 @@ def _compare(config: RunConfig, extra: dict[str, Factory], timings: bool) -> Out
     checked = check_all(config, cast, trained, oracle, params, x, y, progress)
     rows = []
     for run in checked.runs if timings else []:
-        rows += cast.attempt(run.impl, "timing", lambda: timing.measure_in_worker(
-            run.impl, cast.factories[run.name], run.wall_s, len(run.result.losses), params, x, y)) or []
+        rows += cast.attempt(run.impl, "timing", lambda: remote.where_it_lives(
+            run.impl, timing.measure, cast.factories[run.name], run.wall_s, len(run.result.losses), params, x, y,
+            label="timing")) or []
     bar.close()
     conventions = {r.name: getattr(r.impl, "relu_grad_at_zero", None) for r in checked.runs}
     misses = notebook_misses(config, checked.finals)
@@ -128,7 +129,7 @@ def _time_check(config: RunConfig, cast, params, x, y) -> None:
     needs = resources.estimate(config, x)
     if needs.seconds <= resources.SHOW_ESTIMATE_S:
         return
-    needs = resources.estimate(config, x, resources.calibrate(config, x, y, cast.impls, params))
+    needs = resources.estimate(config, x, resources.calibrate(needs, config.steps, x, y, cast.impls, params))
     if why := resources.refusal(needs, config.max_hours, None):
         raise UsageError(why)
     if not config.quiet and needs.seconds > resources.SHOW_ESTIMATE_S:

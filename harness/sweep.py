@@ -156,33 +156,38 @@ def main(argv: list[str] | None = None) -> int:
         print(f"harness.sweep: error: {exc}", file=sys.stderr)
         return 2
     try:
-        grid = points(axes)
-        if not quiet:
-            print(f"harness.sweep: {len(grid)} points, {jobs} job(s); results go to {out}", file=sys.stderr, flush=True)
-        # spawn, not fork: forking a process that has started JAX's threads can deadlock
-        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) if jobs > 1 else _Serial() as pool:
-            measured = list(pool.map(measure, grid, [base] * len(grid)))
-        sweep = pd.concat([frame for frame, _ in measured], ignore_index=True)
-        failures = [line for _, lines in measured for line in lines]
-        summary = report.summary(
-            f"harness.sweep: {len(grid)} points, {base.steps} checked steps each",
-            "**PASS**: every check passed at every point." if sweep.passed.all() else
-            "**FAIL**:\n\n" + "\n".join(f"- {line}" for line in failures),
-            {"Fastest path per framework at each size": fastest(sweep),
-             "Crossovers": "\n".join(f"- {line}" for line in crossovers(sweep)),
-             "Every point (time per step, us)": _wide(sweep)})
-        meta = {"config": {**run_config(base), "axes": list(axes), "grid": {a: list(GRID[a]) for a in axes},
-                           "base": BASE, "jobs": jobs}, "environment": run_metadata()}
-        figures = [(f"scaling_{axis}.png", lambda df, path, a=axis: plots.plot_scaling(df, a, path), sweep)
-                   for axis in axes if axis in ("width", "batch", "depth")]
-        written = results.write(out, {"sweep": sweep}, meta, summary, figures)
-        print("\n".join(failures) or "PASS" if quiet else summary)
-        print(f"results: {written}")
+        return _sweep(base, axes, jobs, out, quiet)
     except KeyboardInterrupt:
         print(f"harness.sweep: interrupted; nothing was written to {out}", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 -- a harness bug: one line, the traceback in a file
         return internal.report("harness.sweep", exc, out)
+
+
+def _sweep(base: RunConfig, axes: tuple[str, ...], jobs: int, out: Path, quiet: bool) -> int:
+    """Every grid point compared and timed, the results written; the exit code."""
+    grid = points(axes)
+    if not quiet:
+        print(f"harness.sweep: {len(grid)} points, {jobs} job(s); results go to {out}", file=sys.stderr, flush=True)
+    # spawn, not fork: forking a process that has started JAX's threads can deadlock
+    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) if jobs > 1 else _Serial() as pool:
+        measured = list(pool.map(measure, grid, [base] * len(grid)))
+    sweep = pd.concat([frame for frame, _ in measured], ignore_index=True)
+    failures = [line for _, lines in measured for line in lines]
+    summary = report.summary(
+        f"harness.sweep: {len(grid)} points, {base.steps} checked steps each",
+        "**PASS**: every check passed at every point." if sweep.passed.all() else
+        "**FAIL**:\n\n" + "\n".join(f"- {line}" for line in failures),
+        {"Fastest path per framework at each size": fastest(sweep),
+         "Crossovers": "\n".join(f"- {line}" for line in crossovers(sweep)),
+         "Every point (time per step, us)": _wide(sweep)})
+    meta = {"config": {**run_config(base), "axes": list(axes), "grid": {a: list(GRID[a]) for a in axes},
+                       "base": BASE, "jobs": jobs}, "environment": run_metadata()}
+    figures = [(f"scaling_{axis}.png", lambda df, path, a=axis: plots.plot_scaling(df, a, path), sweep)
+               for axis in axes if axis in ("width", "batch", "depth")]
+    written = results.write(out, {"sweep": sweep}, meta, summary, figures)
+    print("\n".join(failures) or "PASS" if quiet else summary)
+    print(f"results: {written}")
     return 0 if sweep.passed.all() else 1
 
 

@@ -71,6 +71,11 @@ class RemoteImpl:
         return self.worker.call(fn, args, label, self.seconds)
 
 
+def where_it_lives(impl, fn: Callable, *args: Any, label: str) -> Any:
+    """``fn(impl, *args)`` in the implementation's worker, or here for one built in this process."""
+    return impl.run(fn, *args, label=label) if isinstance(impl, RemoteImpl) else fn(impl, *args)
+
+
 class RemoteOracle:
     """The oracle in a worker of its own: its truth, reverse mode and forward pass, computed there."""
 

@@ -112,24 +112,22 @@ def per_step(impl, params, x, y, steps: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def calibrate(config, x, y, impls: list, params) -> dict[tuple[str, str], float]:
-    """Seconds per step of each implementation cheap enough to time (a few ms each), measured where it runs;
-    one that raises is left to the estimate (its fault shows up when it trains)."""
+def calibrate(coarse: Estimate, steps: int, x, y, impls: list, params) -> dict[tuple[str, str], float]:
+    """Seconds per step of each implementation that ``coarse`` says is cheap enough to time (a few ms each),
+    measured where it runs; one that raises is left to the estimate (its fault shows up when it trains)."""
     from harness.checks.arrays import cast
-    from harness.running.guard import Fault
+    from harness.running.remote import where_it_lives
 
-    coarse = estimate(config, x)
     found = {}
     for impl in impls:
         name, dtype = impl.name, impl.spec.dtype
-        guess = _guess(coarse, f"{name} {dtype}", config.steps)
+        guess = _guess(coarse, f"{name} {dtype}", steps)
         if guess is None or 2 * CALIBRATION_STEPS * guess > CALIBRATION_MAX_S:
             continue
         args = (cast(params, dtype), x, y, CALIBRATION_STEPS)
         try:
-            found[name, dtype] = impl.run(per_step, *args, label="calibration") if hasattr(impl, "run") \
-                else per_step(impl, *args)
-        except (Fault, Exception):  # noqa: BLE001
+            found[name, dtype] = where_it_lives(impl, per_step, *args, label="calibration")
+        except Exception:  # noqa: BLE001 -- a Fault, or whatever an implementation built here raises
             continue
     return found
 

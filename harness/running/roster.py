@@ -6,13 +6,12 @@ from functools import partial
 from typing import Callable
 
 from harness.checks.arrays import cast
-from harness.running import plugins
+from harness.running import plugins, workers
 from harness.running.guard import Fault, Hang, guarded, one_line, time_limit
-from harness.running.remote import RemoteImpl, usable
-from harness.running import workers
-from harness.running.workers import Worker, WorkerError
 from harness.running.plugins import Factory
-from impls.interface import Implementation, NotInstalled, Unavailable
+from harness.running.remote import RemoteImpl, usable
+from harness.running.workers import Worker, WorkerError, kind_of
+from impls.interface import Implementation
 from impls.registry import REGISTRY, create, supports
 
 
@@ -81,11 +80,11 @@ def _construct(roster: Roster, name: str, factory: Factory, spec, worker: Worker
         roster.fault(name, dtype, str(exc))
     except Hang as exc:
         roster.fault(name, dtype, str(exc))
-    except (WorkerError, Exception) as exc:
-        kind = exc.kind if isinstance(exc, WorkerError) else type(exc).__name__
-        if isinstance(exc, NotInstalled) or kind == "NotInstalled":
+    except Exception as exc:  # a WorkerError carries the kind of what construction raised in the worker
+        kind = exc.kind if isinstance(exc, WorkerError) else kind_of(exc)
+        if kind == "NotInstalled":
             roster.skipped[f"{name} {dtype}"] = str(exc)
-        elif isinstance(exc, Unavailable) or kind == "Unavailable":
+        elif kind == "Unavailable":
             # declining what the registry says it supports is a fault, not a skip
             if builtin and supports(name, dtype) and spec.device == "cpu":
                 roster.fault(name, dtype, f"declared itself unavailable in {dtype}, which it supports: {exc}")

@@ -73,9 +73,3 @@ def measure(impl, factory: Callable, wall_s: float, steps_run: int, params, x, y
     return [{"impl": impl.name, "dtype": impl.spec.dtype, "measure": m, "median_s": t.median_s, "iqr_s": t.iqr_s,
              "repeats": t.repeats, "number": t.number, "noisy": t.noisy} for m, t in measured.items()]
 
-
-def measure_in_worker(impl, factory: Callable, wall_s: float, steps_run: int, params, x, y) -> list[dict]:
-    """``measure`` where the implementation lives: in its worker (a fresh instance is built there too)."""
-    if hasattr(impl, "run"):
-        return impl.run(measure, factory, wall_s, steps_run, params, x, y, label="timing")
-    return measure(impl, factory, wall_s, steps_run, params, x, y)

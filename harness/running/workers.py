@@ -71,7 +71,7 @@ def _serve(conn: Connection, factory: Callable, args: tuple) -> None:
         hosted = factory(*args)
         conn.send(("ok", _describe(hosted)))
     except BaseException as exc:  # noqa: BLE001 -- whatever stops construction is reported, by class name
-        conn.send(("raised", _kind(exc), one_line(exc)))
+        conn.send(("raised", kind_of(exc), one_line(exc)))
         return
     while True:
         message = conn.recv()
@@ -93,7 +93,7 @@ PLAIN = (str, int, float, bool, type(None))
 METHODS = ("forward", "loss_and_grads", "train")  # the common interface's calls
 
 
-def _kind(exc: BaseException) -> str:
+def kind_of(exc: BaseException) -> str:
     """The class name, or the interface's own class an implementation's exception derives from."""
     from impls.interface import NotInstalled, Unavailable
 
@@ -134,7 +134,6 @@ class Worker:
     """A process hosting ``factory(*args)``; ``call`` runs ``fn(hosted, *call_args)`` there."""
 
     def __init__(self, label: str, factory: Callable, args: tuple = (), seconds: float = 0.0) -> None:
-        self.label = label
         self.dead: str | None = None  # why no further call can be made
         if _CONTEXT.get_start_method() == "forkserver" and not _LIVE:
             _preload()

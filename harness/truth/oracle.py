@@ -321,7 +321,6 @@ class Oracle:
         return [(losses[:, j].copy(), state(j), checkpoints[j]) for j in range(count)]
 
 
-
 def _agree(reverse: np.ndarray, complex_step: np.ndarray, scale: np.ndarray, how: str) -> None:
     """Raise OracleError unless the two methods agree to ORACLE_SELF_CHECK relative to the term scale."""
     with np.errstate(invalid="ignore"):
