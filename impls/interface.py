@@ -45,6 +45,7 @@ class Implementation(Protocol):
     name: str
     spec: ModelSpec
     exact: bool  # False for finite-difference gradients (held to NOTEBOOK_FD); optional: exact() defaults to True
+    # optional: conventions, {key: value} from impls.spec.CONVENTIONS where its optimizer departs from the spec
 
     def forward(self, params: Params, x: np.ndarray) -> np.ndarray:
         """Predictions of shape (k, layers[-1])."""
@@ -64,7 +65,8 @@ class Implementation(Protocol):
         steps: int,
         record: Sequence[int] = (),
     ) -> TrainResult:
-        """Run ``steps`` SGD updates; keep the parameters at each step in ``record`` (0..steps)."""
+        """Run ``steps`` updates of the spec's optimizer, from fresh optimizer state; keep the parameters at
+        each step in ``record`` (0..steps)."""
         ...
 
 
@@ -77,6 +79,13 @@ def require_dtype(name: str, spec: ModelSpec, supported: tuple[str, ...]) -> Non
     """Raise Unavailable unless the implementation computes in ``spec.dtype``."""
     if spec.dtype not in supported:
         raise Unavailable(f"{name} has no {spec.dtype}; it runs in {', '.join(supported)}")
+
+
+def require_plain_sgd(name: str, spec: ModelSpec) -> None:
+    """Raise Unavailable unless the spec trains by the notebook's rule: sgd, constant lr, no weight decay."""
+    if not spec.plain_sgd:
+        raise Unavailable(f"{name} trains by the notebook's plain SGD only (constant lr, no weight decay); the"
+                          f" native implementations (torch-nn, jax-optax, keras) and numpy run {spec.optimizer}")
 
 
 def check_record(steps: int, record: Sequence[int]) -> list[int]:

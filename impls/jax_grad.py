@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from impls.interface import Params, TrainResult, Unavailable, check_record, require_dtype
+from impls.interface import Params, TrainResult, Unavailable, check_record, require_dtype, require_plain_sgd
 from impls.spec import DTYPES, ModelSpec
 
 ACTIVATION = {"relu": jax.nn.relu, "tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid, "identity": lambda z: z}
@@ -34,6 +34,7 @@ class JaxGrad:
 
     def __init__(self, spec: ModelSpec) -> None:
         require_dtype(self.name, spec, DTYPES)
+        require_plain_sgd(self.name, spec)
         self.spec = spec
         self.x64 = spec.dtype == "float64"
         self.device = _device(self.name, spec.device)

@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from impls.interface import Params, TrainResult, check_record, require_dtype
+from impls.interface import Params, TrainResult, check_record, require_dtype, require_plain_sgd
 from impls.np_notebook import ACTIVATION, bce_logits, sel
 from impls.spec import DTYPES, ModelSpec
 
@@ -161,6 +161,7 @@ class NumpyFast:
 
     def __init__(self, spec: ModelSpec) -> None:
         require_dtype(self.name, spec, DTYPES)
+        require_plain_sgd(self.name, spec)
         self.spec = spec
 
     def forward(self, params: Params, x: np.ndarray) -> np.ndarray:

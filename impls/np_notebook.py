@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from impls.interface import Params, TrainResult, check_record
+from impls.np_optim import NumpyOptimizer
 from impls.spec import ModelSpec
 
 FD_STEP = 1e-8  # the notebook's h in prime()
@@ -99,7 +100,8 @@ Layer = tuple[np.ndarray, np.ndarray, np.ndarray]  # (input h, pre-activation z,
 
 
 class NotebookNumpy:
-    """Forward, backward and SGD exactly as the notebook's In [191] cell, for any depth."""
+    """Forward, backward and SGD exactly as the notebook's In [191] cell, for any depth (and the spec's other
+    optimizers by hand, ``impls.np_optim``)."""
 
     name = "numpy-base"
     exact = True
@@ -171,12 +173,16 @@ class NotebookNumpy:
         p, x, y = self._own(params), self._cast(x), self._cast(y)
         losses = np.empty(steps)
         checkpoints = {}
+        optimizer = NumpyOptimizer(self.spec, self.dtype)  # fresh state every run
         for step in range(steps):
             if step in wanted:
                 checkpoints[step] = {k: v.copy() for k, v in p.items()}
             layers = self._layers(p, x)
             losses[step] = np.mean(self._loss(layers, y))
             grads = self._backward(p, layers, y)
+            if not self.spec.plain_sgd:
+                optimizer.update(p, grads)
+                continue
             for i in range(self.spec.depth):
                 update_weights(p[f"w{i}"], p[f"b{i}"], grads[f"w{i}"], grads[f"b{i}"], self.spec.lr)
         if steps in wanted:

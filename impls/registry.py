@@ -16,16 +16,30 @@ REGISTRY: dict[str, tuple[str, str, str]] = {
     "numpy-fast": ("impls.np_fast", "NumpyFast", "numpy"),
     "jax-step": ("impls.jax_step", "JaxStep", "jax"),
     "torch-compile": ("impls.torch_compile", "TorchCompile", "torch"),
+    # each framework as its users write it: its own layers, losses and optimizers (opt-in)
+    "torch-nn": ("impls.torch_nn", "TorchNN", "torch"),
+    "jax-optax": ("impls.jax_optax", "JaxOptax", "optax"),
+    "keras": ("impls.keras_native", "KerasNative", "keras"),
 }
 
 
 DEFAULT = ("numpy", "numpy-fd", "torch", "jax")  # what a plain compare runs; the rest are opt-in
+NATIVE = ("torch-nn", "jax-optax", "keras")
+DEFAULT_OPTIMIZING = ("numpy", "numpy-fd", *NATIVE)  # what a compare runs for any other optimizer or schedule
 FLOAT64_ONLY = ("numpy-fd",)  # every other implementation runs in every dtype of the spec
+PLAIN_SGD_ONLY = ("torch", "jax", "numpy-fast", "jax-step", "torch-compile")  # hand-rolled SGD loops
 
 
-def supports(name: str, dtype: str) -> bool:
-    """Whether the implementation promises to run in ``dtype`` on the CPU once its framework is installed."""
-    return name in REGISTRY and (dtype == "float64" or name not in FLOAT64_ONLY)
+def supports(name: str, spec: ModelSpec) -> bool:
+    """Whether the implementation promises to run ``spec`` on the CPU once its framework is installed."""
+    return (name in REGISTRY and (spec.dtype == "float64" or name not in FLOAT64_ONLY)
+            and (spec.plain_sgd or name not in PLAIN_SGD_ONLY))
+
+
+def default_for(spec: ModelSpec) -> tuple[str, ...]:
+    """The implementations a compare runs when none are named: the notebook's four for its plain SGD, else
+    numpy's hand-written optimizers, and the frameworks' own."""
+    return DEFAULT if spec.plain_sgd else DEFAULT_OPTIMIZING
 
 
 def names() -> list[str]:

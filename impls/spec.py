@@ -15,7 +15,20 @@ Semantics follow the notebook (../shared/seeds, In [191]):
   loss: ``"sum"`` is the notebook's (its ``prime(loss_fn, y_pred)`` is
   ``y_hat - y``, never divided by the element count), ``"mean"`` divides it by
   the element count;
-- the update is plain SGD, ``p -= lr * dp``, as in ``update_weights``.
+- the update is the ``optimizer``'s, step t = 0, 1, ... at learning rate
+  ``lr_t = lr * decay_factor ** (t // decay_every)`` under the ``step`` schedule
+  (``lr`` under ``constant``), with fresh state at the start of every ``train``:
+  - ``sgd`` (the notebook's ``update_weights``, the default): ``p -= lr_t * g``;
+  - ``momentum``: ``buf = g`` at t = 0, else ``buf = momentum * buf + g``; ``p -= lr_t * buf``
+    (lr outside the buffer, no dampening);
+  - ``nesterov``: the same buffer, ``p -= lr_t * (g + momentum * buf)``;
+  - ``adam``: ``m = beta1 m + (1 - beta1) g``, ``v = beta2 v + (1 - beta2) g^2`` (both 0 before t = 0),
+    ``m_hat = m / (1 - beta1^(t+1))``, ``v_hat = v / (1 - beta2^(t+1))``,
+    ``p -= lr_t * m_hat / (sqrt(v_hat) + eps)`` (eps after bias correction);
+  - ``amsgrad``: adam with ``v_max = max(v_max, v)`` over the raw v, ``v_hat = v_max / (1 - beta2^(t+1))``;
+  - ``adamw``: adam, and first ``p -= lr_t * weight_decay * p`` (decoupled, times lr).
+  For every optimizer but adamw a nonzero ``weight_decay`` is coupled L2: ``g += weight_decay * p`` first.
+  Where a framework departs from these definitions it states how in ``CONVENTIONS`` terms.
 """
 from __future__ import annotations
 
@@ -24,6 +37,19 @@ from dataclasses import dataclass
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")
 LOSSES = ("sel", "bce")
 REDUCTIONS = ("sum", "mean")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "amsgrad", "adamw")
+SCHEDULES = ("constant", "step")
+ADAMW_WEIGHT_DECAY = 0.01  # adamw's weight_decay when none is given (torch.optim.AdamW's default)
+# The conventions where frameworks part, each with the spec's own choice first. An implementation states its
+# choice for each in ``conventions`` (a missing key means the spec's); the harness names them when they show.
+CONVENTIONS: dict[str, tuple[str, ...]] = {
+    "eps": ("after bias correction", "before bias correction"),
+    "nesterov": ("g + momentum * buf", "velocity v = momentum v - lr g; p += momentum v - lr g"),
+    "weight_decay": ("coupled L2 (adamw: decoupled, times lr)", "decoupled, times lr"),
+    "amsgrad_max": ("over raw v", "over bias-corrected v"),
+    "momentum_lr": ("outside the buffer", "inside the buffer"),
+    "lr_dtype": ("run dtype", "float32"),
+}
 DTYPES = ("float64", "float32")  # what a run can ask for
 DEVICES = ("cpu", "cuda")  # where torch and jax compute; the NumPy implementations always use the CPU
 ORACLE_DTYPE = "longdouble"  # the extended-precision truth; only numpy computes in it
@@ -38,8 +64,17 @@ class ModelSpec:
     loss: str = "sel"  # sel: 0.5 * (y - y_hat)**2 per element; bce: binary cross-entropy
     reduction: str = "sum"  # gradient of the sum (notebook) or of the mean
     dtype: str = "float64"  # float64 or float32 (or longdouble, for the oracle), for every array
-    lr: float = 0.001  # plain SGD step size, as in the notebook
+    lr: float = 0.001  # step size, as in the notebook
     device: str = "cpu"  # cpu or cuda, for torch and jax (NumPy runs on the CPU whatever this says)
+    optimizer: str = "sgd"  # sgd (the notebook's), momentum, nesterov, adam, amsgrad, adamw
+    momentum: float = 0.9  # momentum and nesterov
+    beta1: float = 0.9  # adam, amsgrad, adamw
+    beta2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float | None = None  # None: ADAMW_WEIGHT_DECAY for adamw, 0 otherwise
+    schedule: str = "constant"  # constant, or step: lr times decay_factor every decay_every steps
+    decay_every: int = 1000
+    decay_factor: float = 0.5
 
     def __post_init__(self) -> None:
         if len(self.layers) < 2 or any(int(n) != n or n < 1 for n in self.layers):
@@ -58,6 +93,31 @@ class ModelSpec:
         _one_of("device", (self.device,), DEVICES)
         if not 0 < self.lr < float("inf"):
             raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
+        _one_of("optimizer", (self.optimizer,), OPTIMIZERS)
+        _one_of("schedule", (self.schedule,), SCHEDULES)
+        if self.weight_decay is None:  # settled once, so the spec records what runs
+            object.__setattr__(self, "weight_decay", ADAMW_WEIGHT_DECAY if self.optimizer == "adamw" else 0.0)
+        for name in ("momentum", "beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        for name in ("eps", "weight_decay"):
+            if not 0 <= getattr(self, name) < float("inf"):
+                raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
+        if int(self.decay_every) != self.decay_every or self.decay_every < 1:
+            raise ValueError(f"decay_every must be a whole number of steps >= 1, got {self.decay_every}")
+        if not 0 < self.decay_factor < float("inf"):
+            raise ValueError(f"decay_factor must be a finite number > 0, got {self.decay_factor}")
+
+    @property
+    def plain_sgd(self) -> bool:
+        """Whether this trains by the notebook's own rule: sgd at a constant lr without weight decay."""
+        return self.optimizer == "sgd" and self.schedule == "constant" and not self.weight_decay
+
+    @property
+    def stateful(self) -> bool:
+        """Whether an update depends on more than the current parameters and gradient (optimizer state or a
+        schedule), so a run cannot be resumed from a checkpoint of the parameters alone."""
+        return self.optimizer != "sgd" or self.schedule != "constant"
 
     @property
     def depth(self) -> int:

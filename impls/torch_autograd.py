@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from impls.interface import Params, TrainResult, Unavailable, check_record, require_dtype
+from impls.interface import Params, TrainResult, Unavailable, check_record, require_dtype, require_plain_sgd
 from impls.spec import DTYPES, ModelSpec
 
 ACTIVATION = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "identity": lambda z: z}
@@ -23,6 +23,7 @@ class TorchAutograd:
 
     def __init__(self, spec: ModelSpec) -> None:
         require_dtype(self.name, spec, DTYPES)
+        require_plain_sgd(self.name, spec)
         if spec.device == "cuda" and not torch.cuda.is_available():
             raise Unavailable(f"{self.name}: torch {torch.__version__} sees no CUDA device here")
         self.spec = spec

@@ -86,7 +86,7 @@ def _construct(roster: Roster, name: str, factory: Factory, spec, worker: Worker
             roster.skipped[f"{name} {dtype}"] = str(exc)
         elif kind == "Unavailable":
             # declining what the registry says it supports is a fault, not a skip
-            if builtin and supports(name, dtype) and spec.device == "cpu":
+            if builtin and supports(name, spec) and spec.device == "cpu":
                 roster.fault(name, dtype, f"declared itself unavailable in {dtype}, which it supports: {exc}")
             else:
                 roster.skipped[f"{name} {dtype}"] = str(exc)

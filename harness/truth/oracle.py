@@ -28,6 +28,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy.special import expit
 
+from harness.truth.optimizers import Rule
 from harness.truth.tolerances import ORACLE_SELF_CHECK
 from impls.spec import ModelSpec
 
@@ -228,9 +229,11 @@ class Oracle:
 
     # -- training --------------------------------------------------------------------------------------
     def train(self, starts: Sequence[Params], x: np.ndarray, y: np.ndarray, steps: int, record: Sequence[int] = (),
-              dtype=EXTENDED, textbook: bool = False, kernel_ulp: Sequence[bool] = ()
+              dtype=EXTENDED, textbook: bool = False, kernel_ulp: Sequence[bool] = (),
+              conventions: Mapping[str, str] | None = None
               ) -> list[tuple[np.ndarray, dict[str, np.ndarray], dict[int, dict[str, np.ndarray]]]]:
-        """Per start: (per-step reported losses, final parameters, checkpoints), by SGD's rule p - lr g in ``dtype``.
+        """Per start: (per-step reported losses, final parameters, checkpoints), by the spec's optimizer in
+        ``dtype`` (``harness.truth.optimizers``; under a framework's stated ``conventions`` if given).
 
         Several starts train as one stack (a reference run and its twins cost little
         more than one). ``textbook`` takes activation slopes from the outputs, as plain
@@ -246,7 +249,7 @@ class Oracle:
         widths, k = self.spec.layers, np.shape(x)[0]
         # Every start's parameters in one flat row (w0, b0, w1, b1, ...) and the gradients in another. Layer
         # i's w (n x m) and b (1 x m) are consecutive, so together they are one (n + 1) x m block of the row:
-        # one update p -= lr g serves the whole network, two calls a step.
+        # one update serves the whole network (two calls a step for SGD).
         ends = np.cumsum([0] + [(n + 1) * m for n, m in zip(widths, widths[1:])])
         flat = np.empty((count, ends[-1]), dtype)
         grad = np.empty_like(flat)
@@ -263,7 +266,8 @@ class Oracle:
         inputs_t = [np.swapaxes(a, -1, -2) for a in inputs]
         weights_t = [np.swapaxes(block[:, :-1], -1, -2) for block in blocks]  # w without its bias row
         y = np.asarray(y, dtype)
-        lr, half, size = np.asarray(self.spec.lr, dtype), np.asarray(0.5, dtype), np.asarray(y.size, dtype)
+        half, size = np.asarray(0.5, dtype), np.asarray(y.size, dtype)
+        rule = Rule(self.spec, dtype, conventions)
         bce, mean = self.spec.loss == "bce", self.spec.reduction == "mean"
         kernels = {"relu": lambda z, out: np.maximum(z, 0, out=out), "tanh": np.tanh, "sigmoid": expit,
                    "identity": lambda z, out: np.copyto(out, z)}
@@ -311,8 +315,7 @@ class Oracle:
                     np.matmul(inputs_t[i], delta, out=grads[i])
                     if i:
                         delta = delta @ weights_t[i]
-                np.multiply(grad, lr, out=grad)
-                np.subtract(flat, grad, out=flat)
+                rule.step(flat, grad)
             if steps % chunk:
                 flush(steps)
         if steps in wanted:

@@ -1,0 +1,121 @@
+"""The truth's update rules: each optimizer of ``impls.spec`` written anew from its definition there.
+
+Shares no code with any implementation. One ``Rule`` steps one run: it keeps the
+optimizer's state (momentum buffer, Adam's moments) and the step count, and
+updates parameter arrays in place, in whatever real dtype they are (longdouble
+for the truth, float64 or float32 for the reference runs). Its arrays may hold a
+whole stack of runs, or every parameter of a network flattened: every rule is
+element-wise.
+
+A rule can follow the spec (the default) or a framework's stated conventions
+(``impls.spec.CONVENTIONS``); the second is how the harness tells a trajectory
+that parts from the spec *because of* a stated convention from one that parts
+because of a bug.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from impls.spec import CONVENTIONS, ModelSpec
+
+SPEC_CONVENTIONS = {key: choices[0] for key, choices in CONVENTIONS.items()}
+
+
+def conventions_of(impl: object) -> dict[str, str]:
+    """Every convention of ``impl`` (the spec's where it states none), refusing values the harness does not know."""
+    stated = dict(getattr(impl, "conventions", None) or {})
+    for key, value in stated.items():
+        if key not in CONVENTIONS or value not in CONVENTIONS[key]:
+            raise ValueError(f"unknown convention {key}={value!r}; choose from"
+                             f" {'; '.join(f'{k}: {v}' for k, v in CONVENTIONS.items())}")
+    return {**SPEC_CONVENTIONS, **stated}
+
+
+def departures(spec: ModelSpec, conventions: Mapping[str, str]) -> dict[str, str]:
+    """The stated conventions that can change this spec's updates, where they differ from the spec's."""
+    relevant = {"eps": spec.optimizer in ("adam", "amsgrad", "adamw") and spec.eps > 0,
+                "nesterov": spec.optimizer == "nesterov",
+                "weight_decay": spec.weight_decay > 0 and spec.optimizer != "adamw",
+                "amsgrad_max": spec.optimizer == "amsgrad",
+                "momentum_lr": spec.optimizer in ("momentum", "nesterov"),
+                "lr_dtype": True}
+    return {k: v for k, v in conventions.items() if relevant[k] and v != SPEC_CONVENTIONS[k]}
+
+
+class Rule:
+    """One run's optimizer: ``step(p, g)`` applies update t (t = 0, 1, ...) to ``p`` in place."""
+
+    def __init__(self, spec: ModelSpec, dtype, conventions: Mapping[str, str] | None = None) -> None:
+        self.spec, self.dtype = spec, np.dtype(dtype).type
+        self.conv = {**SPEC_CONVENTIONS, **(conventions or {})}
+        self.t = 0
+        self.state: dict[str, np.ndarray] = {}
+        base = np.float32(spec.lr) if self.conv["lr_dtype"] == "float32" else spec.lr
+        self._lr0 = self.dtype(base)
+        self._constant = spec.schedule == "constant"
+        if spec.optimizer == "sgd" and self._constant and spec.weight_decay == 0:
+            self.step = self._sgd  # the notebook's rule, two calls a step (a 100,000-step truth runs it)
+
+    def _sgd(self, p: np.ndarray, g: np.ndarray) -> None:
+        self.t += 1
+        np.multiply(g, self._lr0, out=g)
+        np.subtract(p, g, out=p)
+
+    def lr(self, t: int):
+        """The learning rate of update t, in the rule's dtype."""
+        if self._constant:
+            return self._lr0
+        return self._lr0 * self.dtype(self.spec.decay_factor) ** (t // self.spec.decay_every)
+
+    def step(self, p: np.ndarray, g: np.ndarray) -> None:
+        """Update t on ``p`` (in place) from the gradient ``g`` (which may be overwritten)."""
+        spec, conv, t, d = self.spec, self.conv, self.t, self.dtype
+        lr = self.lr(t)
+        self.t += 1
+        if spec.weight_decay > 0:
+            if spec.optimizer == "adamw" or conv["weight_decay"] == "decoupled, times lr":
+                p -= lr * d(spec.weight_decay) * p
+            else:
+                g = g + d(spec.weight_decay) * p
+        if spec.optimizer == "sgd":
+            np.multiply(g, lr, out=g)
+            np.subtract(p, g, out=p)
+        elif spec.optimizer in ("momentum", "nesterov"):
+            self._momentum(p, g, lr, t)
+        else:
+            self._adam(p, g, lr, t)
+
+    def _momentum(self, p, g, lr, t) -> None:
+        mu, s = self.dtype(self.spec.momentum), self.state
+        nesterov = self.spec.optimizer == "nesterov"
+        velocity = (self.conv["nesterov"] != SPEC_CONVENTIONS["nesterov"]) if nesterov else \
+            self.conv["momentum_lr"] == "inside the buffer"
+        if velocity:  # v = mu v - lr g (v = 0 before the first step): the learning rate lives in the buffer
+            s["v"] = mu * s["v"] - lr * g if t else -lr * g
+            p += (mu * s["v"] - lr * g) if nesterov else s["v"]
+            return
+        s["buf"] = mu * s["buf"] + g if t else np.array(g, copy=True)
+        p -= lr * ((g + mu * s["buf"]) if nesterov else s["buf"])
+
+    def _adam(self, p, g, lr, t) -> None:
+        d, s, spec = self.dtype, self.state, self.spec
+        b1, b2, one = d(spec.beta1), d(spec.beta2), d(1)
+        if not t:
+            s["m"], s["v"] = np.zeros_like(p), np.zeros_like(p)
+        s["m"] = b1 * s["m"] + (one - b1) * g
+        s["v"] = b2 * s["v"] + (one - b2) * g * g
+        bc1, bc2 = one - b1 ** (t + 1), one - b2 ** (t + 1)
+        v_hat = s["v"] / bc2
+        if spec.optimizer == "amsgrad":
+            if self.conv["amsgrad_max"] == "over raw v":
+                s["v_max"] = np.maximum(s["v_max"], s["v"]) if t else s["v"].copy()
+                v_hat = s["v_max"] / bc2
+            else:
+                s["v_hat_max"] = np.maximum(s["v_hat_max"], v_hat) if t else v_hat.copy()
+                v_hat = s["v_hat_max"]
+        eps = d(spec.eps)
+        if self.conv["eps"] == "before bias correction":  # eps added to sqrt(v) before it is corrected
+            eps = eps / np.sqrt(bc2)
+        p -= lr * (s["m"] / bc1) / (np.sqrt(v_hat) + eps)
