@@ -45,6 +45,7 @@ from harness.running import plugins, remote, resources, roster, timing, workers
 from harness.running.remote import RemoteOracle
 from harness.running.plugins import Factory, PluginError
 from harness.running.training import train_everything
+from harness.truth.optimizers import conventions_of
 from harness.truth.oracle import Oracle
 
 
@@ -58,11 +59,17 @@ class Outcome:
     conventions: dict[str, float | None] = field(default_factory=dict)  # impl -> its relu'(0)
     notebook_line: dict[tuple[str, str], str] = field(default_factory=dict)
     environment: dict = field(default_factory=dict)  # torch's and jax's settings, read in the workers
+    optimizer_conventions: dict[str, dict[str, str]] = field(default_factory=dict)  # impl -> its stated conventions
 
     @property
     def failures(self) -> list[str]:
         """One line per finding, rendered from the verdicts."""
         return summary.failure_lines(self.verdicts)
+
+    @property
+    def conventions_named(self) -> list[str]:
+        """One line per divergence that a stated convention explains (not a failure)."""
+        return summary.convention_lines(self.verdicts)
 
 
 def compare(config: RunConfig, extra: dict[str, Factory] | None = None, timings: bool = True) -> Outcome:
@@ -119,8 +126,11 @@ def _compare(config: RunConfig, extra: dict[str, Factory], timings: bool) -> Out
         "timings": pd.DataFrame(rows, columns=timing.COLUMNS),
     }
     environment = {k: v for impl in cast.impls for k, v in getattr(impl, "environment", {}).items()}
+    environment.update({impl.name: impl.framework_settings for impl in cast.impls
+                        if getattr(impl, "framework_settings", None)})  # e.g. keras: its backend and floatx
     return Outcome(tables, verdicts, cast.skipped, conventions,
-                   {(f["impl"], f["dtype"]): f["notebook_line"] for f in checked.finals}, environment)
+                   {(f["impl"], f["dtype"]): f["notebook_line"] for f in checked.finals}, environment,
+                   {r.name: conventions_of(r.impl) for r in checked.runs})
 
 
 def _time_check(config: RunConfig, cast, params, x, y) -> None:
@@ -202,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         for s, handler in previous.items():
             signal.signal(s, handler)
     if config.quiet:
-        print("\n".join(outcome.failures) or "PASS")
+        print("\n".join(outcome.failures + outcome.conventions_named) or "PASS")
     else:
         print(summary.summary_md(config, outcome, short=True))
     print(f"results: {written}")

@@ -9,7 +9,7 @@ import numpy as np
 from harness.data import load
 from harness.init import NOTEBOOK, InitPreset
 from harness.notebook import STEPS
-from impls.registry import DEFAULT, names
+from impls.registry import DEFAULT, DEFAULT_OPTIMIZING, default_for, names
 from impls.spec import DTYPES, ModelSpec
 
 
@@ -17,7 +17,7 @@ from impls.spec import DTYPES, ModelSpec
 class RunConfig:
     """Defaults reproduce the notebook's printed run with every implementation, in both dtypes."""
 
-    impls: tuple[str, ...] = DEFAULT  # implementations to compare, each against the oracle
+    impls: tuple[str, ...] | None = None  # implementations to compare, each against the oracle; None: default_for
     impl: tuple[str, ...] = ()  # your own implementations, as module:attr
     dtype: tuple[str, ...] = DTYPES  # each is a separate run
     steps: int = STEPS  # SGD updates per run
@@ -28,6 +28,16 @@ class RunConfig:
     reduction: str = ModelSpec.reduction  # gradient of the sum (notebook) or the mean
     dataset: str = "xor"  # xor or parity:N
     device: str = "cpu"  # cpu or cuda: where torch and jax compute (NumPy stays on the CPU)
+    optimizer: str = ModelSpec.optimizer  # sgd (the notebook's), momentum, nesterov, adam, amsgrad, adamw
+    momentum: float = ModelSpec.momentum
+    beta1: float = ModelSpec.beta1
+    beta2: float = ModelSpec.beta2
+    eps: float = ModelSpec.eps
+    weight_decay: float | None = None  # None: the spec's (0.01 for adamw, 0 otherwise)
+    schedule: str = ModelSpec.schedule  # constant or step
+    decay_every: int = ModelSpec.decay_every
+    decay_factor: float = ModelSpec.decay_factor
+    framework_defaults: bool = False  # each native implementation on its library's own default hyperparameters
     seed: int | None = None  # None: the notebook's preset (seed 0, 648 draws skipped)
     check_every: int | None = None  # steps between checkpoints (teacher-forced and parameter checks); None: derived
     time_limit: float = 600.0  # seconds one call into an implementation may take before it is stopped
@@ -38,12 +48,20 @@ class RunConfig:
     quiet: bool = False  # no progress bar; print only the verdict line and failures
 
     def __post_init__(self) -> None:
-        if self.check_every is None:  # the frozen field is settled once, so meta.json records what ran
+        if self.check_every is None:  # the frozen fields are settled once, so meta.json records what ran
             object.__setattr__(self, "check_every", default_check_every(self.steps))
+        if self.impls is None:
+            try:
+                impls = default_for(self.spec("float64"))
+            except ValueError:  # validate() reports the bad setting
+                impls = DEFAULT
+            object.__setattr__(self, "impls", impls)
 
     def spec(self, dtype: str) -> ModelSpec:
         """The model spec of this run in ``dtype`` (raises ValueError on a bad combination)."""
-        return ModelSpec(self.layers, self.activations, self.loss, self.reduction, dtype, self.lr, self.device)
+        return ModelSpec(self.layers, self.activations, self.loss, self.reduction, dtype, self.lr, self.device,
+                         self.optimizer, self.momentum, self.beta1, self.beta2, self.eps, self.weight_decay,
+                         self.schedule, self.decay_every, self.decay_factor)
 
     def preset(self) -> InitPreset:
         return NOTEBOOK if self.seed is None else InitPreset(seed=self.seed)
@@ -77,18 +95,29 @@ def _csv(kind):
 
 
 HELP = {
-    "impls": "comma-separated implementations, each judged against the oracle",
+    "impls": f"comma-separated implementations, each judged against the oracle (default: {','.join(DEFAULT)} for"
+             f" the notebook's plain SGD, {','.join(DEFAULT_OPTIMIZING)} for any other optimizer or schedule)",
     "impl": "your own implementation as module:attr, a class or factory taking a ModelSpec (repeatable)",
     "loss": "sel (0.5 (y - y_hat)^2, the notebook's) or bce (binary cross-entropy)",
     "dataset": "xor or parity:N (2**N samples)",
     "device": "cpu or cuda: where torch and jax compute (NumPy stays on the CPU)",
     "dtype": "comma-separated dtypes",
-    "steps": "SGD updates per run",
+    "steps": "updates per run",
     "lr": "learning rate",
     "layers": "comma-separated layer sizes",
     "activations": "comma-separated activation per layer",
     "reduction": "reduction whose gradient is followed: sum or mean",
     "seed": "fresh seed for glorot, drawn from np.random.RandomState(S)",
+    "optimizer": "sgd (the notebook's), momentum, nesterov, adam, amsgrad or adamw (formulas: impls/spec.py)",
+    "momentum": "momentum and nesterov's coefficient",
+    "beta1": "adam, amsgrad and adamw's first-moment decay",
+    "beta2": "adam, amsgrad and adamw's second-moment decay",
+    "eps": "adam, amsgrad and adamw's epsilon",
+    "weight_decay": "weight decay (default: 0.01 for adamw, 0 otherwise; coupled L2 except adamw's, decoupled)",
+    "schedule": "learning-rate schedule: constant or step (lr times --decay-factor every --decay-every steps)",
+    "decay_every": "steps between two decays of the step schedule",
+    "decay_factor": "factor of each decay of the step schedule",
+    "framework_defaults": "run each native implementation on its library's own default hyperparameters",
     "check_every": f"steps between checkpoints (default: --steps / {CHECKPOINTS}, at least 1; 1000 for 100,000 steps)",
     "time_limit": "seconds one call into an implementation may take before it is stopped as hung",
     "max_hours": "refuse a run whose estimated wall time is longer than this",
@@ -99,8 +128,10 @@ HELP = {
 }
 KIND = {"impls": _csv(str), "dtype": _csv(str), "layers": _csv(int), "activations": _csv(str),
         "steps": int, "lr": float, "reduction": str, "loss": str, "dataset": str, "device": str, "seed": int,
-        "check_every": int, "out": str, "time_limit": float, "max_hours": float}
+        "check_every": int, "out": str, "optimizer": str, "momentum": float, "beta1": float, "beta2": float,
+        "eps": float, "weight_decay": float, "schedule": str, "decay_every": int, "decay_factor": float, "time_limit": float, "max_hours": float}
 SHOWN = {"seed": "the notebook's preset", "out": "a new folder under results/"}
+SETTLED = ("check_every", "impls", "weight_decay")  # derived from the other options when not given
 
 
 def parse_args(argv: list[str] | None = None) -> RunConfig:
@@ -116,8 +147,9 @@ def parse_args(argv: list[str] | None = None) -> RunConfig:
             parser.add_argument(flag, action="append", default=[], help=HELP[f.name], metavar="MODULE:ATTR")
             continue
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else SHOWN.get(f.name, default)
+        default = None if f.name in SETTLED else default
         described = HELP[f.name] if "(default" in HELP[f.name] else f"{HELP[f.name]} (default: {shown})"
-        parser.add_argument(flag, type=KIND[f.name], default=None if f.name == "check_every" else default,
+        parser.add_argument(flag, type=KIND[f.name], default=default,
                             dest=f.name, help=described, metavar=f.name.upper())
     args = vars(parser.parse_args(argv))
     config = RunConfig(**{**args, "impl": tuple(args["impl"])})

@@ -42,6 +42,8 @@ def run_metadata(known: dict[str, Any] | None = None) -> dict[str, Any]:
         "threads": {name: os.environ.get(name) for name in THREAD_VARS},
         "torch": known["torch"] if "torch" in known else torch_info(),
         "jax": known["jax"] if "jax" in known else jax_info(),
+        # what an implementation reports of its own framework (keras: version, backend, floatx)
+        "implementation_settings": {k: v for k, v in known.items() if k not in FRAMEWORKS},
     }
 
 

@@ -119,6 +119,10 @@ class NotebookNumpy:
         """d out / d z, element-wise."""
         raise NotImplementedError
 
+    def optimizer(self) -> NumpyOptimizer:
+        """The spec's optimizer with fresh state: every train() starts from none."""
+        return NumpyOptimizer(self.spec, self.dtype)
+
     # The boundary: the only place arrays change dtype or get copied.
     def _own(self, params: Params) -> dict[str, np.ndarray]:
         return {k: np.array(v, dtype=self.dtype) for k, v in params.items()}
@@ -173,7 +177,7 @@ class NotebookNumpy:
         p, x, y = self._own(params), self._cast(x), self._cast(y)
         losses = np.empty(steps)
         checkpoints = {}
-        optimizer = NumpyOptimizer(self.spec, self.dtype)  # fresh state every run
+        optimizer = self.optimizer()
         for step in range(steps):
             if step in wanted:
                 checkpoints[step] = {k: v.copy() for k, v in p.items()}

@@ -12,7 +12,8 @@ from harness import meta
 from harness.meta import run_metadata
 from tests.conftest import REQUIRE_ALL
 
-TOP_KEYS = {"python", "platform", "machine", "cpu", "cpu_count", "numpy", "threads", "torch", "jax"}
+TOP_KEYS = {"python", "platform", "machine", "cpu", "cpu_count", "numpy", "threads", "torch", "jax",
+            "implementation_settings"}
 
 
 def assert_plain_json(value, where="metadata"):

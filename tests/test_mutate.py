@@ -12,14 +12,16 @@ from harness.mutation import classify as c
 from harness.mutation import mutant, report, runone, session, usage
 
 ROOT = Path(__file__).resolve().parent.parent
-ALL = ("numpy", "numpy-fd", "torch", "jax", "numpy-fast", "jax-step", "torch-compile")
+ALL = ("numpy", "numpy-fd", "torch", "jax", "numpy-fast", "jax-step", "torch-compile", "torch-nn", "jax-optax", "keras")
 
 
 def test_each_module_is_used_by_the_implementations_that_import_it():
     users = usage.users(ROOT)
     assert users["impls.np_notebook"] == ("numpy", "numpy-fd", "numpy-fast")
     assert users["impls.np_backprop"] == ("numpy",)
-    assert users["impls.jax_grad"] == ("jax", "jax-step")
+    assert users["impls.np_optim"] == ("numpy", "numpy-fd", "numpy-fast")
+    assert users["impls.jax_grad"] == ("jax", "jax-step", "keras")  # keras borrows its device and segment helpers
+    assert users["impls.keras_native"] == ("keras",)
     assert users["impls.torch_autograd"] == ("torch", "torch-compile")
     assert users["impls.np_fast"] == ("numpy-fast",)
     for shared in ("impls.spec", "impls.interface", "impls.registry"):

@@ -30,7 +30,7 @@ def test_a_wrong_update_rule_fails_whoever_uses_it(monkeypatch):
     outcome = compare.compare(RunConfig(steps=300, check_every=100, quiet=True), timings=False)
     failed = {(v.impl, v.dtype) for v in outcome.verdicts if not v.passed}
     assert failed == {("numpy", "float64"), ("numpy-fd", "float64")}, outcome.failures
-    assert "update: numpy float64 step 0 w0: error relative to lr*g 1.000e-03" in "\n".join(outcome.failures)
+    assert "update: numpy float64 step 0 w0: error relative to the step 1.000e-03" in "\n".join(outcome.failures)
 
 
 def test_a_loop_that_skips_one_update_fails_and_the_replay_says_it_cannot_repeat_it(capsys, tmp_path):

@@ -1,5 +1,5 @@
 """One-step checks at given states: loss and gradients against the oracle's truth, the native loop's
-single update against p - lr g, and gradients against finite differences of each implementation's own
+single update against the truth's rule fed its own gradient, and gradients against finite differences of each implementation's own
 forward pass."""
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
+from harness.checks.updates import ExpectedUpdates
 from harness.checks.arrays import along, cast, error_row, fd_directions, finite_difference_grads
 from harness.truth.oracle import EXTENDED, Oracle
-from harness.truth.tolerances import FD_CHECK_F64, FD_CHECK_STEP, NOTEBOOK_FD, UPDATE_ULPS, allowed, floor
+from harness.truth.tolerances import FD_CHECK_F64, FD_CHECK_STEP, NOTEBOOK_FD, allowed
 from impls.interface import Implementation, Params, exact
 
 FD_MAX_DIRECTIONS = 16  # a parameter with more entries is probed along 16 seeded random +-1 directions
@@ -47,7 +48,7 @@ def teacher_forced(impls: list[Implementation], oracle: Oracle, states: Mapping[
     Errors are relative to the gradients' per-sample terms (``Truth.scale``). What is
     allowed at each point is set by the oracle's own plain evaluation in the dtype
     there (``tolerances.allowed``). With ``updates``, one step of each native loop
-    from the same state is checked too (``update_rows``).
+    from the same state is checked too (``harness.checks.updates``).
     """
     rows = []
     for step, state in states.items():
@@ -66,40 +67,10 @@ def teacher_forced(impls: list[Implementation], oracle: Oracle, states: Mapping[
                     rows.append({"check": "teacher-forced", "impl": impl.name, "dtype": dtype, "step": step,
                                  "param": name, **error, "allowed": float(limit), "passed": bool(error["rel"] <= limit),
                                  "judged": True, "relu_kink": kink})
-                if updates:
+                if updates:  # one step from fresh optimizer state
                     after = impl.train(params, x, y, 1).params
-                    rows += update_rows(impl, step, params, after, got, truth.scale)
+                    rows += ExpectedUpdates(impl).rows(impl, step, params, after, got, truth.scale)
     return table(rows)
-
-
-def update_rows(impl: Implementation, step: int, before: Params, after: Params, grads: Mapping[str, np.ndarray],
-                scale: Mapping[str, np.ndarray]) -> list[dict]:
-    """One native step (``before`` to ``after``) against p - lr g from the implementation's own gradient.
-
-    Judged relative to the update's size max |lr g|, not to |p|: a loop that is 0.1 %
-    off in its step moves p by far less than an ulp of p, but by 0.1 % of the update.
-    Allowed: ``UPDATE_ULPS`` ulps of the new parameters plus lr times the gradient floor.
-    """
-    dtype = impl.spec.dtype
-    lr = np.asarray(impl.spec.lr, dtype).astype(EXTENDED)
-    grad_floor = floor(dtype, exact(impl)).rel
-    rows = []
-    for name, value in before.items():
-        update = lr * np.asarray(grads[name], EXTENDED)
-        new = np.asarray(after[name], EXTENDED)
-        diff = np.max(np.abs(new - (np.asarray(value, EXTENDED) - update)), initial=0.0)
-        ulp = np.spacing(np.asarray(np.max(np.abs(new), initial=0.0), dtype)).astype(EXTENDED)
-        limit = UPDATE_ULPS.times * ulp + lr * grad_floor * np.max(np.abs(np.asarray(scale[name], EXTENDED)))
-        size = np.max(np.abs(update), initial=0.0)
-        size = size if size > 0 else EXTENDED(1)
-        finite = bool(np.all(np.isfinite(new)))
-        rel = float(diff / size) if finite else float("inf")
-        comparable = bool(np.isfinite(limit) and np.isfinite(size))  # the truth's own terms overflowed: no yardstick
-        rows.append({"check": "update", "impl": impl.name, "dtype": dtype, "step": step, "param": name,
-                     "max_abs": float(diff), "rel": rel, "ulps": float(diff / ulp) if ulp > 0 else float("inf"),
-                     "allowed": float(limit / size), "passed": bool(not comparable or (finite and diff <= limit)),
-                     "judged": comparable, "relu_kink": False})
-    return rows
 
 
 def finite_differences(impls: list[Implementation], oracle: Oracle, states: Mapping[int, Params],

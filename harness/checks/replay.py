@@ -5,9 +5,12 @@ checkpoints within ``REPRODUCE_ULPS``): a loop whose steps depend on more than
 its parameters (a step counter, hidden state) does not, and that is named. Then,
 at every replayed state, the implementation's loss and gradients are judged
 against the truth (a forward or gradient error), and every replayed transition
-against p - lr g from its own gradient (an update error). If every single step
-is right, the run still left the measured rounding envelope: it fails as
-"rounding beyond the envelope", naming the parameter that left it first.
+against the truth's update rule fed its own gradients (an update error;
+``harness.checks.updates``). If every single step is right, the run still left the measured rounding envelope: it fails as
+"rounding beyond the envelope", naming the parameter that left it first. A
+stateful optimizer (or a schedule) cannot resume from a checkpoint of the
+parameters, so its run is replayed from step 0, and its first ``STATEFUL_WINDOW``
+steps are checked one by one.
 """
 from __future__ import annotations
 
@@ -15,11 +18,14 @@ import numpy as np
 import pandas as pd
 
 from harness.checks.arrays import rel_diff
-from harness.checks.gradcheck import loss_and_grads, teacher_forced, update_rows
+from harness.checks.gradcheck import loss_and_grads, teacher_forced
+from harness.checks.updates import ExpectedUpdates
 from harness.checks.trajectory import Divergence
 from harness.running.runs import Run
 from harness.truth.oracle import EXTENDED, Oracle
 from harness.truth.tolerances import REPRODUCE_ULPS
+
+STATEFUL_WINDOW = 1000  # steps checked one by one in a replay from step 0 (about a second at 2-4-1)
 
 
 def name_cause(found: Divergence, run: Run, losses: pd.DataFrame, params: pd.DataFrame, oracle: Oracle,
@@ -31,18 +37,21 @@ def name_cause(found: Divergence, run: Run, losses: pd.DataFrame, params: pd.Dat
             found.cause = "initial state"
             _name(found, 0, name, rel, 0.0)
             return found
-    start = max((s for s in run.result.checkpoints if s < found.step), default=0)
+    # a stateful optimizer or a schedule cannot resume from parameters alone: replay it from the start
+    start = 0 if run.impl.spec.stateful else max((s for s in run.result.checkpoints if s < found.step), default=0)
     span = found.step - start + 1  # the replay's losses reach the divergent step itself
-    replay = run.impl.train(run.state(start), x, y, span, record=range(span + 1))
+    window = min(span, STATEFUL_WINDOW) if start == 0 and run.impl.spec.stateful else span
+    recorded = {k - start for k in run.result.checkpoints if start < k <= start + span}
+    replay = run.impl.train(run.state(start), x, y, span, record=sorted(recorded | set(range(window + 1))))
     if _differs(found, run, replay, start, span):
         return found
-    states = {start + k: state for k, state in replay.checkpoints.items()}
+    states = {start + k: replay.checkpoints[k] for k in range(window + 1)}
     checks = teacher_forced([run.impl], oracle, states, x, y, updates=False)
-    rows = []
+    rows, expected = [], ExpectedUpdates(run.impl)
     for step in sorted(states)[:-1]:
         truth = oracle.truth(states[step], x, y)
-        rows += update_rows(run.impl, step, states[step], states[step + 1],
-                            loss_and_grads(run.impl, states[step], x, y), truth.scale)
+        rows += expected.rows(run.impl, step, states[step], states[step + 1],
+                              loss_and_grads(run.impl, states[step], x, y), truth.scale)
     checks = pd.concat([checks, pd.DataFrame(rows)], ignore_index=True) if rows else checks
     failed = checks[~checks.passed.astype(bool)]
     if len(failed):
@@ -51,7 +60,10 @@ def name_cause(found: Divergence, run: Run, losses: pd.DataFrame, params: pd.Dat
         found.cause = "update" if worst.check == "update" else ("forward" if worst.param == "loss" else "gradient")
         _name(found, int(worst.step), str(worst.param), float(worst.rel), float(worst.allowed))
         return found
-    found.cause = "rounding beyond the envelope"  # every single step is right, yet the run left what rounding explains
+    # every single step is right, yet the run left what rounding explains (or the steps checked one by one
+    # end before the divergence)
+    found.cause = "rounding beyond the envelope" if window == span else \
+        f"not located (replayed from step 0, its first {window} steps are right)"
     later = params[(params.step >= found.step) & ~(params.rel_err <= params.allowed)]
     if len(later):
         first = later[later.step == later.step.min()]

@@ -9,6 +9,7 @@ import pandas as pd
 
 from harness import notebook
 from harness.checks.gradcheck import finite_differences, table, teacher_forced
+from harness.checks.conventions import explain
 from harness.checks.replay import name_cause
 from harness.checks.arrays import cast
 from harness.checks.trajectory import Divergence, first_divergence, horizon, loss_table, overflow_explained, param_table
@@ -63,7 +64,12 @@ def check_all(config, roster: Roster, trained: Trained, oracle: Oracle, params, 
         div.reference_nonfinite_at = min([r.nonfinite_at for r in plain if r.nonfinite_at is not None],
                                          default=None)
         div.overflow_explained = overflow_explained(run, truth, trained.envelopes[run.dtype], y.size)
-        if div.step is not None and roster.attempt(
+        shown = explain(run, config.spec(run.dtype), truth, trained.envelopes[run.dtype], end, params, x, y) \
+            if div.step is not None else None
+        if shown:  # the run follows the truth under its framework's stated conventions
+            div.cause, div.conventions = "convention", tuple(shown)
+            div.cause_step = next((s.step for s in shown if s.step is not None), div.step)
+        elif div.step is not None and roster.attempt(
                 run.impl, "train", lambda: name_cause(div, run, losses, params_err, oracle, x, y, params)) is None:
             continue
         final = roster.attempt(run.impl, "forward", lambda: final_row(run, config.steps, x, y))

@@ -28,7 +28,7 @@ class Divergence:
     dtype: str
     step: int | None = None  # first step whose loss or parameters are out of tolerance
     detected_by: str = ""  # "loss" or "parameters"
-    cause: str = ""  # "gradient", "forward", "update", "replay differs" or "rounding beyond the envelope"
+    cause: str = ""  # "gradient", "forward", "update", "replay differs", "rounding beyond the envelope", "convention"
     cause_step: int | None = None  # the state at which the cause was found
     param: str = ""  # the parameter (or "loss") named
     rel: float = 0.0  # its relative error there
@@ -37,6 +37,7 @@ class Divergence:
     oracle_nonfinite_at: int | None = None  # the same for the truth: the configuration itself diverges
     reference_nonfinite_at: int | None = None  # the earliest of the plain reference runs in the run's dtype
     overflow_explained: bool = False  # at nonfinite_at, what is allowed reaches past the dtype's largest number
+    conventions: tuple = ()  # cause "convention": the stated conventions (harness.checks.conventions.Shown)
 
 
 def overflow_explained(run: Run, truth: Reference, rounding: Envelope, size: int) -> bool:

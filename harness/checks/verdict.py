@@ -13,13 +13,14 @@ import pandas as pd
 from harness.checks.trajectory import Divergence
 
 PASS, FAIL, FAULTY = "pass", "fail", "faulty"
+NOT_FAILING = ("convention",)  # findings that are named in the report but do not fail the run
 
 
 @dataclass(frozen=True)
 class Finding:
     """One reason an implementation fails, with what was compared."""
 
-    check: str  # teacher-forced, finite-difference, update, trajectory, blow-up, notebook, fault
+    check: str  # teacher-forced, finite-difference, update, trajectory, blow-up, notebook, fault, convention
     impl: str
     dtype: str
     step: int | None = None
@@ -58,7 +59,8 @@ def decide(compared: list[tuple[str, str]], gradients: pd.DataFrame, divergences
     finite-difference), on a divergence from the truth beyond what is allowed
     (whatever the replay names as its cause), on a blow-up that comes before
     every reference run's where rounding cannot explain an overflow, or on a
-    missed notebook line. A fault outranks all.
+    missed notebook line. A fault outranks all. A divergence that the implementation's stated conventions
+    explain (``harness.checks.conventions``) is a "convention" finding: named, and not a failure.
     """
     findings: dict[tuple[str, str], list[Finding]] = {key: [] for key in compared}
     failed = gradients[~gradients.passed]
@@ -73,7 +75,11 @@ def decide(compared: list[tuple[str, str]], gradients: pd.DataFrame, divergences
         if d.nonfinite_at is not None and _before_every_reference(d) and not d.overflow_explained:
             findings[key].append(Finding("blow-up", d.impl, d.dtype, d.nonfinite_at, "loss",
                                          oracle_at=d.oracle_nonfinite_at, reference_at=d.reference_nonfinite_at))
-        if d.step is not None:
+        if d.step is not None and d.cause == "convention":  # named, and not a failure
+            findings[key].append(Finding("convention", d.impl, d.dtype, d.cause_step, d.param, d.rel, d.allowed,
+                                         detail="; ".join(_shown(s) for s in d.conventions),
+                                         detected_by=d.detected_by, cause=d.cause, cause_step=d.cause_step))
+        elif d.step is not None:
             findings[key].append(Finding("trajectory", d.impl, d.dtype, d.step, d.param, d.rel, d.allowed,
                                          detected_by=d.detected_by, cause=d.cause, cause_step=d.cause_step))
     for key, line in notebook_misses.items():
@@ -82,9 +88,14 @@ def decide(compared: list[tuple[str, str]], gradients: pd.DataFrame, divergences
         findings.setdefault(key, []).extend(Finding("fault", *key, detail=fault) for fault in found)
     verdicts = []
     for (impl, dtype), found in findings.items():
-        status = FAULTY if any(f.check == "fault" for f in found) else FAIL if found else PASS
+        failing = [f for f in found if f.check not in NOT_FAILING]
+        status = FAULTY if any(f.check == "fault" for f in found) else FAIL if failing else PASS
         verdicts.append(Verdict(impl, dtype, status, tuple(found)))
     return verdicts
+
+
+def _shown(s) -> str:  # a harness.checks.conventions.Shown
+    return f"{s.phrase} (shows from step {s.step})" if s.step is not None else f"{s.phrase} (never shows here)"
 
 
 def _before_every_reference(d: Divergence) -> bool:

@@ -11,9 +11,10 @@ import pandas as pd
 
 from harness import notebook
 from harness.checks.trajectory import Divergence
-from harness.checks.verdict import Finding, Verdict
+from harness.checks.verdict import NOT_FAILING, Finding, Verdict
 from harness.config import RunConfig
 from harness.reporting import tables as report
+from harness.truth.optimizers import SPEC_CONVENTIONS, departures
 from impls.spec import ORACLE_DTYPE
 
 if TYPE_CHECKING:
@@ -44,7 +45,8 @@ def _blank(value) -> object:
 def verdict_table(verdicts: list[Verdict]) -> pd.DataFrame:
     """verdicts.csv: one row per implementation and dtype, faulty ones included, with what failed."""
     return pd.DataFrame([{"impl": v.impl, "dtype": v.dtype, "verdict": v.status,
-                          "failed_checks": " ".join(dict.fromkeys(f.check for f in v.findings))}
+                          "failed_checks": " ".join(dict.fromkeys(f.check for f in v.findings
+                                                                  if f.check not in NOT_FAILING))}
                          for v in verdicts], columns=["impl", "dtype", "verdict", "failed_checks"])
 
 
@@ -64,11 +66,14 @@ def failure_line(f: Finding) -> str:
     if f.check == "blow-up":
         return (f"trajectory: {who} diverged at step {f.step} (non-finite loss) before the oracle"
                 f" ({_never(f.oracle_at)}) and the reference runs in {f.dtype} ({_never(f.reference_at)})")
+    if f.check == "convention":
+        return (f"convention: {who} leaves the spec's trajectory at step {f.cause_step} (by its {f.detected_by}) by its"
+                f" stated update rule, and stays within tolerance of the truth under it: {f.detail}")
     if f.check == "trajectory":
         where = f"{f.cause} of {f.param} at step {f.cause_step}" if f.param else f.cause
         return (f"trajectory: {who} diverges at step {f.step} (by its {f.detected_by}); first disagreement: {where},"
                 f" {_exceeds('relative error', f.rel, f.allowed, '.3e')}")
-    what = "relative error" if f.check != "update" else "error relative to lr*g"
+    what = "relative error" if f.check != "update" else "error relative to the step"
     note = f"; {f.detail}" if f.detail else ""
     return (f"{f.check}: {who} step {f.step} {f.param}: {_exceeds(what, f.rel, f.allowed, '.1e')}"
             f" ({f.count} values out of tolerance){note}")
@@ -92,17 +97,25 @@ def failure_lines(verdicts: list[Verdict]) -> list[str]:
     """Every finding of every verdict, faults first (or that nothing was compared at all)."""
     if not verdicts:
         return [NOTHING_COMPARED]
-    found = [f for v in verdicts for f in v.findings]
+    found = [f for v in verdicts for f in v.findings if f.check not in NOT_FAILING]
     return [failure_line(f) for f in sorted(found, key=lambda f: f.check != "fault")]
+
+
+def convention_lines(verdicts: list[Verdict]) -> list[str]:
+    """Every divergence a stated convention explains (named; not failures)."""
+    return [failure_line(f) for v in verdicts for f in v.findings if f.check == "convention"]
 
 
 def headline(verdicts: list[Verdict]) -> str:
     if not verdicts:
         return f"**FAIL**: {NOTHING_COMPARED}."
+    named = convention_lines(verdicts)
+    named = ("\n\nStated conventions that move a trajectory off the spec's:\n\n" + "\n".join(f"- {line}" for line in named)
+             if named else "")
     if all(v.passed for v in verdicts):
-        return f"**PASS**: every check passed ({len(verdicts)} implementation-dtype runs)."
+        return f"**PASS**: every check passed ({len(verdicts)} implementation-dtype runs)." + named
     bad = [f"{v.impl} {v.dtype}" for v in verdicts if not v.passed]
-    return f"**FAIL** ({', '.join(bad)}):\n\n" + "\n".join(f"- {line}" for line in failure_lines(verdicts))
+    return f"**FAIL** ({', '.join(bad)}):\n\n" + "\n".join(f"- {line}" for line in failure_lines(verdicts)) + named
 
 
 def summary_md(config: RunConfig, outcome: "Outcome", short: bool = False) -> str:
@@ -139,13 +152,33 @@ def summary_md(config: RunConfig, outcome: "Outcome", short: bool = False) -> st
         sections["relu'(0) conventions"] = report.markdown(pd.DataFrame(
             [{"impl": k, "relu'(0)": "not stated" if v is None else f"{v:g}"} for k, v in outcome.conventions.items()]
         )) + "\n\nThe oracle takes relu'(0) = 0; a failure at a state where a relu pre-activation is exactly 0 says so."
+    if not config.spec("float64").plain_sgd:
+        sections[f"Optimizer conventions ({config.optimizer})"] = report.markdown(conventions_table(
+            config.spec("float64"), outcome.optimizer_conventions)) + "\n\n" + CONVENTIONS_NOTE
     sections["Timings"] = report.timing_table(t["timings"])
     if outcome.skipped:
         sections["Unavailable"] = "\n".join(f"- {k}: {v}" for k, v in outcome.skipped.items())
     if not short:
         sections["Tolerances"] = report.tolerance_table()
     title = f"harness.compare: layers {config.layers}, {config.steps:,} steps, lr {config.lr}"
+    if not config.spec("float64").plain_sgd:
+        title += f", {config.optimizer}" + (f" ({config.schedule} schedule)" if config.schedule != "constant" else "")
     return report.summary(title, verdict, sections)
+
+
+CONVENTIONS_NOTE = ("Each implementation states where its optimizer departs from the spec (impls/spec.py); `*` marks"
+                    " a departure that can change this run's updates. When a run leaves the spec's trajectory, the"
+                    " oracle trains again under the stated conventions: a run within tolerance of that is named"
+                    " above as a convention, not failed.")
+
+
+def conventions_table(spec, stated: dict[str, dict[str, str]]) -> pd.DataFrame:
+    """One row per implementation (and the spec's own): its value of every convention."""
+    rows = [{"impl": "spec (oracle)", **SPEC_CONVENTIONS}]
+    for impl, conventions in stated.items():
+        departed = departures(spec, conventions)
+        rows.append({"impl": impl, **{k: f"{v} *" if k in departed else v for k, v in conventions.items()}})
+    return pd.DataFrame(rows, columns=["impl", *SPEC_CONVENTIONS])
 
 
 def _digits(n: int):

@@ -1,7 +1,7 @@
 """Which implementations a run compares: the registry's, and your own after validation."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Callable
 
@@ -49,6 +49,12 @@ def build(config, extra: dict[str, Factory], params, x, y) -> Roster:
                for name, factory, spec in wanted]
     for (name, factory, spec), worker in zip(wanted, started):
         impl = _construct(roster, name, factory, spec, worker, builtin=name in config.impls)
+        if impl is not None and config.framework_defaults and (own := library_defaults(impl)):
+            if isinstance(impl, RemoteImpl):  # built again, on its library's defaults
+                impl.worker.stop()
+            spec = replace(spec, **own)
+            worker = Worker(f"{name} {spec.dtype}", factory, (spec,), config.time_limit) if usable(factory) else None
+            impl = _construct(roster, name, factory, spec, worker, builtin=name in config.impls)
         if impl is None:
             continue
         if name in config.impls:  # built-in
@@ -65,6 +71,15 @@ def build(config, extra: dict[str, Factory], params, x, y) -> Roster:
         elif isinstance(impl, RemoteImpl):
             impl.worker.stop()
     return roster
+
+
+FRAMEWORK_DEFAULTS = ("lr", "beta1", "beta2", "eps", "weight_decay")  # momentum's library default is 0: not momentum
+
+
+def library_defaults(impl: Implementation) -> dict[str, float]:
+    """The hyperparameters of ``impl``'s library defaults (its ``framework_defaults``) that differ from its spec."""
+    stated = getattr(impl, "framework_defaults", None) or {}
+    return {k: float(v) for k, v in stated.items() if k in FRAMEWORK_DEFAULTS and float(v) != getattr(impl.spec, k)}
 
 
 def _construct(roster: Roster, name: str, factory: Factory, spec, worker: Worker | None,

@@ -100,13 +100,18 @@ def kind_of(exc: BaseException) -> str:
     return next((c.__name__ for c in (NotInstalled, Unavailable) if isinstance(exc, c)), type(exc).__name__)
 
 
+def _plain_dict(value: object) -> bool:
+    """A dict of plain keys and values (conventions, framework_defaults, framework_settings)."""
+    return isinstance(value, dict) and all(isinstance(v, PLAIN) for kv in value.items() for v in kv)
+
+
 def _describe(hosted: object) -> dict[str, Any]:
-    """The plain attributes the main process reads without a call (name, spec, exact, conventions)."""
+    """The plain attributes the main process reads without a call (name, spec, exact, conventions, ...)."""
     found = {}
     for k in dir(hosted):
         if not k.startswith("_"):
             value = inspect.getattr_static(hosted, k, None)  # never runs a property
-            if isinstance(value, PLAIN) or k == "spec":
+            if isinstance(value, PLAIN) or k == "spec" or _plain_dict(value):
                 found[k] = value
     found["methods"] = [m for m in METHODS if callable(getattr(hosted, m, None))]
     found["environment"] = framework_info(set(sys.modules))  # torch's and jax's settings, where they run

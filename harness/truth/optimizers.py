@@ -47,13 +47,17 @@ def departures(spec: ModelSpec, conventions: Mapping[str, str]) -> dict[str, str
 class Rule:
     """One run's optimizer: ``step(p, g)`` applies update t (t = 0, 1, ...) to ``p`` in place."""
 
-    def __init__(self, spec: ModelSpec, dtype, conventions: Mapping[str, str] | None = None) -> None:
+    def __init__(self, spec: ModelSpec, dtype, conventions: Mapping[str, str] | None = None,
+                 constants=None) -> None:
+        """``constants``: the dtype every hyperparameter is rounded to before use (default ``dtype``; a rule in
+        longdouble that judges a float32 run rounds them as that run may)."""
         self.spec, self.dtype = spec, np.dtype(dtype).type
         self.conv = {**SPEC_CONVENTIONS, **(conventions or {})}
         self.t = 0
         self.state: dict[str, np.ndarray] = {}
-        base = np.float32(spec.lr) if self.conv["lr_dtype"] == "float32" else spec.lr
-        self._lr0 = self.dtype(base)
+        rounded = np.dtype(constants or dtype).type
+        self.c = lambda value: self.dtype(rounded(value))
+        self._lr0 = self.c(np.float32(spec.lr) if self.conv["lr_dtype"] == "float32" else spec.lr)
         self._constant = spec.schedule == "constant"
         if spec.optimizer == "sgd" and self._constant and spec.weight_decay == 0:
             self.step = self._sgd  # the notebook's rule, two calls a step (a 100,000-step truth runs it)
@@ -67,18 +71,18 @@ class Rule:
         """The learning rate of update t, in the rule's dtype."""
         if self._constant:
             return self._lr0
-        return self._lr0 * self.dtype(self.spec.decay_factor) ** (t // self.spec.decay_every)
+        return self._lr0 * self.c(self.spec.decay_factor) ** (t // self.spec.decay_every)
 
     def step(self, p: np.ndarray, g: np.ndarray) -> None:
         """Update t on ``p`` (in place) from the gradient ``g`` (which may be overwritten)."""
-        spec, conv, t, d = self.spec, self.conv, self.t, self.dtype
+        spec, conv, t, c = self.spec, self.conv, self.t, self.c
         lr = self.lr(t)
         self.t += 1
         if spec.weight_decay > 0:
             if spec.optimizer == "adamw" or conv["weight_decay"] == "decoupled, times lr":
-                p -= lr * d(spec.weight_decay) * p
+                p -= lr * c(spec.weight_decay) * p
             else:
-                g = g + d(spec.weight_decay) * p
+                g = g + c(spec.weight_decay) * p
         if spec.optimizer == "sgd":
             np.multiply(g, lr, out=g)
             np.subtract(p, g, out=p)
@@ -88,7 +92,7 @@ class Rule:
             self._adam(p, g, lr, t)
 
     def _momentum(self, p, g, lr, t) -> None:
-        mu, s = self.dtype(self.spec.momentum), self.state
+        mu, s = self.c(self.spec.momentum), self.state
         nesterov = self.spec.optimizer == "nesterov"
         velocity = (self.conv["nesterov"] != SPEC_CONVENTIONS["nesterov"]) if nesterov else \
             self.conv["momentum_lr"] == "inside the buffer"
@@ -100,8 +104,8 @@ class Rule:
         p -= lr * ((g + mu * s["buf"]) if nesterov else s["buf"])
 
     def _adam(self, p, g, lr, t) -> None:
-        d, s, spec = self.dtype, self.state, self.spec
-        b1, b2, one = d(spec.beta1), d(spec.beta2), d(1)
+        c, s, spec = self.c, self.state, self.spec
+        b1, b2, one = c(spec.beta1), c(spec.beta2), self.dtype(1)
         if not t:
             s["m"], s["v"] = np.zeros_like(p), np.zeros_like(p)
         s["m"] = b1 * s["m"] + (one - b1) * g
@@ -115,7 +119,7 @@ class Rule:
             else:
                 s["v_hat_max"] = np.maximum(s["v_hat_max"], v_hat) if t else v_hat.copy()
                 v_hat = s["v_hat_max"]
-        eps = d(spec.eps)
+        eps = c(spec.eps)
         if self.conv["eps"] == "before bias correction":  # eps added to sqrt(v) before it is corrected
             eps = eps / np.sqrt(bc2)
         p -= lr * (s["m"] / bc1) / (np.sqrt(v_hat) + eps)

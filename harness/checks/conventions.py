@@ -1,0 +1,91 @@
+"""Divergences a stated convention explains: the run follows the truth's rule under its framework's conventions.
+
+An implementation states where its optimizer departs from the spec
+(``impls.spec.CONVENTIONS``: eps before bias correction, AMSGrad's max over the
+corrected v, ...). When its run leaves the truth, the oracle trains again under
+exactly those conventions, in longdouble. If the run stays within the same
+allowed band of that trajectory, the divergence is the convention's, not a bug:
+it is reported by name, with the first step at which each convention alone
+moves the truth out of the band. Under ``--framework-defaults`` an implementation
+runs with its library's own default hyperparameters, and each that differs from
+the shared ones is named the same way. A run that departs from both trajectories
+is judged as any other (its replay names the cause).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from harness.checks.trajectory import first_divergence, loss_table, param_table
+from harness.running.roster import FRAMEWORK_DEFAULTS
+from harness.running.runs import Run
+from harness.truth.optimizers import conventions_of, departures
+from harness.truth.oracle import EXTENDED, Oracle
+from harness.truth.references import TRUTH, Envelope, Reference
+from impls.interface import TrainResult
+from impls.spec import ModelSpec
+PHRASES = {  # how the report names each departure
+    "eps": "eps is added before bias correction (effective eps = eps / sqrt(1 - beta2^t))",
+    "nesterov": "nesterov in velocity form (lr inside the velocity)",
+    "weight_decay": "weight decay is decoupled (p -= lr wd p), not L2 added to the gradient",
+    "amsgrad_max": "AMSGrad takes the max over the bias-corrected v, not the raw v",
+    "momentum_lr": "the momentum buffer holds lr (v = momentum v - lr g), so a changing lr acts late",
+    "lr_dtype": "the learning rate is held in float32",
+}
+
+
+@dataclass(frozen=True)
+class Shown:
+    """One stated convention (or a library default hyperparameter) and the first step at which it alone moves
+    the truth beyond what is allowed."""
+
+    phrase: str
+    step: int | None  # None: it never shows in this run
+
+
+def explain(run: Run, shared: ModelSpec, truth: Reference, rounding: Envelope, end: int, params, x, y
+            ) -> list[Shown] | None:
+    """Why the run parts from the truth of the ``shared`` spec, if it stays within what is allowed of the truth
+    trained with its own hyperparameters (``--framework-defaults``) under its stated conventions: each stated
+    convention and each differing default with the step it shows. None when that does not hold (or there is
+    nothing stated)."""
+    own = run.impl.spec
+    departed = departures(own, conventions_of(run.impl))
+    changed = {k: getattr(own, k) for k in FRAMEWORK_DEFAULTS if getattr(own, k) != getattr(shared, k)}
+    if not departed and not changed:
+        return None
+    under_all = _truth_under(own, departed, truth, params, x, y)
+    if first_divergence(run, *_tables(run, under_all, rounding, end)).step is not None:
+        return None
+    shown = []
+    for key, value in departed.items():
+        alone = _truth_under(shared, {key: value}, truth, params, x, y)
+        shown.append(Shown(PHRASES[key], _first_apart(run, alone, truth, rounding, end)))
+    for key, value in changed.items():
+        alone = _truth_under(replace(shared, **{key: value}), {}, truth, params, x, y)
+        shown.append(Shown(f"{key} = {value:g} (the library's default; shared: {getattr(shared, key):g})",
+                           _first_apart(run, alone, truth, rounding, end)))
+    return sorted(shown, key=lambda s: (s.step is None, s.step or 0))
+
+
+def _truth_under(spec: ModelSpec, conventions: dict[str, str], truth: Reference, params, x, y) -> Reference:
+    """The oracle's longdouble run of ``spec`` under ``conventions``, with the truth's checkpoints."""
+    steps = len(truth.losses)
+    (losses, _, checkpoints), = Oracle(spec).train([params], x, y, steps, sorted(truth.checkpoints), EXTENDED,
+                                                   conventions=conventions)
+    return Reference(TRUTH, truth.dtype, losses, checkpoints, 0.0)
+
+
+def _tables(run: Run, truth: Reference, rounding: Envelope, end: int):
+    return loss_table(run, truth, rounding, end), param_table(run, truth, rounding, end)
+
+
+def _first_apart(run: Run, moved: Reference, truth: Reference, rounding: Envelope, end: int) -> int | None:
+    """The first step at which the truth under one convention leaves the band the run is allowed around the truth."""
+    as_run = Run(run.impl, _result(moved), 0.0)
+    return first_divergence(as_run, *_tables(as_run, truth, rounding, end)).step
+
+
+def _result(ref: Reference) -> TrainResult:
+    return TrainResult(np.asarray(ref.losses), ref.checkpoints[max(ref.checkpoints)], dict(ref.checkpoints))

@@ -1,0 +1,94 @@
+"""The update check: each native step against the truth's update rule fed the implementation's own gradients.
+
+The expected step is the spec's optimizer (``harness.truth.optimizers``) under
+the conventions the implementation states, computed in longdouble from the
+state before the step and the gradient the implementation returns there. So a
+wrong gradient does not fail this check (the gradient checks catch it) and a
+stated convention does not fail it (the trajectory names it), while a wrong
+step does: a missing bias correction, swapped betas, a buffer kept between runs.
+
+For a stateful optimizer the expected step depends on every earlier gradient of
+the run; ``ExpectedUpdates`` carries that state along a replayed run.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from harness.truth.optimizers import Rule, conventions_of
+from harness.truth.oracle import EXTENDED
+from harness.truth.tolerances import UPDATE_ULPS, floor
+from impls.interface import Implementation, Params, exact
+
+
+class ExpectedUpdates:
+    """The steps of one run as the truth's rule takes them from the implementation's gradients.
+
+    Four rules run side by side, with the hyperparameters rounded to the run's dtype
+    as the implementation holds them: one fed the gradients, two fed them moved by
+    plus and minus the dtype's gradient floor times the term scale, and one with
+    exact hyperparameters (a framework may keep them in double whatever the run's
+    dtype: torch computes 1 - beta2 in Python floats). How far the others land from
+    the first is what rounding can move the step (for the gradients, the optimizer's
+    own sensitivity: 1 for SGD, up to 1 / (1 - momentum) with a buffer, about
+    m / sqrt(v) for Adam), and is allowed.
+    """
+
+    def __init__(self, impl: Implementation) -> None:
+        spec, conventions = impl.spec, conventions_of(impl)
+        self.names = list(spec.param_shapes())
+        self.rules = [Rule(spec, EXTENDED, conventions, constants=spec.dtype) for _ in range(3)]
+        self.rules.append(Rule(spec, EXTENDED, conventions))
+        self.grad_floor = floor(spec.dtype, exact(impl)).rel
+
+    def _flat(self, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
+        return np.concatenate([np.asarray(arrays[k], EXTENDED).ravel() for k in self.names])
+
+    def next(self, before: Params, grads: Mapping[str, np.ndarray], scale: Mapping[str, np.ndarray]
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(parameters before, expected after, allowance from gradient rounding), all flat in longdouble."""
+        p, g = self._flat(before), self._flat(grads)
+        moved = self.grad_floor * np.abs(self._flat(scale))
+        out = []
+        for rule, grad in zip(self.rules, (g, g + moved, g - moved, g)):
+            after = p.copy()
+            rule.step(after, grad.copy())
+            out.append(after)
+        allowance = np.max([np.abs(other - out[0]) for other in out[1:]], axis=0)
+        return p, out[0], allowance
+
+    def rows(self, impl: Implementation, step: int, before: Params, after: Params,
+             grads: Mapping[str, np.ndarray], scale: Mapping[str, np.ndarray]) -> list[dict]:
+        """One native step (``before`` to ``after``) against the expected one, one row per parameter.
+
+        Judged relative to the step's size, not to |p|: a step 0.1 % off moves p by far
+        less than an ulp of p, but by 0.1 % of the step. Allowed: ``UPDATE_ULPS`` ulps of
+        the new parameter and of the step, plus what gradient rounding can move it.
+        """
+        dtype = impl.spec.dtype
+        p, expected, allowance = self.next(before, grads, scale)
+        new = self._flat(after)
+        rows, at = [], 0
+        for name in self.names:
+            part = slice(at, at + np.asarray(before[name]).size)
+            at = part.stop
+            diff = np.max(np.abs(new[part] - expected[part]), initial=0.0)
+            size = np.max(np.abs(expected[part] - p[part]), initial=0.0)
+            ulp = _ulp(np.max(np.abs(new[part]), initial=0.0), dtype)
+            limit = UPDATE_ULPS.times * (ulp + _ulp(size, dtype)) + np.max(allowance[part], initial=0.0)
+            size = size if size > 0 else EXTENDED(1)
+            finite = bool(np.all(np.isfinite(new[part])))
+            comparable = bool(np.isfinite(limit) and np.isfinite(size))  # the truth's own terms overflowed
+            rows.append({"check": "update", "impl": impl.name, "dtype": dtype, "step": step, "param": name,
+                         "max_abs": float(diff), "rel": float(diff / size) if finite else float("inf"),
+                         "ulps": float(diff / ulp) if ulp > 0 else float("inf"), "allowed": float(limit / size),
+                         "passed": bool(not comparable or (finite and diff <= limit)), "judged": comparable,
+                         "relu_kink": False})
+        return rows
+
+
+def _ulp(value, dtype: str) -> np.longdouble:
+    """One ulp of |value| in ``dtype``, as a longdouble."""
+    with np.errstate(over="ignore"):
+        return np.spacing(np.asarray(value, dtype)).astype(EXTENDED)

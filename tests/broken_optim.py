@@ -1,0 +1,54 @@
+"""Deliberately wrong optimizers (negative controls): right gradients, wrong steps. The harness must fail each
+and blame the implementation that has it."""
+from __future__ import annotations
+
+import numpy as np
+
+from impls.np_backprop import NumpyBackprop
+from impls.np_optim import NumpyOptimizer
+
+
+class _NoBiasCorrection(NumpyOptimizer):
+    def update(self, params, grads):
+        for name, w in params.items():
+            state = self.buffers.setdefault(name, {"m": np.zeros_like(w), "v": np.zeros_like(w)})
+            m, v, g = state["m"], state["v"], grads[name]
+            m[...] = self.beta1 * m + (1 - self.beta1) * g
+            v[...] = self.beta2 * v + (1 - self.beta2) * g * g
+            w -= self.lr() * m / (np.sqrt(v) + self.eps)  # m and v used as they are, never divided by 1 - beta^t
+        self.t += 1
+
+
+class AdamNoBiasCorrection(NumpyBackprop):
+    """Adam without its bias correction."""
+
+    name = "adam-no-bias-correction"
+
+    def optimizer(self):
+        return _NoBiasCorrection(self.spec, self.dtype)
+
+
+class _SwappedBetas(NumpyOptimizer):
+    def __init__(self, spec, dtype):
+        super().__init__(spec, dtype)
+        self.beta1, self.beta2 = self.beta2, self.beta1
+
+
+class AdamBetasSwapped(NumpyBackprop):
+    """beta1 and beta2 passed the wrong way round."""
+
+    name = "adam-betas-swapped"
+
+    def optimizer(self):
+        return _SwappedBetas(self.spec, self.dtype)
+
+
+class MomentumNotReset(NumpyBackprop):
+    """One optimizer for the implementation's life: its momentum buffer carries over from one train() to the next."""
+
+    name = "momentum-not-reset"
+
+    def optimizer(self):
+        if not hasattr(self, "_kept"):
+            self._kept = super().optimizer()
+        return self._kept
