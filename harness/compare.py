@@ -46,6 +46,7 @@ from harness.running.remote import RemoteOracle
 from harness.running.plugins import Factory, PluginError
 from harness.running.training import train_everything
 from harness.truth.optimizers import conventions_of
+from impls.spec import ModelSpec
 from harness.truth.oracle import Oracle
 
 
@@ -60,6 +61,7 @@ class Outcome:
     notebook_line: dict[tuple[str, str], str] = field(default_factory=dict)
     environment: dict = field(default_factory=dict)  # torch's and jax's settings, read in the workers
     optimizer_conventions: dict[str, dict[str, str]] = field(default_factory=dict)  # impl -> its stated conventions
+    specs: dict[tuple[str, str], ModelSpec] = field(default_factory=dict)  # what each run trained (its own defaults)
 
     @property
     def failures(self) -> list[str]:
@@ -126,11 +128,12 @@ def _compare(config: RunConfig, extra: dict[str, Factory], timings: bool) -> Out
         "timings": pd.DataFrame(rows, columns=timing.COLUMNS),
     }
     environment = {k: v for impl in cast.impls for k, v in getattr(impl, "environment", {}).items()}
-    environment.update({impl.name: impl.framework_settings for impl in cast.impls
+    environment.update({f"{impl.name} {impl.spec.dtype}": impl.framework_settings for impl in cast.impls
                         if getattr(impl, "framework_settings", None)})  # e.g. keras: its backend and floatx
     return Outcome(tables, verdicts, cast.skipped, conventions,
                    {(f["impl"], f["dtype"]): f["notebook_line"] for f in checked.finals}, environment,
-                   {r.name: conventions_of(r.impl) for r in checked.runs})
+                   {r.name: conventions_of(r.impl) for r in checked.runs},
+                   {(r.name, r.dtype): r.impl.spec for r in checked.runs})
 
 
 def _time_check(config: RunConfig, cast, params, x, y) -> None:

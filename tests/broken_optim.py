@@ -6,6 +6,7 @@ import numpy as np
 
 from impls.np_backprop import NumpyBackprop
 from impls.np_optim import NumpyOptimizer
+from impls.torch_nn import TorchNN
 
 
 class _NoBiasCorrection(NumpyOptimizer):
@@ -52,3 +53,22 @@ class MomentumNotReset(NumpyBackprop):
         if not hasattr(self, "_kept"):
             self._kept = super().optimizer()
         return self._kept
+
+
+class TorchOptimizerKept(TorchNN):
+    """torch.optim as users sometimes write it: one optimizer built once and reused by every train(), so its
+    momentum buffers and Adam moments carry over from one run to the next."""
+
+    name = "torch-optimizer-kept"
+
+    def _optimizer(self, model):
+        if not hasattr(self, "_kept"):
+            self._kept = super()._optimizer(model)
+        return self._kept
+
+
+class ClaimsKerasEps(NumpyBackprop):
+    """States keras's eps convention but follows the spec's: a stated convention is checked, never trusted."""
+
+    name = "claims-keras-eps"
+    conventions = {"eps": "before bias correction"}

@@ -28,6 +28,18 @@ def make(name: str, spec: ModelSpec) -> Implementation:
         pytest.skip(str(exc))
 
 
+# For the native implementations' tests: a deeper net with every kind of layer, and a step schedule with a
+# factor that is not a power of two plus coupled weight decay (adamw: decoupled).
+DEEP = dict(layers=(2, 5, 3, 1), activations=("relu", "tanh", "sigmoid"))
+SCHEDULED = dict(schedule="step", decay_every=50, decay_factor=0.7, weight_decay=0.05)
+
+
+def random_params(spec: ModelSpec, seed: int = 3) -> dict[str, np.ndarray]:
+    """Seeded standard-normal parameters of the spec's shapes."""
+    rng = np.random.default_rng(seed)
+    return {k: rng.standard_normal(s) for k, s in spec.param_shapes().items()}
+
+
 @pytest.fixture(autouse=True)
 def patches_stay_in_this_process(request):
     """A test that monkeypatches the harness or an implementation runs every call in this process, where

@@ -9,18 +9,10 @@ from harness.data import xor
 from harness.truth.oracle import Oracle
 from impls.registry import create
 from impls.spec import CONVENTIONS, OPTIMIZERS, ModelSpec
-from tests.conftest import make
+from tests.conftest import DEEP, SCHEDULED, make, random_params as _params
 
-DEEP = dict(layers=(2, 5, 3, 1), activations=("relu", "tanh", "sigmoid"))
 MODELS = {"sel-sum": {}, "sel-mean": dict(reduction="mean"), "bce": dict(loss="bce"), "deep": DEEP}
-# A step schedule with a factor that is not a power of two, and coupled weight decay (adamw: decoupled).
-SCHEDULED = dict(schedule="step", decay_every=50, decay_factor=0.7, weight_decay=0.05)
 STEPS = 200
-
-
-def _params(spec: ModelSpec, seed: int = 3) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {k: rng.standard_normal(s) for k, s in spec.param_shapes().items()}
 
 
 def _rel(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> float:

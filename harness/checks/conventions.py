@@ -40,8 +40,13 @@ class Shown:
     """One stated convention (or a library default hyperparameter) and the first step at which it alone moves
     the truth beyond what is allowed."""
 
+    subject: str  # "update rule of keras adam", "default of keras adam"
     phrase: str
     step: int | None  # None: it never shows in this run
+
+    def __str__(self) -> str:
+        when = f"at step {self.step}" if self.step is not None else "(never shows in this run)"
+        return f"{self.subject} {when}: {self.phrase}"
 
 
 def explain(run: Run, shared: ModelSpec, truth: Reference, rounding: Envelope, end: int, params, x, y
@@ -61,10 +66,12 @@ def explain(run: Run, shared: ModelSpec, truth: Reference, rounding: Envelope, e
     shown = []
     for key, value in departed.items():
         alone = _truth_under(shared, {key: value}, truth, params, x, y)
-        shown.append(Shown(PHRASES[key], _first_apart(run, alone, truth, rounding, end)))
+        shown.append(Shown(f"update rule of {run.name} {own.optimizer}", PHRASES[key],
+                           _first_apart(run, alone, truth, rounding, end)))
     for key, value in changed.items():
         alone = _truth_under(replace(shared, **{key: value}), {}, truth, params, x, y)
-        shown.append(Shown(f"{key} = {value:g} (the library's default; shared: {getattr(shared, key):g})",
+        shown.append(Shown(f"default of {run.name} {own.optimizer}",
+                           f"{key} = {value:g} (the library's default; shared: {getattr(shared, key):g})",
                            _first_apart(run, alone, truth, rounding, end)))
     return sorted(shown, key=lambda s: (s.step is None, s.step or 0))
 

@@ -25,11 +25,12 @@ from impls.interface import Implementation, Params, exact
 class ExpectedUpdates:
     """The steps of one run as the truth's rule takes them from the implementation's gradients.
 
-    Four rules run side by side, with the hyperparameters rounded to the run's dtype
+    Five rules run side by side, with the hyperparameters rounded to the run's dtype
     as the implementation holds them: one fed the gradients, two fed them moved by
-    plus and minus the dtype's gradient floor times the term scale, and one with
-    exact hyperparameters (a framework may keep them in double whatever the run's
-    dtype: torch computes 1 - beta2 in Python floats). How far the others land from
+    plus and minus the dtype's gradient floor times the term scale, one with exact
+    hyperparameters (a framework may keep them in double whatever the run's dtype:
+    torch computes 1 - beta2 in Python floats), and one with Adam's bias corrections
+    1 - beta^t computed in the run's dtype, where they cancel (optax and keras). How far the others land from
     the first is what rounding can move the step (for the gradients, the optimizer's
     own sensitivity: 1 for SGD, up to 1 / (1 - momentum) with a buffer, about
     m / sqrt(v) for Adam), and is allowed.
@@ -40,6 +41,7 @@ class ExpectedUpdates:
         self.names = list(spec.param_shapes())
         self.rules = [Rule(spec, EXTENDED, conventions, constants=spec.dtype) for _ in range(3)]
         self.rules.append(Rule(spec, EXTENDED, conventions))
+        self.rules.append(Rule(spec, EXTENDED, conventions, corrections=spec.dtype))
         self.grad_floor = floor(spec.dtype, exact(impl)).rel
 
     def _flat(self, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -51,7 +53,7 @@ class ExpectedUpdates:
         p, g = self._flat(before), self._flat(grads)
         moved = self.grad_floor * np.abs(self._flat(scale))
         out = []
-        for rule, grad in zip(self.rules, (g, g + moved, g - moved, g)):
+        for rule, grad in zip(self.rules, (g, g + moved, g - moved, g, g)):
             after = p.copy()
             rule.step(after, grad.copy())
             out.append(after)

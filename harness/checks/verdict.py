@@ -76,8 +76,8 @@ def decide(compared: list[tuple[str, str]], gradients: pd.DataFrame, divergences
             findings[key].append(Finding("blow-up", d.impl, d.dtype, d.nonfinite_at, "loss",
                                          oracle_at=d.oracle_nonfinite_at, reference_at=d.reference_nonfinite_at))
         if d.step is not None and d.cause == "convention":  # named, and not a failure
-            findings[key].append(Finding("convention", d.impl, d.dtype, d.cause_step, d.param, d.rel, d.allowed,
-                                         detail="; ".join(_shown(s) for s in d.conventions),
+            findings[key].append(Finding("convention", d.impl, d.dtype, d.step, d.param, d.rel, d.allowed,
+                                         detail="; ".join(map(str, d.conventions)),
                                          detected_by=d.detected_by, cause=d.cause, cause_step=d.cause_step))
         elif d.step is not None:
             findings[key].append(Finding("trajectory", d.impl, d.dtype, d.step, d.param, d.rel, d.allowed,
@@ -92,10 +92,6 @@ def decide(compared: list[tuple[str, str]], gradients: pd.DataFrame, divergences
         status = FAULTY if any(f.check == "fault" for f in found) else FAIL if failing else PASS
         verdicts.append(Verdict(impl, dtype, status, tuple(found)))
     return verdicts
-
-
-def _shown(s) -> str:  # a harness.checks.conventions.Shown
-    return f"{s.phrase} (shows from step {s.step})" if s.step is not None else f"{s.phrase} (never shows here)"
 
 
 def _before_every_reference(d: Divergence) -> bool:

@@ -14,6 +14,7 @@ from harness.checks.trajectory import Divergence
 from harness.checks.verdict import NOT_FAILING, Finding, Verdict
 from harness.config import RunConfig
 from harness.reporting import tables as report
+from harness.running.roster import FRAMEWORK_DEFAULTS
 from harness.truth.optimizers import SPEC_CONVENTIONS, departures
 from impls.spec import ORACLE_DTYPE
 
@@ -67,8 +68,8 @@ def failure_line(f: Finding) -> str:
         return (f"trajectory: {who} diverged at step {f.step} (non-finite loss) before the oracle"
                 f" ({_never(f.oracle_at)}) and the reference runs in {f.dtype} ({_never(f.reference_at)})")
     if f.check == "convention":
-        return (f"convention: {who} leaves the spec's trajectory at step {f.cause_step} (by its {f.detected_by}) by its"
-                f" stated update rule, and stays within tolerance of the truth under it: {f.detail}")
+        return (f"convention: {who}: {f.detail}; its run leaves the spec's trajectory at step {f.step}"
+                f" (by its {f.detected_by}) and stays within tolerance of the truth under what it states")
     if f.check == "trajectory":
         where = f"{f.cause} of {f.param} at step {f.cause_step}" if f.param else f.cause
         return (f"trajectory: {who} diverges at step {f.step} (by its {f.detected_by}); first disagreement: {where},"
@@ -155,6 +156,10 @@ def summary_md(config: RunConfig, outcome: "Outcome", short: bool = False) -> st
     if not config.spec("float64").plain_sgd:
         sections[f"Optimizer conventions ({config.optimizer})"] = report.markdown(conventions_table(
             config.spec("float64"), outcome.optimizer_conventions)) + "\n\n" + CONVENTIONS_NOTE
+    if config.framework_defaults:
+        sections["Library defaults (--framework-defaults)"] = report.markdown(defaults_table(
+            config.spec("float64"), outcome.specs)) + "\n\nEach run trained on its library's own defaults; the lines" \
+            " above give the first step at which each default that differs moves the truth beyond what is allowed."
     sections["Timings"] = report.timing_table(t["timings"])
     if outcome.skipped:
         sections["Unavailable"] = "\n".join(f"- {k}: {v}" for k, v in outcome.skipped.items())
@@ -179,6 +184,16 @@ def conventions_table(spec, stated: dict[str, dict[str, str]]) -> pd.DataFrame:
         departed = departures(spec, conventions)
         rows.append({"impl": impl, **{k: f"{v} *" if k in departed else v for k, v in conventions.items()}})
     return pd.DataFrame(rows, columns=["impl", *SPEC_CONVENTIONS])
+
+
+def defaults_table(shared, specs: dict) -> pd.DataFrame:
+    """The hyperparameters each run trained with, against the shared ones (a differing value marked *)."""
+    keys = FRAMEWORK_DEFAULTS
+    rows = [{"impl": "shared", "dtype": "", **{k: f"{getattr(shared, k):g}" for k in keys}}]
+    for (impl, dtype), spec in specs.items():
+        rows.append({"impl": impl, "dtype": dtype, **{
+            k: f"{getattr(spec, k):g}" + (" *" if getattr(spec, k) != getattr(shared, k) else "") for k in keys}})
+    return pd.DataFrame(rows, columns=["impl", "dtype", *keys])
 
 
 def _digits(n: int):

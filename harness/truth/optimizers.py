@@ -39,7 +39,7 @@ def departures(spec: ModelSpec, conventions: Mapping[str, str]) -> dict[str, str
                 "nesterov": spec.optimizer == "nesterov",
                 "weight_decay": spec.weight_decay > 0 and spec.optimizer != "adamw",
                 "amsgrad_max": spec.optimizer == "amsgrad",
-                "momentum_lr": spec.optimizer in ("momentum", "nesterov"),
+                "momentum_lr": spec.optimizer == "momentum",  # nesterov's form (its own key) says where lr goes
                 "lr_dtype": True}
     return {k: v for k, v in conventions.items() if relevant[k] and v != SPEC_CONVENTIONS[k]}
 
@@ -48,15 +48,18 @@ class Rule:
     """One run's optimizer: ``step(p, g)`` applies update t (t = 0, 1, ...) to ``p`` in place."""
 
     def __init__(self, spec: ModelSpec, dtype, conventions: Mapping[str, str] | None = None,
-                 constants=None) -> None:
+                 constants=None, corrections=None) -> None:
         """``constants``: the dtype every hyperparameter is rounded to before use (default ``dtype``; a rule in
-        longdouble that judges a float32 run rounds them as that run may)."""
+        longdouble that judges a float32 run rounds them as that run may); ``corrections``: the dtype Adam's
+        bias corrections 1 - beta^t are computed in (default ``dtype``; in float32 they cancel: optax and keras
+        compute them there while keeping 1 - beta from the double)."""
         self.spec, self.dtype = spec, np.dtype(dtype).type
         self.conv = {**SPEC_CONVENTIONS, **(conventions or {})}
         self.t = 0
         self.state: dict[str, np.ndarray] = {}
         rounded = np.dtype(constants or dtype).type
         self.c = lambda value: self.dtype(rounded(value))
+        self._corrections = np.dtype(corrections or dtype).type
         self._lr0 = self.c(np.float32(spec.lr) if self.conv["lr_dtype"] == "float32" else spec.lr)
         self._constant = spec.schedule == "constant"
         if spec.optimizer == "sgd" and self._constant and spec.weight_decay == 0:
@@ -110,7 +113,8 @@ class Rule:
             s["m"], s["v"] = np.zeros_like(p), np.zeros_like(p)
         s["m"] = b1 * s["m"] + (one - b1) * g
         s["v"] = b2 * s["v"] + (one - b2) * g * g
-        bc1, bc2 = one - b1 ** (t + 1), one - b2 ** (t + 1)
+        cd = self._corrections
+        bc1, bc2 = (self.dtype(cd(1) - cd(beta) ** (t + 1)) for beta in (spec.beta1, spec.beta2))
         v_hat = s["v"] / bc2
         if spec.optimizer == "amsgrad":
             if self.conv["amsgrad_max"] == "over raw v":

@@ -1,0 +1,164 @@
+"""``torch-nn``: PyTorch as its users write it: ``nn.Sequential`` of ``nn.Linear``, a ``torch.nn`` loss,
+a ``torch.optim`` optimizer and ``StepLR``, and the usual zero_grad / backward / step loop.
+
+``nn.Linear`` keeps its weight as (n_out, n_in), the transpose of the spec's ``w``; the boundary transposes
+both ways. For ``bce`` the loss is ``nn.BCEWithLogitsLoss`` on the last Linear's output, so the final Sigmoid
+only runs in ``forward``.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from impls.interface import Params, TrainResult, Unavailable, check_record, require_dtype
+from impls.spec import DTYPES, ModelSpec
+
+ACTIVATION = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "identity": nn.Identity}
+OPTIMIZER = {"sgd": torch.optim.SGD, "momentum": torch.optim.SGD, "nesterov": torch.optim.SGD,
+             "adam": torch.optim.Adam, "amsgrad": torch.optim.Adam, "adamw": torch.optim.AdamW}
+
+
+def _defaults(cls: type) -> dict[str, float]:
+    """The optimizer class's own defaults for lr, betas, eps and weight_decay, read from its signature."""
+    found: dict[str, float] = {}
+    for name, parameter in inspect.signature(cls).parameters.items():
+        default = parameter.default
+        if default is inspect.Parameter.empty:
+            continue
+        if name == "betas":
+            found["beta1"], found["beta2"] = float(default[0]), float(default[1])
+        elif name in ("lr", "eps", "weight_decay"):
+            found[name] = float(default)
+    return found
+
+
+class TorchNN:
+    """nn.Sequential + torch.nn loss + torch.optim, eager."""
+
+    name = "torch-nn"
+    exact = True
+    relu_grad_at_zero = 0.0  # nn.ReLU's backward (threshold_backward) passes gradient only where the output > 0
+
+    def __init__(self, spec: ModelSpec) -> None:
+        require_dtype(self.name, spec, DTYPES)
+        if spec.device == "cuda" and not torch.cuda.is_available():
+            raise Unavailable(f"{self.name}: torch {torch.__version__} sees no CUDA device here")
+        self.spec = spec
+        self.dtype = getattr(torch, spec.dtype)
+        self.device = torch.device(spec.device)
+        # torch.optim follows the spec on every key (measured with the oracle, see the tests): eps added after
+        # bias correction, nesterov as g + momentum * buf, coupled L2 (AdamW decoupled, times lr), amsgrad's max
+        # over the raw v, lr outside the momentum buffer, lr a Python float cast to the run's dtype.
+        self.conventions: dict[str, str] = {}
+        self.framework_defaults = _defaults(OPTIMIZER[spec.optimizer])
+        # One model per instance: every call loads its own params into it first (and the optimizer is fresh).
+        self.model = self._build()
+        self.linears = [m for m in self.model if isinstance(m, nn.Linear)]
+        self.criterion = self._objective(self.model)
+
+    # The boundary: numpy arrays become a Sequential, and its Linear layers become arrays again.
+    def _tensor(self, a: np.ndarray) -> torch.Tensor:
+        return torch.tensor(np.asarray(a), dtype=self.dtype, device=self.device)
+
+    def _build(self) -> nn.Sequential:
+        """The Sequential, once per instance (skip_init: no random init, the global RNG untouched)."""
+        layers: list[nn.Module] = []
+        for n_in, n_out, act in zip(self.spec.layers, self.spec.layers[1:], self.spec.activations):
+            layers += [nn.utils.skip_init(nn.Linear, n_in, n_out, dtype=self.dtype, device=self.device),
+                       ACTIVATION[act]()]
+        return nn.Sequential(*layers)
+
+    def _model(self, params: Params) -> nn.Sequential:
+        """The instance's Sequential holding ``params`` (weight = w.T, bias = b[0]), with no gradients."""
+        with torch.no_grad():
+            for i, linear in enumerate(self.linears):
+                linear.weight.copy_(self._tensor(params[f"w{i}"]).T)
+                linear.bias.copy_(self._tensor(params[f"b{i}"])[0])
+        self.model.zero_grad()
+        return self.model
+
+    def _params(self) -> dict[str, np.ndarray]:
+        """The Linear layers' parameters in the spec's layout, as fresh arrays."""
+        out: dict[str, np.ndarray] = {}
+        for i, linear in enumerate(self.linears):
+            out[f"w{i}"] = linear.weight.detach().T.cpu().numpy().copy()
+            out[f"b{i}"] = linear.bias.detach()[None, :].cpu().numpy().copy()
+        return out
+
+    def _objective(self, model: nn.Sequential):
+        """objective(x, y): the torch.nn loss whose gradient is followed (the reduction of the per-element loss)."""
+        spec = self.spec
+        if spec.loss == "bce":
+            body, criterion = model[:-1], nn.BCEWithLogitsLoss(reduction=spec.reduction)
+
+            def objective(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+                return criterion(body(x), y)  # logits: the final Sigmoid is left out
+        else:
+            criterion = nn.MSELoss(reduction=spec.reduction)
+
+            def objective(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+                return criterion(model(x), y) * 0.5
+
+        return objective
+
+    def _reported(self, objectives: torch.Tensor, count: int) -> torch.Tensor:
+        """The mean per-element loss from objectives (for sel, 0.5 * MSELoss(mean))."""
+        return objectives / count if self.spec.reduction == "sum" else objectives
+
+    def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        s, opt = self.spec, self.spec.optimizer
+        if opt in ("sgd", "momentum", "nesterov"):
+            momentum = 0.0 if opt == "sgd" else s.momentum
+            return torch.optim.SGD(model.parameters(), lr=s.lr, momentum=momentum, nesterov=opt == "nesterov",
+                                   weight_decay=s.weight_decay)
+        cls = torch.optim.AdamW if opt == "adamw" else torch.optim.Adam
+        return cls(model.parameters(), lr=s.lr, betas=(s.beta1, s.beta2), eps=s.eps,
+                   weight_decay=s.weight_decay, amsgrad=opt == "amsgrad")
+
+    def forward(self, params: Params, x: np.ndarray) -> np.ndarray:
+        model = self._model(params)
+        with torch.no_grad():
+            return model(self._tensor(x)).cpu().numpy().copy()
+
+    def loss_and_grads(self, params: Params, x: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
+        self._model(params)
+        y_t = self._tensor(y)
+        loss = self.criterion(self._tensor(x), y_t)
+        loss.backward()
+        grads: dict[str, np.ndarray] = {}
+        for i, linear in enumerate(self.linears):
+            grads[f"w{i}"] = linear.weight.grad.T.cpu().numpy().copy()
+            grads[f"b{i}"] = linear.bias.grad[None, :].cpu().numpy().copy()
+        return float(self._reported(loss.detach(), y_t.numel())), {k: grads[k] for k in params}
+
+    def train(self, params: Params, x: np.ndarray, y: np.ndarray, steps: int,
+              record: Sequence[int] = ()) -> TrainResult:
+        wanted = set(check_record(steps, record))
+        model, x_t, y_t = self._model(params), self._tensor(x), self._tensor(y)
+        criterion = self.criterion
+        optimizer = self._optimizer(model)  # fresh state every run
+        scheduler = None
+        if self.spec.schedule == "step":
+            scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=self.spec.decay_every,
+                                                        gamma=self.spec.decay_factor)
+        objectives: list[torch.Tensor] = []
+        checkpoints = {}
+        for step in range(steps):
+            if step in wanted:
+                checkpoints[step] = self._params()
+            optimizer.zero_grad()
+            loss = criterion(x_t, y_t)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            objectives.append(loss.detach())  # the loss before this update; no sync
+        if steps in wanted:
+            checkpoints[steps] = self._params()
+        losses = self._reported(torch.stack(objectives), y_t.numel()).cpu().numpy().astype(np.float64)
+        final = self._params()
+        return TrainResult(losses=losses, params={k: final[k] for k in params}, checkpoints=checkpoints)

@@ -1,0 +1,101 @@
+"""Optimizers: every implementation against the oracle's own update rules, conventions named, planted bugs blamed."""
+from __future__ import annotations
+
+import pytest
+
+from harness.compare import compare
+from harness.config import RunConfig
+from harness.truth.optimizers import conventions_of
+from impls.registry import create
+from impls.spec import ModelSpec, OPTIMIZERS
+from tests import broken_optim
+
+NATIVE = ("numpy", "torch-nn", "jax-optax", "keras")
+
+
+def _run(**settings):
+    settings = {"dtype": ("float64",), "quiet": True, **settings}
+    outcome = compare(RunConfig(**settings), timings=False)
+    return outcome, {v.impl: v for v in outcome.verdicts}
+
+
+def _named(verdict) -> str:
+    return " ".join(f.detail for f in verdict.findings if f.check == "convention")
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_each_optimizer_in_each_implementation_matches_the_oracle_over_2000_steps(optimizer):
+    # eps = 0: keras adds eps before bias correction, which (with eps 0) is the spec's rule exactly
+    outcome, verdicts = _run(impls=NATIVE, steps=2000, optimizer=optimizer, eps=0.0)
+    assert set(verdicts) == set(NATIVE), outcome.skipped
+    for impl, v in verdicts.items():
+        assert v.passed, outcome.failures
+        expected = {"convention"} if (impl, optimizer) == ("jax-optax", "amsgrad") else set()
+        assert {f.check for f in v.findings} == expected, (impl, v.findings)
+    if optimizer == "amsgrad":
+        assert "update rule of jax-optax amsgrad at step" in _named(verdicts["jax-optax"])
+        assert "bias-corrected v" in _named(verdicts["jax-optax"])
+
+
+@pytest.mark.parametrize("settings, phrase", [
+    ({"optimizer": "adam"}, "update rule of keras adam at step 1: eps is added before bias correction"),
+    ({"optimizer": "adam", "weight_decay": 0.01}, "weight decay is decoupled"),
+    ({"optimizer": "momentum", "schedule": "step", "decay_every": 100}, "the momentum buffer holds lr"),
+    ({"optimizer": "nesterov", "schedule": "step", "decay_every": 100}, "nesterov in velocity form"),
+])
+def test_a_stated_keras_convention_is_named_not_failed(settings, phrase):
+    outcome, verdicts = _run(impls=("keras",), steps=300, **settings)
+    keras = verdicts["keras"]
+    assert keras.passed, outcome.failures
+    assert phrase in _named(keras), keras.findings
+    assert outcome.failures == []
+
+
+def test_a_convention_that_does_not_show_is_not_named():
+    # momentum at a constant lr: keras's lr inside the buffer is the same rule
+    outcome, verdicts = _run(impls=("keras",), steps=300, optimizer="momentum")
+    assert verdicts["keras"].passed and verdicts["keras"].findings == ()
+
+
+def test_framework_defaults_name_each_default_that_differs_and_where_it_shows():
+    outcome, verdicts = _run(impls=("torch-nn", "jax-optax", "keras"), steps=300, optimizer="adamw",
+                             framework_defaults=True)
+    assert all(v.passed for v in verdicts.values()), outcome.failures
+    assert verdicts["torch-nn"].findings == ()  # torch's AdamW defaults are the shared ones
+    assert "default of jax-optax adamw at step" in _named(verdicts["jax-optax"])
+    assert "weight_decay = 0.0001" in _named(verdicts["jax-optax"])
+    assert "weight_decay = 0.004" in _named(verdicts["keras"])
+    assert "eps = 1e-07" in _named(verdicts["keras"])
+    assert outcome.specs[("keras", "float64")].eps == 1e-7
+
+
+@pytest.mark.parametrize("planted, optimizer", [
+    (broken_optim.AdamNoBiasCorrection, "adam"),
+    (broken_optim.AdamBetasSwapped, "adam"),
+    (broken_optim.MomentumNotReset, "momentum"),
+    (broken_optim.TorchOptimizerKept, "adam"),
+    (broken_optim.ClaimsKerasEps, "adam"),
+])
+def test_a_planted_optimizer_bug_fails_that_implementation_and_no_other(planted, optimizer):
+    config = RunConfig(impls=("numpy", "torch-nn"), dtype=("float64",), steps=300, optimizer=optimizer, quiet=True)
+    outcome = compare(config, {planted.name: planted}, timings=False)
+    verdicts = {v.impl: v for v in outcome.verdicts}
+    assert not verdicts[planted.name].passed
+    assert verdicts["numpy"].passed and verdicts["torch-nn"].passed, outcome.failures
+    assert all(line.split(":")[1].strip().startswith(planted.name) for line in outcome.failures), outcome.failures
+    assert any(f.check == "update" or f.cause == "update" for f in verdicts[planted.name].findings)
+
+
+def test_unknown_conventions_are_refused():
+    impl = create("numpy", ModelSpec())
+    impl.conventions = {"eps": "somewhere else"}
+    with pytest.raises(ValueError, match="unknown convention"):
+        conventions_of(impl)
+
+
+def test_hand_rolled_sgd_loops_decline_other_optimizers_with_a_reason():
+    from impls.interface import Unavailable
+
+    for name in ("torch", "jax", "numpy-fast"):
+        with pytest.raises(Unavailable, match="plain SGD only"):
+            create(name, ModelSpec(optimizer="adam"))
