@@ -35,11 +35,12 @@ def conventions_of(impl: object) -> dict[str, str]:
 
 def departures(spec: ModelSpec, conventions: Mapping[str, str]) -> dict[str, str]:
     """The stated conventions that can change this spec's updates, where they differ from the spec's."""
+    changing = spec.schedule != "constant"  # at a constant lr, lr inside or outside the buffer is one rule
     relevant = {"eps": spec.optimizer in ("adam", "amsgrad", "adamw") and spec.eps > 0,
-                "nesterov": spec.optimizer == "nesterov",
+                "nesterov": spec.optimizer == "nesterov" and changing,
                 "weight_decay": spec.weight_decay > 0 and spec.optimizer != "adamw",
                 "amsgrad_max": spec.optimizer == "amsgrad",
-                "momentum_lr": spec.optimizer == "momentum",  # nesterov's form (its own key) says where lr goes
+                "momentum_lr": spec.optimizer == "momentum" and changing,  # nesterov's form says where its lr goes
                 "lr_dtype": True}
     return {k: v for k, v in conventions.items() if relevant[k] and v != SPEC_CONVENTIONS[k]}
 

@@ -94,11 +94,13 @@ ROUNDING_FACTOR = Factor(
 
 UPDATE_ULPS = Factor(
     4.0,
-    "one step of the native loop against p - lr g from its own gradient: lr g rounds to half an ulp"
-    " of itself and p - lr g to half an ulp of the result, and a fused update (torch's foreach add"
-    " with alpha, XLA's fusions) may round once instead of twice; 4 ulps of the largest new"
-    " parameter hold that, plus lr times the gradient floor for a loop that recomputes its"
-    " gradient in another order. Judged relative to |lr g|, the size of the update itself",
+    "one step of the native loop against the truth's update rule fed the implementation's own gradient"
+    " (harness.checks.updates): the step rounds to about half an ulp of itself per operation and"
+    " p - step to half an ulp of the result, and a fused update (torch's foreach add with alpha, XLA's"
+    " fusions) may round once instead of twice; 4 ulps of the largest new parameter and 4 of the step"
+    " hold that, plus what the gradient floor and the rounding of the hyperparameters in the run's"
+    " dtype move the step (measured by running the rule on those perturbed inputs). Judged relative to"
+    " the size of the step itself",
 )
 
 REPRODUCE_ULPS = Factor(
