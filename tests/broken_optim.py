@@ -72,3 +72,26 @@ class ClaimsKerasEps(NumpyBackprop):
 
     name = "claims-keras-eps"
     conventions = {"eps": "before bias correction"}
+
+
+class _LrInFloat32(NumpyOptimizer):
+    def __init__(self, spec, dtype):
+        super().__init__(spec, dtype)
+        self.lr0 = dtype.type(np.float32(spec.lr))  # 1e-3 becomes 1.0000000474974513e-3
+
+
+class LrInFloat32(NumpyBackprop):
+    """Keeps lr in float32 whatever the run's dtype (as keras does with a float32 floatx) and says so."""
+
+    name = "lr-in-float32"
+    conventions = {"lr_dtype": "float32"}
+
+    def optimizer(self):
+        return _LrInFloat32(self.spec, self.dtype)
+
+
+class LrInFloat32Unstated(LrInFloat32):
+    """The same loop, without stating it: a bug like any other."""
+
+    name = "lr-in-float32-unstated"
+    conventions = {}

@@ -84,6 +84,8 @@ def test_numpy_fd_explains_why_it_has_no_float32():
 @pytest.mark.parametrize("framework, impl_name, module", [
     ("torch", "torch", "impls.torch_autograd"),
     ("jax", "jax", "impls.jax_grad"),
+    ("optax", "jax-optax", "impls.jax_optax"),
+    ("keras", "keras", "impls.keras_native"),
 ])
 def test_missing_framework_disables_only_its_own_implementation(monkeypatch, framework, impl_name, module):
     monkeypatch.setitem(sys.modules, framework, None)  # import of it now raises ImportError

@@ -51,6 +51,17 @@ def test_a_stated_keras_convention_is_named_not_failed(settings, phrase):
     assert outcome.failures == []
 
 
+def test_lr_held_in_float32_is_named_when_stated_and_fails_when_not():
+    planted = {c.name: c for c in (broken_optim.LrInFloat32, broken_optim.LrInFloat32Unstated)}
+    config = RunConfig(impls=("numpy",), dtype=("float64",), steps=300, optimizer="adam", quiet=True)
+    outcome = compare(config, planted, timings=False)
+    verdicts = {v.impl: v for v in outcome.verdicts}
+    assert verdicts["lr-in-float32"].passed and verdicts["numpy"].passed, outcome.failures
+    assert "the learning rate is held in float32" in _named(verdicts["lr-in-float32"])
+    assert not verdicts["lr-in-float32-unstated"].passed
+    assert all(line.split(":")[1].strip().startswith("lr-in-float32-unstated") for line in outcome.failures)
+
+
 def test_a_convention_that_does_not_show_is_not_named():
     # momentum at a constant lr: keras's lr inside the buffer is the same rule
     outcome, verdicts = _run(impls=("keras",), steps=300, optimizer="momentum")
