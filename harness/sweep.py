@@ -1,5 +1,5 @@
 """python -m harness.sweep [--axes width,batch,depth] [--impls ...] [--dtype float64,float32] [--steps 200]
-    [--device cpu] [--jobs 1]
+    [--device cpu] [--jobs 1 | --scheduler tcp://HOST:PORT]
 
 How each implementation's cost grows with the work, one factor at a time around a
 base point (parity:4, one hidden tanh layer of width 16, sigmoid output):
@@ -13,6 +13,8 @@ Writes sweep.csv (tidy), summary.md (fastest path per framework at each size,
 crossovers) and log-log plots of time per step against width and batch.
 ``--jobs N`` runs grid points in N processes; the default is 1 because points
 running side by side on a 2-core machine slow each other and skew every timing.
+``--scheduler tcp://HOST:PORT`` runs them on an existing Dask cluster instead
+(``harness.running.executors``); each row says the host and device it ran on.
 Exit codes: 0 every check passed, 1 a check failed at some point, 2 bad usage, 3 an internal error
 (one line, the traceback saved to a file), 130 interrupted (nothing written).
 """
@@ -20,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +33,7 @@ from harness.compare import compare, run_config
 from harness import internal
 from harness.config import RunConfig, UsageError, repeated, validate
 from harness.meta import run_metadata
+from harness.running.executors import SchedulerError, executor, where
 from impls.registry import names
 
 BASE = {"width": 16, "depth": 1, "batch": 4}  # batch is the parity bit count: 2**4 = 16 samples
@@ -66,9 +67,11 @@ def points(axes: tuple[str, ...]) -> list[Point]:
 
 
 def measure(point: Point, base: RunConfig) -> tuple[pd.DataFrame, list[str]]:
-    """One row per implementation and dtype at ``point``, and the failures found there."""
+    """One row per implementation and dtype at ``point``, and the failures found there (with the host and
+    device it ran on)."""
     config = point.config(base)
     outcome = compare(config)
+    ran_on = where(config.device)
     t = outcome.tables["timings"].set_index(["impl", "dtype", "measure"])
     grads = outcome.tables["gradients"]
     rows = []
@@ -83,10 +86,10 @@ def measure(point: Point, base: RunConfig) -> tuple[pd.DataFrame, list[str]]:
                      "call_median_s": t.loc[(impl, dtype, "loss_and_grads"), "median_s"] if timed else float("nan"),
                      "first_call_s": t.loc[(impl, dtype, "first_call"), "median_s"] if timed else float("nan"),
                      "one_step_rel_err": one.rel.max() if len(one) else float("nan"), "verdict": v.status,
-                     "passed": v.passed})
+                     "passed": v.passed, **ran_on})
     frame = pd.DataFrame(rows).drop(columns=["batch"]).rename(columns={"samples": "batch"})
-    where = f"{point.axis}={point.value}"
-    return frame, [f"{where}: {line}" for line in outcome.failures]
+    at = f"{point.axis}={point.value}"
+    return frame, [f"{at}: {line}" for line in outcome.failures]
 
 
 def framework(impl: str) -> str:
@@ -121,7 +124,7 @@ def crossovers(sweep: pd.DataFrame) -> list[str]:
     return lines or ["No crossover: the same implementation is fastest at every point."]
 
 
-def parse(argv: list[str] | None) -> tuple[RunConfig, tuple[str, ...], int, Path, bool]:
+def parse(argv: list[str] | None) -> tuple[RunConfig, tuple[str, ...], int, str | None, Path, bool]:
     parser = argparse.ArgumentParser(prog="python -m harness.sweep", description=__doc__.splitlines()[2])
     parser.add_argument("--axes", default="width,batch,depth", help="axes to sweep (default: width,batch,depth)")
     parser.add_argument("--impls", default=",".join(names()), help="implementations (default: every registered one)")
@@ -129,6 +132,8 @@ def parse(argv: list[str] | None) -> tuple[RunConfig, tuple[str, ...], int, Path
     parser.add_argument("--steps", type=int, default=200, help="trajectory length checked at each point (default: 200)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda, for torch and jax (default: cpu)")
     parser.add_argument("--jobs", type=int, default=1, help="grid points run in parallel processes (default: 1)")
+    parser.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                        help="run the grid points on this Dask cluster instead (needs the dask extra)")
     parser.add_argument("--out", default=None, help="results folder (default: a new one under results/)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     parser.add_argument("--quiet", action="store_true", help="print only the verdict and failures")
@@ -146,17 +151,18 @@ def parse(argv: list[str] | None) -> tuple[RunConfig, tuple[str, ...], int, Path
     validate(base)
     out = Path(args.out) if args.out else results.default_out(results.RESULTS, "sweep")
     results.check_out(out, args.overwrite)
-    return base, axes, args.jobs, out, args.quiet
+    return base, axes, args.jobs, args.scheduler, out, args.quiet
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        base, axes, jobs, out, quiet = parse(argv)
-    except (UsageError, ValueError) as exc:
+        base, axes, jobs, scheduler, out, quiet = parse(argv)
+        pool = executor(jobs, scheduler)
+    except (UsageError, ValueError, SchedulerError) as exc:
         print(f"harness.sweep: error: {exc}", file=sys.stderr)
         return 2
     try:
-        return _sweep(base, axes, jobs, out, quiet)
+        return _sweep(base, axes, pool, out, quiet)
     except KeyboardInterrupt:
         print(f"harness.sweep: interrupted; nothing was written to {out}", file=sys.stderr)
         return 130
@@ -164,14 +170,15 @@ def main(argv: list[str] | None = None) -> int:
         return internal.report("harness.sweep", exc, out)
 
 
-def _sweep(base: RunConfig, axes: tuple[str, ...], jobs: int, out: Path, quiet: bool) -> int:
-    """Every grid point compared and timed, the results written; the exit code."""
-    grid = points(axes)
+def _sweep(base: RunConfig, axes: tuple[str, ...], pool, out: Path, quiet: bool) -> int:
+    """Every grid point compared and timed (on ``pool``, an executor), the results written; the exit code."""
+    grid, ran_on = points(axes), pool.description
     if not quiet:
-        print(f"harness.sweep: {len(grid)} points, {jobs} job(s); results go to {out}", file=sys.stderr, flush=True)
-    # spawn, not fork: forking a process that has started JAX's threads can deadlock
-    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) if jobs > 1 else _Serial() as pool:
-        measured = list(pool.map(measure, grid, [base] * len(grid)))
+        print(f"harness.sweep: {len(grid)} points on {ran_on}; results go to {out}", file=sys.stderr, flush=True)
+    try:
+        measured = pool.run(measure, grid, base)
+    finally:
+        pool.close()
     sweep = pd.concat([frame for frame, _ in measured], ignore_index=True)
     failures = [line for _, lines in measured for line in lines]
     summary = report.summary(
@@ -182,7 +189,7 @@ def _sweep(base: RunConfig, axes: tuple[str, ...], jobs: int, out: Path, quiet: 
          "Crossovers": "\n".join(f"- {line}" for line in crossovers(sweep)),
          "Every point (time per step, us)": _wide(sweep)})
     meta = {"config": {**run_config(base), "axes": list(axes), "grid": {a: list(GRID[a]) for a in axes},
-                       "base": BASE, "jobs": jobs}, "environment": run_metadata()}
+                       "base": BASE, "ran_on": ran_on}, "environment": run_metadata()}
     figures = [(f"scaling_{axis}.png", lambda df, path, a=axis: plots.plot_scaling(df, a, path), sweep)
                for axis in axes if axis in ("width", "batch", "depth")]
     written = results.write(out, {"sweep": sweep}, meta, summary, figures)
@@ -200,19 +207,6 @@ def _wide(sweep: pd.DataFrame) -> pd.DataFrame:
         row.update({f"{i} {d}": f"{t * 1e6:.3g}" for i, d, t in zip(group.impl, group.dtype, group.step_median_s)})
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-class _Serial:
-    """The executor interface, run in this process (so --jobs 1 timings see no other worker)."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def map(self, fn, *iterables):
-        return map(fn, *iterables)
 
 
 if __name__ == "__main__":

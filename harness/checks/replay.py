@@ -58,6 +58,7 @@ def name_cause(found: Divergence, run: Run, losses: pd.DataFrame, params: pd.Dat
         first = failed[failed.step == failed.step.min()]
         worst = first.loc[(first.rel / first.allowed).idxmax()]
         found.cause = "update" if worst.check == "update" else ("forward" if worst.param == "loss" else "gradient")
+        found.relu_kink = bool(worst.relu_kink)  # the state has a relu pre-activation exactly at 0
         _name(found, int(worst.step), str(worst.param), float(worst.rel), float(worst.allowed))
         return found
     # every single step is right, yet the run left what rounding explains (or the steps checked one by one

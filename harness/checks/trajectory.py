@@ -38,6 +38,7 @@ class Divergence:
     reference_nonfinite_at: int | None = None  # the earliest of the plain reference runs in the run's dtype
     overflow_explained: bool = False  # at nonfinite_at, what is allowed reaches past the dtype's largest number
     conventions: tuple = ()  # cause "convention": the stated conventions (harness.checks.conventions.Shown)
+    relu_kink: bool = False  # the cause was found at a state where a relu pre-activation is exactly 0
 
 
 def overflow_explained(run: Run, truth: Reference, rounding: Envelope, size: int) -> bool:

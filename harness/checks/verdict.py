@@ -80,8 +80,10 @@ def decide(compared: list[tuple[str, str]], gradients: pd.DataFrame, divergences
                                          detail="; ".join(map(str, d.conventions)),
                                          detected_by=d.detected_by, cause=d.cause, cause_step=d.cause_step))
         elif d.step is not None:
+            note = (relu_kink_notes or {}).get(d.impl, "") if d.relu_kink else ""
             findings[key].append(Finding("trajectory", d.impl, d.dtype, d.step, d.param, d.rel, d.allowed,
-                                         detected_by=d.detected_by, cause=d.cause, cause_step=d.cause_step))
+                                         detail=note, detected_by=d.detected_by, cause=d.cause,
+                                         cause_step=d.cause_step))
     for key, line in notebook_misses.items():
         findings.setdefault(key, []).append(Finding("notebook", *key, detail=line))
     for key, found in faults.items():

@@ -52,8 +52,9 @@ def check_out(out: Path, overwrite: bool) -> None:
 
 
 def write(out: Path, tables: dict[str, pd.DataFrame], meta: dict, summary: str,
-          plots: list[Plot] = ()) -> Path:
-    """Write every file into a temporary folder, then move it to ``out`` (replacing an old run)."""
+          plots: list[Plot] = (), data: dict[str, object] | None = None) -> Path:
+    """Write every file into a temporary folder, then move it to ``out`` (replacing an old run); ``data``:
+    more JSON files, by relative path (the fuzzer's examples database)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -63,8 +64,11 @@ def write(out: Path, tables: dict[str, pd.DataFrame], meta: dict, summary: str,
             table.to_csv(tmp / f"{name}.csv", index=False, float_format="%.17g")
         (tmp / "meta.json").write_text(json.dumps({"format_version": FORMAT_VERSION, **meta}, indent=2) + "\n")
         (tmp / "summary.md").write_text(summary)
-        for file_name, plotter, data in plots:
-            plotter(data, tmp / file_name)
+        for file_name, plotter, frame in plots:
+            plotter(frame, tmp / file_name)
+        for relative, value in (data or {}).items():
+            (tmp / relative).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / relative).write_text(json.dumps(value, indent=1, sort_keys=True) + "\n")
         if out.exists():
             old = out.parent / f".{out.name}.old-{os.getpid()}"
             out.rename(old)
@@ -80,6 +84,16 @@ def write(out: Path, tables: dict[str, pd.DataFrame], meta: dict, summary: str,
 
 class ResultsError(Exception):
     """A results folder that cannot be read back as asked; ``str(exc)`` is the one-line reason."""
+
+
+def read_json(path: Path, default: object) -> object:
+    """A JSON file written by ``write`` (``data``), or ``default`` where there is none."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return default
+    except (OSError, ValueError) as exc:
+        raise ResultsError(f"{path} cannot be read ({exc})") from None
 
 
 def read(folder: Path, expected_config: dict | None = None) -> tuple[dict, dict[str, pd.DataFrame]]:

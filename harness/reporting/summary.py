@@ -52,9 +52,10 @@ def verdict_table(verdicts: list[Verdict]) -> pd.DataFrame:
 
 
 def relu_kink_notes(conventions: dict[str, float | None]) -> dict[str, str]:
-    """impl -> the note a failure at a relu kink carries."""
+    """impl -> the note a failure at a relu kink carries, for each implementation whose relu'(0) is not the
+    oracle's 0 (where it is, a kink explains nothing)."""
     return {impl: f"a relu pre-activation is exactly 0 at this state, where {impl} takes relu'(0) = {value}"
-                  f" and the oracle 0" for impl, value in conventions.items()}
+                  f" and the oracle 0" for impl, value in conventions.items() if value != 0}
 
 
 def failure_line(f: Finding) -> str:
@@ -72,8 +73,9 @@ def failure_line(f: Finding) -> str:
                 f" (by its {f.detected_by}) and stays within tolerance of the truth under what it states")
     if f.check == "trajectory":
         where = f"{f.cause} of {f.param} at step {f.cause_step}" if f.param else f.cause
+        note = f"; {f.detail}" if f.detail else ""
         return (f"trajectory: {who} diverges at step {f.step} (by its {f.detected_by}); first disagreement: {where},"
-                f" {_exceeds('relative error', f.rel, f.allowed, '.3e')}")
+                f" {_exceeds('relative error', f.rel, f.allowed, '.3e')}{note}")
     what = "relative error" if f.check != "update" else "error relative to the step"
     note = f"; {f.detail}" if f.detail else ""
     return (f"{f.check}: {who} step {f.step} {f.param}: {_exceeds(what, f.rel, f.allowed, '.1e')}"

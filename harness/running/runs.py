@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.running.guard import Fault, guarded
-from harness.running.remote import RemoteImpl
+from harness.running.remote import RemoteImpl, usable
 from harness.running.workers import POLL_S, Worker, wait
 from harness.truth.oracle import OracleError
 from harness.truth.references import Reference, ReferenceJob, first_nonfinite
@@ -86,7 +86,10 @@ def train_all(impls: list[Implementation], references: list[ReferenceJob], param
         if not isinstance(impl, RemoteImpl):
             done[i] = _here(impl, params, x, y, steps, every, limit)
     args = (dict(params), x, y, steps, every)
-    oracle_workers = [Worker(f"oracle {job.dtype}", ReferenceJob, (job.spec, job.dtype)) for job in references]
+    if not usable(ReferenceJob):  # this process may not start workers (a daemonic one: a Dask worker's)
+        done.update({len(impls) + j: _reference_run(job, *args) for j, job in enumerate(references)})
+    oracle_workers = [Worker(f"oracle {job.dtype}", ReferenceJob, (job.spec, job.dtype)) for job in references
+                      if usable(ReferenceJob)]
     try:
         tasks = [(i, impl.worker, timed_train, "train()", US_PER_STEP.get(impl.name, OTHER_US_PER_STEP), limit)
                  for i, impl in enumerate(impls) if i not in done]

@@ -1,0 +1,154 @@
+"""python -m harness.fuzz [--impls ...] [--impl MODULE:ATTR] [--dtype float64,float32] [--max-examples 100]
+    [--time-budget SECONDS] [--max-steps 500] [--seed 0] [--shards N] [--jobs 1 | --scheduler tcp://HOST:PORT]
+    [--out DIR] [--overwrite] [--quiet]
+
+Differential fuzzing: Hypothesis searches the space of valid configurations
+(``harness.fuzzing.space``: depth, widths, activations, loss and reduction,
+dataset, dtype, seed, learning rate, steps, optimizer and schedule); each
+example is a full comparison against the oracle, and each disagreement is
+shrunk to a minimal configuration, printed as a ready-to-run
+``python -m harness.compare`` line. The search is split into ``--shards``
+independent seeded searches, run by local processes (``--jobs``) or on a Dask
+cluster (``--scheduler``): the rows are the same either way.
+Writes fuzz.csv, summary.md, meta.json and the examples database (replayed
+first when the same --out is fuzzed again).
+Exit codes: 0 no disagreement, 1 a disagreement (or a crash) was found, 2 bad usage, 3 an internal error,
+130 interrupted (nothing written).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+from harness import internal
+from harness.config import UsageError, repeated
+from harness.fuzzing import report, space
+from harness.fuzzing.search import Shard, run_shard
+from harness.meta import run_metadata
+from harness.reporting import results
+from harness.running import plugins
+from harness.running.executors import SchedulerError, executor
+from impls.registry import names
+from impls.spec import DTYPES
+
+
+@dataclass(frozen=True)
+class Plan:
+    shards: list[Shard]
+    jobs: int
+    scheduler: str | None
+    out: Path
+    quiet: bool
+
+
+def parse(argv: list[str] | None) -> Plan:
+    parser = argparse.ArgumentParser(prog="python -m harness.fuzz", description=__doc__.splitlines()[4])
+    parser.add_argument("--impls", default=",".join(names()), help="built-in implementations (default: all)")
+    parser.add_argument("--impl", action="append", default=[], metavar="MODULE:ATTR", help="your own (repeatable)")
+    parser.add_argument("--dtype", default=",".join(DTYPES), help="dtypes an example may take (default: both)")
+    parser.add_argument("--max-examples", type=int, default=100, help="examples searched in all (default: 100)")
+    parser.add_argument("--time-budget", type=float, default=None, help="seconds after which no new example starts")
+    parser.add_argument("--max-steps", type=int, default=space.MAX_STEPS, help="longest run (default: 500)")
+    parser.add_argument("--seed", type=int, default=0, help="the search's seed (default: 0)")
+    parser.add_argument("--shards", type=int, default=None, help="independent searches (default: --jobs)")
+    parser.add_argument("--jobs", type=int, default=1, help="local processes (default: 1)")
+    parser.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT", help="a Dask cluster instead")
+    parser.add_argument("--out", default=None, help="results folder (default: a new one under results/)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar; print only the verdict")
+    parser.error = lambda message: (_ for _ in ()).throw(UsageError(message))  # one line, no usage dump
+    args = parser.parse_args(argv)
+    impls = tuple(n for n in args.impls.split(",") if n)
+    dtypes = tuple(args.dtype.split(","))
+    for flag, listed in (("--impls", impls), ("--dtype", dtypes), ("--impl", args.impl)):
+        if twice := repeated(listed):
+            raise UsageError(f"{flag} lists {twice!r} more than once")
+    if unknown := [n for n in impls if n not in names()]:
+        raise UsageError(f"unknown implementation {unknown[0]!r}; choose from {', '.join(names())}")
+    if bad := [d for d in dtypes if d not in DTYPES]:
+        raise UsageError(f"unknown dtype {bad[0]!r}; choose from {', '.join(DTYPES)}")
+    if not impls and not args.impl:
+        raise UsageError("nothing to fuzz: give --impls or --impl")
+    for flag, value, low in (("--max-examples", args.max_examples, 1), ("--jobs", args.jobs, 1),
+                             ("--max-steps", args.max_steps, space.MIN_STEPS), ("--shards", args.shards or 1, 1)):
+        if value < low:
+            raise UsageError(f"{flag} must be >= {low}, got {value}")
+    if args.time_budget is not None and not 0 < args.time_budget < math.inf:
+        raise UsageError(f"--time-budget must be a number of seconds > 0, got {args.time_budget}")
+    for reference in args.impl:
+        try:
+            plugins.load(reference)
+        except plugins.PluginError as exc:
+            raise UsageError(str(exc)) from None
+    out = Path(args.out) if args.out else results.default_out(results.RESULTS, "fuzz")
+    results.check_out(out, args.overwrite)
+    database = report.from_json(results.read_json(out / report.DATABASE, {}))  # earlier failures, replayed first
+    count = args.shards or args.jobs
+    per_shard = math.ceil(args.max_examples / count)
+    deadline = None if args.time_budget is None else time.time() + args.time_budget
+    shards = [Shard(args.seed * 1000 + i, per_shard, deadline, impls, tuple(args.impl), dtypes, args.max_steps,
+                    database) for i in range(count)]
+    return Plan(shards, args.jobs, args.scheduler, out, args.quiet)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        plan = parse(argv)
+        pool = executor(plan.jobs, plan.scheduler)
+    except (UsageError, ValueError, SchedulerError, results.ResultsError) as exc:
+        print(f"harness.fuzz: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return _fuzz(plan, pool)
+    except KeyboardInterrupt:
+        print(f"harness.fuzz: interrupted; nothing was written to {plan.out}", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 -- a harness bug: one line, the traceback in a file
+        return internal.report("harness.fuzz", exc, plan.out)
+
+
+def _fuzz(plan: Plan, pool) -> int:
+    total, ran_on = sum(s.max_examples for s in plan.shards), pool.description
+    if not plan.quiet:
+        print(f"harness.fuzz: up to {total} examples in {len(plan.shards)} shard(s) on {ran_on};"
+              f" results go to {plan.out}", file=sys.stderr, flush=True)
+    # one tick per example where the search runs here, one per shard where it runs elsewhere
+    bar = tqdm(total=total if pool.in_process else len(plan.shards), unit="example" if pool.in_process else "shard",
+               disable=plan.quiet or not sys.stderr.isatty(), file=sys.stderr)
+    try:
+        found = pool.run(_tracked, plan.shards, bar if pool.in_process else None)
+        if not pool.in_process:
+            bar.update(len(plan.shards))
+    finally:
+        pool.close()
+        bar.close()
+    rows = pd.DataFrame([r for f in found for r in f.rows])
+    reproducers = pd.DataFrame([r for f in found for r in f.reproducers], columns=[*rows.columns, "command"])
+    shard = plan.shards[0]
+    title = f"harness.fuzz: {len(rows)} examples, {len(plan.shards)} shard(s), seed {shard.seed // 1000}"
+    text = report.summary(title, rows, reproducers)
+    meta = {"config": {"impls": list(shard.impls), "impl": list(shard.plugins), "dtypes": list(shard.dtypes),
+                       "max_examples": total, "max_steps": shard.max_steps, "shards": len(plan.shards),
+                       "seeds": [s.seed for s in plan.shards], "ran_on": ran_on},
+            "environment": run_metadata()}
+    written = results.write(plan.out, {"fuzz": rows, "reproducers": reproducers}, meta, text,
+                            data={report.DATABASE: report.to_json(report.merge([f.database for f in found]))})
+    print(text if not plan.quiet else ("\n".join(reproducers.command) if len(reproducers) else "PASS"))
+    print(f"results: {written}")
+    return 1 if len(reproducers) else 0
+
+
+def _tracked(shard: Shard, bar):
+    """One shard, ticking the progress bar after each example when it runs in this process."""
+    return run_shard(shard, None if bar is None else bar.update)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Differential fuzzing: the space of configurations, the search, and its report."""
