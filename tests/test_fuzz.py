@@ -89,3 +89,11 @@ def test_without_dask_a_scheduler_is_a_one_line_error(tmp_path, monkeypatch, cap
     monkeypatch.setitem(sys.modules, "dask.distributed", None)
     assert fuzz.main(["--scheduler", "tcp://127.0.0.1:8786", "--out", str(tmp_path / "x")]) == 2
     assert "--scheduler needs dask.distributed" in capsys.readouterr().err
+
+
+def test_a_spent_time_budget_starts_no_example_and_still_writes_a_whole_run(tmp_path):
+    code = fuzz.main(["--impls", "numpy", "--time-budget", "1e-9", "--max-examples", "5", "--quiet",
+                      "--out", str(tmp_path / "out")])
+    assert code == 0
+    assert "no disagreement in 0 example(s)" in (tmp_path / "out" / "summary.md").read_text()
+    assert (tmp_path / "out" / "meta.json").exists()
