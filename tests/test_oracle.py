@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from harness import compare
-from harness.data import parity, xor
+from harness.data import load, parity, xor
 from harness.init import InitPreset, initial_params
 from harness.truth import oracle as oracle_module
 from harness.truth.oracle import Oracle, OracleError
@@ -73,3 +73,21 @@ def test_a_slip_in_the_oracle_stops_the_run_with_exit_3(monkeypatch, capsys, tmp
     err = capsys.readouterr().err.splitlines()
     assert code == 3 and err[-1].startswith("harness.compare: internal error: OracleError: the oracle's reverse mode")
     assert not out.exists()
+
+
+def test_complex_step_along_directions_takes_an_exact_zero_relu_input_as_the_kink():
+    # Found by harness.fuzz: with zero biases the [0, 0, 0] sample gives every layer a pre-activation of exactly
+    # 0; perturbing every entry at once gave the relu layer's a real part of O(STEP^2), whose sign picked a
+    # branch at random, and the oracle's two methods disagreed by 1e-2.
+    from harness.config import RunConfig
+
+    config = RunConfig(layers=(3, 1, 2, 46, 1), activations=("tanh", "tanh", "relu", "sigmoid"), loss="bce",
+                       dataset="parity:3", seed=0)
+    spec = config.spec("float64")
+    x, y = load("parity:3")
+    params = initial_params(spec, config.preset())
+    oracle = Oracle(spec)
+    assert not oracle.full_complex_step(sum(v.size for v in params.values()), x)  # the directional check
+    assert any(np.any(z == 0) for z in oracle.preactivations(params, x))
+    truth = oracle.truth(params, x, y)  # raised OracleError before
+    assert "along 4 directions" in truth.method

@@ -9,6 +9,8 @@ classified from its verdicts (never from text):
 - ``convention``: runs parted only by what an implementation states (an
   optimizer convention named by the comparison, or relu'(0) at a state where a
   relu input is exactly 0): not a failure;
+- ``harness error``: the comparison itself raised (the oracle disagreeing with
+  itself, say): a bug of the harness, shrunk and reported like the others;
 - ``pass``; ``invalid`` when nothing could be compared (every implementation
   declined the configuration).
 
@@ -32,8 +34,9 @@ from harness.compare import compare
 from harness.fuzzing import space
 from harness.running import plugins
 from harness.running.executors import where
+from harness.running.guard import one_line
 
-FAILING = ("fail", "faulty")
+FAILING = ("fail", "faulty", "harness error")
 
 
 class Disagreement(AssertionError):
@@ -131,8 +134,11 @@ def run_shard(shard: Shard, progress: Callable[[], None] | None = None) -> Found
         if not final and shard.deadline is not None and time.time() > shard.deadline:
             reject()  # out of time: no new comparisons, and shrinking stops where it is
         start = time.perf_counter()
-        outcome = compare(space.config(chosen, shard.impls, shard.plugins), extra, timings=False)
-        verdict, cause, keys = classify(outcome)
+        try:
+            outcome = compare(space.config(chosen, shard.impls, shard.plugins), extra, timings=False)
+            verdict, cause, keys = classify(outcome)
+        except Exception as exc:  # noqa: BLE001 -- the harness itself failed here: a finding, shrunk like the rest
+            verdict, cause, keys = "harness error", f"{type(exc).__name__}: {one_line(exc)}", ["harness"]
         row = {**{k: ",".join(map(str, v)) if isinstance(v, tuple) else v for k, v in chosen.items()},
                "verdict": verdict, "cause": cause, "seconds": round(time.perf_counter() - start, 3),
                "shard": shard.seed, **ran_on}

@@ -60,7 +60,10 @@ class Truth:
 
 
 def _relu(z):
-    return z * (z.real > 0)
+    """relu'(0) = 0. For complex input, a real part within STEP of 0 is the kink: perturbing every entry at once
+    (the directional complex step) gives an exactly-zero pre-activation a real part of O(STEP^2) from products
+    of imaginary parts, whose sign would otherwise pick a branch at random (found by harness.fuzz)."""
+    return z * (z.real > (STEP if np.iscomplexobj(z) else 0))
 
 
 def _sigmoid(z):
