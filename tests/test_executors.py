@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from harness import fuzz, sweep
+from harness.running import executors
 from tests.conftest import REQUIRE_ALL
 
 try:
@@ -42,7 +43,8 @@ def test_sweep_rows_are_the_same_on_local_processes_and_on_a_dask_cluster(tmp_pa
     pd.testing.assert_frame_equal(local, remote)
 
 
-def test_an_unreachable_scheduler_is_a_one_line_error(tmp_path, capsys):
+def test_an_unreachable_scheduler_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(executors.DaskCluster.__init__, "__defaults__", (0.5,))  # give up after 0.5 s, not 5
     assert fuzz.main(["--scheduler", "tcp://127.0.0.1:9", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert "no Dask scheduler at tcp://127.0.0.1:9" in err and err.count("\n") == 1

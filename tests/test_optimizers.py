@@ -14,7 +14,8 @@ NATIVE = ("numpy", "torch-nn", "jax-optax", "keras")
 
 
 def _run(**settings):
-    settings = {"dtype": ("float64",), "quiet": True, **settings}
+    # ten checkpoints a run: every one-step check still runs at each (the default would be a hundred)
+    settings = {"dtype": ("float64",), "quiet": True, "check_every": settings["steps"] // 10, **settings}
     outcome = compare(RunConfig(**settings), timings=False)
     return outcome, {v.impl: v for v in outcome.verdicts}
 
@@ -53,7 +54,7 @@ def test_a_stated_keras_convention_is_named_not_failed(settings, phrase):
 
 def test_lr_held_in_float32_is_named_when_stated_and_fails_when_not():
     planted = {c.name: c for c in (broken_optim.LrInFloat32, broken_optim.LrInFloat32Unstated)}
-    config = RunConfig(impls=("numpy",), dtype=("float64",), steps=300, optimizer="adam", quiet=True)
+    config = RunConfig(impls=("numpy",), dtype=("float64",), steps=300, check_every=30, optimizer="adam", quiet=True)
     outcome = compare(config, planted, timings=False)
     verdicts = {v.impl: v for v in outcome.verdicts}
     assert verdicts["lr-in-float32"].passed and verdicts["numpy"].passed, outcome.failures
@@ -88,7 +89,8 @@ def test_framework_defaults_name_each_default_that_differs_and_where_it_shows():
     (broken_optim.ClaimsKerasEps, "adam"),
 ])
 def test_a_planted_optimizer_bug_fails_that_implementation_and_no_other(planted, optimizer):
-    config = RunConfig(impls=("numpy", "torch-nn"), dtype=("float64",), steps=300, optimizer=optimizer, quiet=True)
+    config = RunConfig(impls=("numpy", "torch-nn"), dtype=("float64",), steps=300, check_every=30, optimizer=optimizer,
+                       quiet=True)
     outcome = compare(config, {planted.name: planted}, timings=False)
     verdicts = {v.impl: v for v in outcome.verdicts}
     assert not verdicts[planted.name].passed

@@ -34,6 +34,7 @@ from impls.spec import ModelSpec
 
 EXTENDED = np.longdouble  # 80-bit x87 on x86-64 Linux: 11 more bits than float64
 COMPLEX = np.clongdouble
+NOTEBOOK_FD_STEP = 1e-8  # the notebook's prime(): the plain evaluation that numpy-fd's rounding is measured by
 STEP = 1e-30  # complex step h: Im f(x + ih) / h has error O(h^2 f'''), far below longdouble's eps
 # Full complex step costs about 60 ns x P x k x sum(n m) (P parameter entries, k samples, n m per layer):
 # 65 us at 2-4-1, 7.5 ms at 4-16-1 on parity:4, 134 ms at 4-64-1. Above this work (about 12 ms a state)
@@ -160,9 +161,14 @@ class Oracle:
         return size * x.shape[0] * weights <= FULL_COMPLEX_STEP_MAX
 
     # -- reverse mode, in any real dtype ---------------------------------------------------------------
-    def reverse(self, params: Params, x: np.ndarray, y: np.ndarray, dtype=EXTENDED,
-                with_scale: bool = False, textbook: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """(reported loss, gradients, term scale if asked) by the chain rule, every array in ``dtype``."""
+    def reverse(self, params: Params, x: np.ndarray, y: np.ndarray, dtype=EXTENDED, with_scale: bool = False,
+                textbook: bool = False, kernel_ulp: bool = False, fd_step: float | None = None
+                ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """(reported loss, gradients, term scale if asked) by the chain rule, every array in ``dtype``.
+
+        The plain evaluations a correct implementation may round like: ``textbook`` slopes from the outputs;
+        ``kernel_ulp`` every activation output one ulp toward zero (a kernel one ulp off, as XLA's tanh is up to
+        4 ulps); ``fd_step`` the slope of every tanh and sigmoid by the notebook's central difference."""
         p = {k: np.asarray(v, dtype) for k, v in params.items()}
         x, y = np.asarray(x, dtype), np.asarray(y, dtype)
         inputs, zs, outs, h = [], [], [], x
@@ -171,20 +177,29 @@ class Oracle:
             inputs.append(h)
             zs.append(z)
             h = ACTIVATIONS[act](z)
+            if kernel_ulp:
+                h = np.nextafter(h, np.zeros((), dtype))
             outs.append(h)
+        if fd_step is not None:  # slopes of the smooth activations by (f(z + h) - f(z - h)) / 2h, in dtype
+            step = dtype(fd_step)  # (relu's at its kink would be 1/2: a convention, not rounding, so it stays 0)
+            slopes = [(ACTIVATIONS[a](z + step) - ACTIVATIONS[a](z - step)) / (2 * step) if a in ("tanh", "sigmoid")
+                      else _activation_slope(a, z, out, textbook) for a, z, out in zip(self.spec.activations, zs, outs)]
+            slope = lambda i, name, z, out: slopes[i]  # noqa: E731
+        else:
+            slope = lambda i, name, z, out: _activation_slope(name, z, out, textbook)  # noqa: E731
         z, out = zs[-1], outs[-1]
         if self.spec.loss == "bce":
             per_element = _softplus(z) - y * z
             delta = out - y  # d/dz [log(1 + e^z) - y z]
         else:
             per_element = (y - out) * (y - out) / 2
-            delta = (out - y) * _activation_slope(self.spec.activations[-1], z, out, textbook)
+            delta = (out - y) * slope(self.spec.depth - 1, self.spec.activations[-1], z, out)
         if self.spec.reduction == "mean":
             delta = delta / dtype(y.size)
         grads, scale = {}, {}
         for i in reversed(range(self.spec.depth)):
             if i < self.spec.depth - 1:
-                delta = delta * _activation_slope(self.spec.activations[i], zs[i], outs[i], textbook)
+                delta = delta * slope(i, self.spec.activations[i], zs[i], outs[i])
             grads[f"w{i}"] = inputs[i].T @ delta
             grads[f"b{i}"] = delta.sum(axis=0, keepdims=True)
             if with_scale:
