@@ -57,14 +57,14 @@ def check_all(config, roster: Roster, trained: Trained, oracle: Oracle, params, 
         progress(f"trajectory {run.name} {run.dtype}")
         plain = trained.references[run.dtype]
         end = horizon(run, [truth, *plain], config.steps)
-        losses = loss_table(run, truth, trained.envelopes[run.dtype], end)
-        params_err = param_table(run, truth, trained.envelopes[run.dtype], end)
+        losses = loss_table(run, truth, trained.envelope_for(run), end)
+        params_err = param_table(run, truth, trained.envelope_for(run), end)
         div = first_divergence(run, losses, params_err)
         div.nonfinite_at, div.oracle_nonfinite_at = run.nonfinite_at, truth.nonfinite_at
         div.reference_nonfinite_at = min([r.nonfinite_at for r in plain if r.nonfinite_at is not None],
                                          default=None)
-        div.overflow_explained = overflow_explained(run, truth, trained.envelopes[run.dtype], y.size)
-        shown = explain(run, config.spec(run.dtype), truth, trained.envelopes[run.dtype], end, params, x, y) \
+        div.overflow_explained = overflow_explained(run, truth, trained.envelope_for(run), y.size)
+        shown = explain(run, config.spec(run.dtype), truth, trained.envelope_for(run), end, params, x, y) \
             if div.step is not None else None
         if shown:  # the run follows the truth under its framework's stated conventions
             div.cause, div.conventions = "convention", tuple(shown)

@@ -168,7 +168,8 @@ class Oracle:
 
         The plain evaluations a correct implementation may round like: ``textbook`` slopes from the outputs;
         ``kernel_ulp`` every activation output one ulp toward zero (a kernel one ulp off, as XLA's tanh is up to
-        4 ulps); ``fd_step`` the slope of every tanh and sigmoid by the notebook's central difference."""
+        4 ulps); ``fd_step`` the loss's derivative and the slope of every tanh and sigmoid by the notebook's
+        central difference, as ``numpy-fd`` takes them."""
         p = {k: np.asarray(v, dtype) for k, v in params.items()}
         x, y = np.asarray(x, dtype), np.asarray(y, dtype)
         inputs, zs, outs, h = [], [], [], x
@@ -184,6 +185,8 @@ class Oracle:
             step = dtype(fd_step)  # (relu's at its kink would be 1/2: a convention, not rounding, so it stays 0)
             slopes = [(ACTIVATIONS[a](z + step) - ACTIVATIONS[a](z - step)) / (2 * step) if a in ("tanh", "sigmoid")
                       else _activation_slope(a, z, out, textbook) for a, z, out in zip(self.spec.activations, zs, outs)]
+            if self.spec.loss == "bce" and self.spec.activations[-1] == "sigmoid":  # prime(sigmoid) at the output
+                slopes[-1] = (_sigmoid(z + step) - _sigmoid(z - step)) / (2 * step)
             slope = lambda i, name, z, out: slopes[i]  # noqa: E731
         else:
             slope = lambda i, name, z, out: _activation_slope(name, z, out, textbook)  # noqa: E731
@@ -194,6 +197,8 @@ class Oracle:
         else:
             per_element = (y - out) * (y - out) / 2
             delta = (out - y) * slope(self.spec.depth - 1, self.spec.activations[-1], z, out)
+        if fd_step is not None:  # the notebook's prime(loss_fn, y_pred) times prime(activation, z)
+            delta = _loss_difference(self.spec.loss, out, y, dtype(fd_step)) * slopes[-1]
         if self.spec.reduction == "mean":
             delta = delta / dtype(y.size)
         grads, scale = {}, {}
@@ -248,7 +253,7 @@ class Oracle:
     # -- training --------------------------------------------------------------------------------------
     def train(self, starts: Sequence[Params], x: np.ndarray, y: np.ndarray, steps: int, record: Sequence[int] = (),
               dtype=EXTENDED, textbook: bool = False, kernel_ulp: Sequence[bool] = (),
-              conventions: Mapping[str, str] | None = None
+              fd_slopes: Sequence[bool] = (), conventions: Mapping[str, str] | None = None
               ) -> list[tuple[np.ndarray, dict[str, np.ndarray], dict[int, dict[str, np.ndarray]]]]:
         """Per start: (per-step reported losses, final parameters, checkpoints), by the spec's optimizer in
         ``dtype`` (``harness.truth.optimizers``; under a framework's stated ``conventions`` if given).
@@ -256,7 +261,9 @@ class Oracle:
         Several starts train as one stack (a reference run and its twins cost little
         more than one). ``textbook`` takes activation slopes from the outputs, as plain
         implementations do; ``kernel_ulp[j]`` moves every activation output of start j
-        one ulp toward zero, as a kernel one ulp off would. The loop is ``reverse``
+        one ulp toward zero, as a kernel one ulp off would; ``fd_slopes[j]`` takes start
+        j's loss derivative and tanh and sigmoid slopes by the notebook's central
+        difference (h = 1e-8), as ``numpy-fd`` does. The loop is ``reverse``
         unrolled for real arrays into preallocated buffers, because a 100,000-step run
         spends its time in per-call overhead, not arithmetic: each layer's bias rides
         in its weight matrix as one more row, fed by a column of ones in the layer's
@@ -291,6 +298,16 @@ class Oracle:
                    "identity": lambda z, out: np.copyto(out, z)}
         act_fns = [kernels[a] for a in acts]
         nudged = [j for j, flag in enumerate(kernel_ulp) if flag]
+        by_difference = [j for j, flag in enumerate(fd_slopes) if flag]
+        fd_h = np.asarray(NOTEBOOK_FD_STEP, dtype)
+
+        def slope(i: int, z, out):
+            found = _activation_slope(acts[i], z, out, textbook)
+            if by_difference and acts[i] in ("tanh", "sigmoid"):
+                f = ACTIVATIONS[acts[i]]
+                for j in by_difference:
+                    found[j] = (f(z[j] + fd_h) - f(z[j] - fd_h)) / (2 * fd_h)
+            return found
         toward = np.zeros((), dtype)
         losses, checkpoints = np.empty((steps, count), dtype), [{} for _ in starts]
         # The reported loss is computed afterwards, a chunk of steps at a time, from the output layer's
@@ -324,12 +341,15 @@ class Oracle:
                 history[step % chunk] = z if bce else out
                 if step % chunk == chunk - 1:
                     flush(step + 1)
-                delta = out - y if bce else (out - y) * _activation_slope(acts[-1], z, out, textbook)
+                delta = out - y if bce else (out - y) * slope(depth - 1, z, out)
+                if by_difference:  # the notebook's prime(loss_fn, y_pred) too: a difference of the loss's values
+                    for j in by_difference:
+                        delta[j] = _loss_difference(self.spec.loss, out[j], y, fd_h) * slope(depth - 1, z, out)[j]
                 if mean:
                     delta = delta / size
                 for i in range(depth - 1, -1, -1):
                     if i < depth - 1:
-                        delta = delta * _activation_slope(acts[i], zs[i], outs[i], textbook)
+                        delta = delta * slope(i, zs[i], outs[i])
                     np.matmul(inputs_t[i], delta, out=grads[i])
                     if i:
                         delta = delta @ weights_t[i]
@@ -340,6 +360,16 @@ class Oracle:
             for j, kept in enumerate(checkpoints):
                 kept[steps] = state(j)
         return [(losses[:, j].copy(), state(j), checkpoints[j]) for j in range(count)]
+
+
+def _loss_difference(loss: str, out: np.ndarray, y: np.ndarray, h) -> np.ndarray:
+    """d loss / d y_hat by the notebook's central difference of the per-element loss of the output."""
+    def per_element(v):
+        if loss == "bce":
+            return -(y * np.log(v) + (1 - y) * np.log1p(-v))
+        return (y - v) * (y - v) / 2
+    with np.errstate(all="ignore"):
+        return (per_element(out + h) - per_element(out - h)) / (2 * h)
 
 
 def _agree(reverse: np.ndarray, complex_step: np.ndarray, scale: np.ndarray, how: str) -> None:

@@ -7,7 +7,10 @@
   activation output moved one ulp toward zero, as a kernel one ulp off rounds
   (torch's and XLA's are, and where tanh saturates that alone moves a float32
   run by a factor of 8 within five steps at ``--lr 10``). All three are runs a
-  correct implementation could produce.
+  correct implementation could produce. Where a finite-difference
+  implementation (``numpy-fd``) is compared, a fourth takes its tanh and sigmoid
+  slopes by the notebook's central difference; it widens the envelope of
+  finite-difference runs only.
 
 How far those plain runs stand from the truth, and from each other, is the
 **rounding envelope** of the dtype at each step (``envelope``): what
@@ -30,6 +33,7 @@ from impls.spec import ORACLE_DTYPE, ModelSpec
 TRUTH = "oracle"  # the longdouble run
 PLAIN, WEIGHTS_TWIN, KERNEL_TWIN = "reference", "reference, weights +1 ulp", "reference, kernels 1 ulp off"
 TWINS = (WEIGHTS_TWIN, KERNEL_TWIN)
+FD_TWIN = "reference, slopes by the notebook's difference"  # only for finite-difference implementations
 
 
 @dataclass
@@ -72,10 +76,11 @@ class ReferenceJob:
 
     spec: ModelSpec
     dtype: str  # "longdouble" for the truth, else a run dtype (the plain run and its twins, trained as one stack)
+    fd_twin: bool = False  # also a twin with the notebook's difference-quotient slopes (a numpy-fd is compared)
 
     @property
     def names(self) -> list[str]:
-        return [TRUTH] if self.dtype == ORACLE_DTYPE else [PLAIN, *TWINS]
+        return [TRUTH] if self.dtype == ORACLE_DTYPE else [PLAIN, *TWINS, *([FD_TWIN] if self.fd_twin else [])]
 
     def __call__(self, params, x, y, steps: int, record) -> list[Reference]:
         start = time.perf_counter()
@@ -83,9 +88,10 @@ class ReferenceJob:
         if self.dtype == ORACLE_DTYPE:
             trained = oracle.train([params], x, y, steps, record, EXTENDED)
         else:
-            starts = [params, one_ulp_up(params, self.dtype), params]
+            starts = [params, one_ulp_up(params, self.dtype), params, *([params] if self.fd_twin else [])]
             trained = oracle.train(starts, x, y, steps, record, np.dtype(self.dtype).type, textbook=True,
-                                   kernel_ulp=[False, False, True])
+                                   kernel_ulp=[False, False, True, False][:len(starts)],
+                                   fd_slopes=[False, False, False, True][:len(starts)])
         wall = time.perf_counter() - start
         return [Reference(name, self.dtype, losses, checkpoints, wall)
                 for name, (losses, _, checkpoints) in zip(self.names, trained)]
