@@ -78,9 +78,11 @@ class Factor:
 VS_REFERENCE = Factor(
     10.0,
     "at one state, an implementation may be up to 10 times further from exact than the oracle's own"
-    " plain evaluation in the same dtype (its reverse mode in float64 or float32): other kernels"
-    " (XLA's tanh, fused multiply-adds, summation orders) cost a small constant factor of the unit"
-    " roundoff, while a real bug costs orders of magnitude",
+    " plain evaluations in the same dtype (its reverse mode in float64 or float32 with the textbook"
+    " formulas, again with every activation output one ulp off, and for finite-difference gradients"
+    " with the notebook's central differences): other kernels (XLA's tanh, fused multiply-adds,"
+    " summation orders) cost a small constant factor of the unit roundoff, while a real bug costs"
+    " orders of magnitude",
 )
 
 ROUNDING_FACTOR = Factor(

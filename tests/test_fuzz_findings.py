@@ -1,0 +1,28 @@
+"""What harness.fuzz found in the harness itself, each now a test (the oracle's complex step at a relu kink is in
+tests/test_oracle.py). Both were correct implementations blamed by an allowance that did not measure how they
+may round."""
+from __future__ import annotations
+
+from harness.compare import compare
+from harness.config import RunConfig
+
+
+def _verdicts(**settings):
+    outcome = compare(RunConfig(quiet=True, **settings), timings=False)
+    return outcome, {v.impl: v for v in outcome.verdicts}
+
+
+def test_a_float32_tanh_near_saturation_is_judged_against_a_kernel_one_ulp_off():
+    # jax-optax (XLA's tanh, up to 4 ulps) at a saturated state after 72 Adam steps at lr 0.1: 2.1e-4 against
+    # 1.4e-4 allowed, when the allowance measured only numpy's tanh
+    outcome, verdicts = _verdicts(impls=("jax-optax",), layers=(2, 1), activations=("tanh",), dtype=("float32",),
+                                  seed=257, lr=0.1, steps=86, check_every=8, optimizer="adam")
+    assert verdicts["jax-optax"].passed, outcome.failures
+
+
+def test_numpy_fd_is_judged_within_the_rounding_of_the_notebooks_own_differences():
+    # numpy-fd at lr 0.1 on parity:5: 1.4e-6 from the truth by step 14, by the rounding of its difference quotients
+    # alone, against the 1e-6 floor
+    outcome, verdicts = _verdicts(impls=("numpy-fd",), layers=(5, 1), activations=("tanh",), dataset="parity:5",
+                                  dtype=("float64",), seed=0, lr=0.1, steps=20, check_every=2)
+    assert verdicts["numpy-fd"].passed, outcome.failures
