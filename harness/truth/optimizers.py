@@ -49,11 +49,12 @@ class Rule:
     """One run's optimizer: ``step(p, g)`` applies update t (t = 0, 1, ...) to ``p`` in place."""
 
     def __init__(self, spec: ModelSpec, dtype, conventions: Mapping[str, str] | None = None,
-                 constants=None, corrections=None) -> None:
+                 constants=None, corrections=None, complements_exact: bool = False) -> None:
         """``constants``: the dtype every hyperparameter is rounded to before use (default ``dtype``; a rule in
         longdouble that judges a float32 run rounds them as that run may); ``corrections``: the dtype Adam's
         bias corrections 1 - beta^t are computed in (default ``dtype``; in float32 they cancel: optax and keras
-        compute them there while keeping 1 - beta from the double)."""
+        compute them there while keeping 1 - beta from the double); ``complements_exact``: Adam's 1 - beta1 and
+        1 - beta2 taken from the exact betas, then rounded (as optax and torch do in float32)."""
         self.spec, self.dtype = spec, np.dtype(dtype).type
         self.conv = {**SPEC_CONVENTIONS, **(conventions or {})}
         self.t = 0
@@ -61,6 +62,7 @@ class Rule:
         rounded = np.dtype(constants or dtype).type
         self.c = lambda value: self.dtype(rounded(value))
         self._corrections = np.dtype(corrections or dtype).type
+        self._complements_exact = complements_exact
         self._lr0 = self.c(np.float32(spec.lr) if self.conv["lr_dtype"] == "float32" else spec.lr)
         self._constant = spec.schedule == "constant"
         if spec.optimizer == "sgd" and self._constant and spec.weight_decay == 0:
@@ -112,8 +114,9 @@ class Rule:
         b1, b2, one = c(spec.beta1), c(spec.beta2), self.dtype(1)
         if not t:
             s["m"], s["v"] = np.zeros_like(p), np.zeros_like(p)
-        s["m"] = b1 * s["m"] + (one - b1) * g
-        s["v"] = b2 * s["v"] + (one - b2) * g * g
+        one_b1, one_b2 = (c(1 - spec.beta1), c(1 - spec.beta2)) if self._complements_exact else (one - b1, one - b2)
+        s["m"] = b1 * s["m"] + one_b1 * g
+        s["v"] = b2 * s["v"] + one_b2 * g * g
         cd = self._corrections
         bc1, bc2 = (self.dtype(cd(1) - cd(beta) ** (t + 1)) for beta in (spec.beta1, spec.beta2))
         v_hat = s["v"] / bc2

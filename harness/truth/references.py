@@ -10,7 +10,10 @@
   correct implementation could produce. Where a finite-difference
   implementation (``numpy-fd``) is compared, a fourth takes its tanh and sigmoid
   slopes by the notebook's central difference; it widens the envelope of
-  finite-difference runs only.
+  finite-difference runs only. For Adam's family, where ``1 - beta`` rounds
+  differently from the exact betas than from the betas rounded to the dtype
+  (float32: 1 - 0.999 is 1.3e-5 apart), one more runs with the complements
+  taken from the exact betas, as optax and torch take them.
 
 How far those plain runs stand from the truth, and from each other, is the
 **rounding envelope** of the dtype at each step (``envelope``): what
@@ -34,6 +37,7 @@ TRUTH = "oracle"  # the longdouble run
 PLAIN, WEIGHTS_TWIN, KERNEL_TWIN = "reference", "reference, weights +1 ulp", "reference, kernels 1 ulp off"
 TWINS = (WEIGHTS_TWIN, KERNEL_TWIN)
 FD_TWIN = "reference, slopes by the notebook's difference"  # only for finite-difference implementations
+COMPLEMENTS_TWIN = "reference, 1 - beta from the exact betas"  # Adam's family in float32: optax, torch round so
 
 
 @dataclass
@@ -80,7 +84,8 @@ class ReferenceJob:
 
     @property
     def names(self) -> list[str]:
-        return [TRUTH] if self.dtype == ORACLE_DTYPE else [PLAIN, *TWINS, *([FD_TWIN] if self.fd_twin else [])]
+        return [TRUTH] if self.dtype == ORACLE_DTYPE else [PLAIN, *TWINS, *([FD_TWIN] if self.fd_twin else []),
+                                                           *([COMPLEMENTS_TWIN] if self.complements_differ else [])]
 
     def __call__(self, params, x, y, steps: int, record) -> list[Reference]:
         start = time.perf_counter()
@@ -92,9 +97,20 @@ class ReferenceJob:
             trained = oracle.train(starts, x, y, steps, record, np.dtype(self.dtype).type, textbook=True,
                                    kernel_ulp=[False, False, True, False][:len(starts)],
                                    fd_slopes=[False, False, False, True][:len(starts)])
+            if self.complements_differ:  # a framework may take 1 - beta2 from the double and round it once
+                trained += oracle.train([params], x, y, steps, record, np.dtype(self.dtype).type, textbook=True,
+                                        complements_exact=True)
         wall = time.perf_counter() - start
         return [Reference(name, self.dtype, losses, checkpoints, wall)
                 for name, (losses, _, checkpoints) in zip(self.names, trained)]
+
+    @property
+    def complements_differ(self) -> bool:
+        """Whether 1 - beta rounds differently from the exact betas than from the betas rounded to the dtype."""
+        if self.dtype == ORACLE_DTYPE or self.spec.optimizer not in ("adam", "amsgrad", "adamw"):
+            return False
+        d = np.dtype(self.dtype).type
+        return any(d(1) - d(b) != d(1 - b) for b in (self.spec.beta1, self.spec.beta2))
 
 
 def loss_error(losses: np.ndarray, target: np.ndarray, truth: np.ndarray) -> np.ndarray:
