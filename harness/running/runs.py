@@ -88,7 +88,7 @@ def train_all(impls: list[Implementation], references: list[ReferenceJob], param
     args = (dict(params), x, y, steps, every)
     if not usable(ReferenceJob):  # this process may not start workers (a daemonic one: a Dask worker's)
         done.update({len(impls) + j: _reference_run(job, *args) for j, job in enumerate(references)})
-    oracle_workers = [Worker(f"oracle {job.dtype}", ReferenceJob, (job.spec, job.dtype, job.fd_twin))
+    oracle_workers = [Worker(f"oracle {job.dtype}", ReferenceJob, (job.spec, job.dtype))
                       for job in references if usable(ReferenceJob)]
     try:
         tasks = [(i, impl.worker, timed_train, "train()", US_PER_STEP.get(impl.name, OTHER_US_PER_STEP), limit)

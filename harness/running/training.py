@@ -8,8 +8,8 @@ import numpy as np
 from harness.running.roster import Roster
 from harness.running.plugins import run_faults
 from harness.running.runs import Run, checkpoint_steps, train_all
+from harness.truth.oracle import Oracle
 from harness.truth.references import FD_TWIN, TRUTH, Envelope, Reference, ReferenceJob, envelope
-from impls.interface import exact
 from impls.spec import ORACLE_DTYPE
 
 
@@ -21,19 +21,27 @@ class Trained:
     references: dict[str, list[Reference]]  # dtype -> the plain run and its twins
     envelopes: dict[str, Envelope]  # dtype -> the rounding envelope
     runs: list[Run]
+    specs: dict = field(default_factory=dict)  # dtype -> the run's ModelSpec
+    steps: int = 0
+    record: list[int] = field(default_factory=list)
     fd_envelopes: dict[str, Envelope] = field(default_factory=dict)  # dtype -> with the difference-quotient twin
 
-    def envelope_for(self, run: Run) -> Envelope:
-        """The rounding envelope a run is judged within: finite-difference runs also by the notebook's method."""
-        return self.envelopes[run.dtype] if exact(run.impl) else self.fd_envelopes.get(run.dtype,
-                                                                                       self.envelopes[run.dtype])
+    def fd_envelope(self, dtype: str, params, x: np.ndarray, y: np.ndarray) -> Envelope:
+        """The envelope of a finite-difference run (numpy-fd): the dtype's reference runs and one more that takes
+        the loss derivative and activation slopes by the notebook's central difference. Trained here, and only
+        for a finite-difference run that leaves the plain envelope, so runs that stay within it pay nothing."""
+        if dtype not in self.fd_envelopes:
+            (losses, _, checkpoints), = Oracle(self.specs[dtype]).train(
+                [params], x, y, self.steps, self.record, np.dtype(dtype).type, textbook=True, fd_slopes=[True])
+            twin = Reference(FD_TWIN, dtype, losses, checkpoints, 0.0)
+            self.fd_envelopes[dtype] = envelope(self.truth, [*self.references[dtype], twin])
+        return self.fd_envelopes[dtype]
 
 
 def train_everything(config, roster: Roster, params, x: np.ndarray, y: np.ndarray) -> Trained:
     """Train all; an implementation whose loop raises or hangs becomes a fault in ``roster`` and has no Run."""
     jobs = [ReferenceJob(config.spec("float64"), ORACLE_DTYPE)]
-    jobs += [ReferenceJob(config.spec(dtype), dtype, any(not exact(i) for i in roster.impls if i.spec.dtype == dtype))
-             for dtype in config.dtype]
+    jobs += [ReferenceJob(config.spec(dtype), dtype) for dtype in config.dtype]
     trained, oracle_runs = train_all(roster.impls, jobs, params, x, y,
                                      config.steps, config.check_every, config.time_limit)
     runs, record = [], checkpoint_steps(config.steps, config.check_every)
@@ -45,8 +53,7 @@ def train_everything(config, roster: Roster, params, x: np.ndarray, y: np.ndarra
             runs.append(run)
     truth = oracle_runs[0][0]
     assert truth.name == TRUTH
-    every = dict(zip(config.dtype, oracle_runs[1:]))
-    references = {dtype: [r for r in found if r.name != FD_TWIN] for dtype, found in every.items()}
+    references = dict(zip(config.dtype, oracle_runs[1:]))
     envelopes = {dtype: envelope(truth, plain) for dtype, plain in references.items()}
-    fd_envelopes = {dtype: envelope(truth, found) for dtype, found in every.items() if len(found) > len(references[dtype])}
-    return Trained(truth, references, envelopes, runs, fd_envelopes)
+    return Trained(truth, references, envelopes, runs, {d: config.spec(d) for d in config.dtype}, config.steps,
+                   record)

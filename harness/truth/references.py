@@ -7,10 +7,10 @@
   activation output moved one ulp toward zero, as a kernel one ulp off rounds
   (torch's and XLA's are, and where tanh saturates that alone moves a float32
   run by a factor of 8 within five steps at ``--lr 10``). All three are runs a
-  correct implementation could produce. Where a finite-difference
-  implementation (``numpy-fd``) is compared, a fourth takes its tanh and sigmoid
-  slopes by the notebook's central difference; it widens the envelope of
-  finite-difference runs only. For Adam's family, where ``1 - beta`` rounds
+  correct implementation could produce. A finite-difference run (``numpy-fd``)
+  that leaves that envelope is judged again within one that also holds a run
+  taking the loss derivative and the tanh and sigmoid slopes by the notebook's
+  central difference (``harness.running.training.Trained.fd_envelope``). For Adam's family, where ``1 - beta`` rounds
   differently from the exact betas than from the betas rounded to the dtype
   (float32: 1 - 0.999 is 1.3e-5 apart), one more runs with the complements
   taken from the exact betas, as optax and torch take them.
@@ -36,7 +36,7 @@ from impls.spec import ORACLE_DTYPE, ModelSpec
 TRUTH = "oracle"  # the longdouble run
 PLAIN, WEIGHTS_TWIN, KERNEL_TWIN = "reference", "reference, weights +1 ulp", "reference, kernels 1 ulp off"
 TWINS = (WEIGHTS_TWIN, KERNEL_TWIN)
-FD_TWIN = "reference, slopes by the notebook's difference"  # only for finite-difference implementations
+FD_TWIN = "reference, slopes by the notebook's difference"  # trained only for a finite-difference run that parts
 COMPLEMENTS_TWIN = "reference, 1 - beta from the exact betas"  # Adam's family in float32: optax, torch round so
 
 
@@ -80,11 +80,10 @@ class ReferenceJob:
 
     spec: ModelSpec
     dtype: str  # "longdouble" for the truth, else a run dtype (the plain run and its twins, trained as one stack)
-    fd_twin: bool = False  # also a twin with the notebook's difference-quotient slopes (a numpy-fd is compared)
 
     @property
     def names(self) -> list[str]:
-        return [TRUTH] if self.dtype == ORACLE_DTYPE else [PLAIN, *TWINS, *([FD_TWIN] if self.fd_twin else []),
+        return [TRUTH] if self.dtype == ORACLE_DTYPE else [PLAIN, *TWINS,
                                                            *([COMPLEMENTS_TWIN] if self.complements_differ else [])]
 
     def __call__(self, params, x, y, steps: int, record) -> list[Reference]:
@@ -93,10 +92,9 @@ class ReferenceJob:
         if self.dtype == ORACLE_DTYPE:
             trained = oracle.train([params], x, y, steps, record, EXTENDED)
         else:
-            starts = [params, one_ulp_up(params, self.dtype), params, *([params] if self.fd_twin else [])]
+            starts = [params, one_ulp_up(params, self.dtype), params]
             trained = oracle.train(starts, x, y, steps, record, np.dtype(self.dtype).type, textbook=True,
-                                   kernel_ulp=[False, False, True, False][:len(starts)],
-                                   fd_slopes=[False, False, False, True][:len(starts)])
+                                   kernel_ulp=[False, False, True])
             if self.complements_differ:  # a framework may take 1 - beta2 from the double and round it once
                 trained += oracle.train([params], x, y, steps, record, np.dtype(self.dtype).type, textbook=True,
                                         complements_exact=True)
