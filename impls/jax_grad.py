@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from impls.interface import Params, TrainResult, Unavailable, check_record, require_dtype, require_plain_sgd
+from impls.jax_common import device_of, segments
+from impls.interface import Params, TrainResult, check_record, require_dtype, require_plain_sgd
 from impls.spec import DTYPES, ModelSpec
 
 ACTIVATION = {"relu": jax.nn.relu, "tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid, "identity": lambda z: z}
@@ -37,7 +38,7 @@ class JaxGrad:
         require_plain_sgd(self.name, spec)
         self.spec = spec
         self.x64 = spec.dtype == "float64"
-        self.device = _device(self.name, spec.device)
+        self.device = device_of(self.name, spec.device)
         self._forward_jit = jax.jit(self._forward)
         self._value_and_grad = jax.jit(jax.value_and_grad(self._objective, has_aux=True))
         self._scan = jax.jit(self._run_many, static_argnums=(3, 4))
@@ -110,7 +111,7 @@ class JaxGrad:
             p = {k: self._array(v) for k, v in params.items()}
             x_j, y_j = self._array(x), self._array(y)
             stored, chunks = [], []
-            for start, length, count in _segments(wanted, steps):
+            for start, length, count in segments(wanted, steps):
                 p, (states, losses) = self._scan(p, x_j, y_j, length, count)
                 stored.append((start, length, count, states))
                 chunks.append(losses)
@@ -123,27 +124,3 @@ class JaxGrad:
                         checkpoints[start + (j + 1) * length] = {k: v[j].copy() for k, v in host.items()}
             losses = np.concatenate([np.asarray(c, dtype=np.float64).ravel() for c in chunks])
             return TrainResult(losses=losses, params=self._numpy(p), checkpoints=checkpoints)
-
-
-def _device(name: str, device: str) -> jax.Device:
-    """The first JAX device of the asked kind; Unavailable if this JAX has none."""
-    try:
-        return jax.devices("gpu" if device == "cuda" else "cpu")[0]
-    except RuntimeError:
-        raise Unavailable(f"{name}: jax {jax.__version__} has no {device} backend here") from None
-
-
-def _segments(wanted: list[int], steps: int) -> list[tuple[int, int, int]]:
-    """(start, length, count) runs of equal-length segments between consecutive stops."""
-    stops = [k for k in wanted if 0 < k < steps] + [steps]
-    runs: list[tuple[int, int, int]] = []
-    previous = 0
-    for stop in stops:
-        length = stop - previous
-        if runs and runs[-1][1] == length:
-            start, _, count = runs[-1]
-            runs[-1] = (start, length, count + 1)
-        else:
-            runs.append((previous, length, 1))
-        previous = stop
-    return runs

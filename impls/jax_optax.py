@@ -26,7 +26,8 @@ import numpy as np
 import optax
 from jax import lax
 
-from impls.interface import Params, TrainResult, Unavailable, check_record, require_dtype
+from impls.jax_common import device_of, segments
+from impls.interface import Params, TrainResult, check_record, require_dtype
 from impls.spec import DTYPES, ModelSpec
 
 ACTIVATION = {"relu": jax.nn.relu, "tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid, "identity": lambda z: z}
@@ -57,7 +58,7 @@ class JaxOptax:
         require_dtype(self.name, spec, DTYPES)
         self.spec = spec
         self.x64 = spec.dtype == "float64"
-        self.device = _device(self.name, spec.device)
+        self.device = device_of(self.name, spec.device)
         # optax.amsgrad keeps nu_max = max(nu_max, bias-corrected nu) (optax/_src/transform.py,
         # scale_by_amsgrad: bias_correction_nu=True, then jax.tree.map(jnp.maximum, state.nu_max, nu_eff)).
         self.conventions: dict[str, str] = (
@@ -154,7 +155,7 @@ class JaxOptax:
             state = self._init(p)
             x_j, y_j = self._array(x), self._array(y)
             stored, chunks = [], []
-            for start, length, count in _segments(wanted, steps):
+            for start, length, count in segments(wanted, steps):
                 (p, state), (states, losses) = self._scan(p, state, x_j, y_j, length, count)
                 stored.append((start, length, count, states))
                 chunks.append(losses)
@@ -166,26 +167,3 @@ class JaxOptax:
                         checkpoints[start + (j + 1) * length] = {k: v[j].copy() for k, v in host.items()}
             losses = np.concatenate([np.asarray(c, dtype=np.float64).ravel() for c in chunks])
             return TrainResult(losses=losses, params=self._numpy(p), checkpoints=checkpoints)
-
-
-def _device(name: str, device: str) -> jax.Device:
-    """The first JAX device of the asked kind; Unavailable if this JAX has none."""
-    try:
-        return jax.devices("gpu" if device == "cuda" else "cpu")[0]
-    except RuntimeError:
-        raise Unavailable(f"{name}: jax {jax.__version__} has no {device} backend here") from None
-
-
-def _segments(wanted: list[int], steps: int) -> list[tuple[int, int, int]]:
-    """(start, length, count) runs of equal-length segments between consecutive stops."""
-    stops = [k for k in wanted if 0 < k < steps] + [steps]
-    runs: list[tuple[int, int, int]] = []
-    previous = 0
-    for stop in stops:
-        length = stop - previous
-        if runs and runs[-1][1] == length:
-            runs[-1] = (runs[-1][0], length, runs[-1][2] + 1)
-        else:
-            runs.append((previous, length, 1))
-        previous = stop
-    return runs

@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 from jax import lax  # noqa: E402
 
 from impls.interface import Params, TrainResult, Unavailable, check_record, require_dtype  # noqa: E402
-from impls.jax_grad import _device, _segments  # noqa: E402
+from impls.jax_common import device_of, segments  # noqa: E402
 from impls.spec import DTYPES, ModelSpec  # noqa: E402
 
 VELOCITY = "velocity v = momentum v - lr g; p += momentum v - lr g"
@@ -55,7 +55,7 @@ class KerasNative:
         require_dtype(self.name, spec, DTYPES)
         self.spec = spec
         self.x64 = spec.dtype == "float64"
-        self.device = _device(self.name, spec.device)
+        self.device = device_of(self.name, spec.device)
         self.conventions = _conventions(spec)
         self.framework_defaults = _defaults(_OPTIMIZER[spec.optimizer])
         self.framework_settings = {"keras": keras.__version__, "backend": keras.backend.backend(),
@@ -184,7 +184,7 @@ class KerasNative:
             xy = (self._array(x), self._array(y))
             checkpoints = {0: self._numpy(state[0])} if 0 in wanted else {}
             stored, chunks = [], []
-            for start, length, count in _segments(wanted, steps):
+            for start, length, count in segments(wanted, steps):
                 state, (kept, losses) = self._scan(*state, xy, length, count)
                 stored.append((start, length, count, kept))
                 chunks.append(losses)

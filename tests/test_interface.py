@@ -113,7 +113,7 @@ def test_jax_x64_does_not_leak_into_the_process(data, notebook_params):
 
 def test_jax_runs_equal_segments_as_one_call():
     pytest.importorskip("jax")
-    from impls.jax_grad import _segments
+    from impls.jax_common import segments
 
-    assert _segments([0, 1000, 2000, 2999, 3000], 3000) == [(0, 1000, 2), (2000, 999, 1), (2999, 1, 1)]
-    assert _segments([], 5) == [(0, 5, 1)]
+    assert segments([0, 1000, 2000, 2999, 3000], 3000) == [(0, 1000, 2), (2000, 999, 1), (2999, 1, 1)]
+    assert segments([], 5) == [(0, 5, 1)]

@@ -20,7 +20,8 @@ def test_each_module_is_used_by_the_implementations_that_import_it():
     assert users["impls.np_notebook"] == ("numpy", "numpy-fd", "numpy-fast")
     assert users["impls.np_backprop"] == ("numpy",)
     assert users["impls.np_optim"] == ("numpy", "numpy-fd", "numpy-fast")
-    assert users["impls.jax_grad"] == ("jax", "jax-step", "keras")  # keras borrows its device and segment helpers
+    assert users["impls.jax_grad"] == ("jax", "jax-step")
+    assert users["impls.jax_common"] == ("jax", "jax-step", "jax-optax", "keras")  # the JAX boundary helpers
     assert users["impls.keras_native"] == ("keras",)
     assert users["impls.torch_autograd"] == ("torch", "torch-compile")
     assert users["impls.np_fast"] == ("numpy-fast",)

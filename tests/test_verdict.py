@@ -121,8 +121,8 @@ def test_a_built_in_loop_that_returns_the_wrong_shape_is_a_fault_not_a_crash(mon
     """Found by the mutation campaign: a jax loop that ran a third of its segments crashed the harness."""
     import impls.jax_grad as m
 
-    right = m._segments
-    monkeypatch.setattr(m, "_segments", lambda wanted, steps: [(a, n, max(1, c // 2)) for a, n, c in right(wanted, steps)])
+    right = m.segments
+    monkeypatch.setattr(m, "segments", lambda wanted, steps: [(a, n, max(1, c // 2)) for a, n, c in right(wanted, steps)])
     code, lines = _main(capsys, tmp_path, "--impls", "numpy,jax", "--dtype", "float64")
     assert code == 1 and lines == ["faulty: jax float64: train() returned losses of shape (200,), expected (300,)"]
 
