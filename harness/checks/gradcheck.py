@@ -10,7 +10,7 @@ import pandas as pd
 
 from harness.checks.updates import ExpectedUpdates
 from harness.checks.arrays import along, cast, error_row, fd_directions, finite_difference_grads
-from harness.truth.oracle import EXTENDED, NOTEBOOK_FD_STEP, Oracle
+from harness.truth.oracle import NOTEBOOK_FD_STEP, Oracle
 from harness.truth.tolerances import FD_CHECK_F64, FD_CHECK_STEP, NOTEBOOK_FD, VS_REFERENCE, allowed
 from impls.interface import Implementation, Params, exact
 

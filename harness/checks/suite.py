@@ -62,7 +62,7 @@ def check_all(config, roster: Roster, trained: Trained, oracle: Oracle, params, 
         losses, params_err = loss_table(run, truth, rounding, end), param_table(run, truth, rounding, end)
         div = first_divergence(run, losses, params_err)
         if div.step is not None and not exact(run.impl):  # judged again within its own method's rounding
-            rounding = trained.fd_envelope(run.dtype, params, x, y)
+            rounding = trained.fd_envelope(config.spec(run.dtype), params, x, y)
             losses, params_err = loss_table(run, truth, rounding, end), param_table(run, truth, rounding, end)
             div = first_divergence(run, losses, params_err)
         div.nonfinite_at, div.oracle_nonfinite_at = run.nonfinite_at, truth.nonfinite_at

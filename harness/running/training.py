@@ -21,18 +21,17 @@ class Trained:
     references: dict[str, list[Reference]]  # dtype -> the plain run and its twins
     envelopes: dict[str, Envelope]  # dtype -> the rounding envelope
     runs: list[Run]
-    specs: dict = field(default_factory=dict)  # dtype -> the run's ModelSpec
-    steps: int = 0
-    record: list[int] = field(default_factory=list)
     fd_envelopes: dict[str, Envelope] = field(default_factory=dict)  # dtype -> with the difference-quotient twin
 
-    def fd_envelope(self, dtype: str, params, x: np.ndarray, y: np.ndarray) -> Envelope:
+    def fd_envelope(self, spec, params, x: np.ndarray, y: np.ndarray) -> Envelope:
         """The envelope of a finite-difference run (numpy-fd): the dtype's reference runs and one more that takes
         the loss derivative and activation slopes by the notebook's central difference. Trained here, and only
         for a finite-difference run that leaves the plain envelope, so runs that stay within it pay nothing."""
-        if dtype not in self.fd_envelopes:
-            (losses, _, checkpoints), = Oracle(self.specs[dtype]).train(
-                [params], x, y, self.steps, self.record, np.dtype(dtype).type, textbook=True, fd_slopes=[True])
+        dtype = spec.dtype
+        if dtype not in self.fd_envelopes:  # the truth's steps and checkpoints
+            (losses, _, checkpoints), = Oracle(spec).train([params], x, y, len(self.truth.losses),
+                                                           sorted(self.truth.checkpoints), np.dtype(dtype).type,
+                                                           textbook=True, fd_slopes=[True])
             twin = Reference(FD_TWIN, dtype, losses, checkpoints, 0.0)
             self.fd_envelopes[dtype] = envelope(self.truth, [*self.references[dtype], twin])
         return self.fd_envelopes[dtype]
@@ -55,5 +54,4 @@ def train_everything(config, roster: Roster, params, x: np.ndarray, y: np.ndarra
     assert truth.name == TRUTH
     references = dict(zip(config.dtype, oracle_runs[1:]))
     envelopes = {dtype: envelope(truth, plain) for dtype, plain in references.items()}
-    return Trained(truth, references, envelopes, runs, {d: config.spec(d) for d in config.dtype}, config.steps,
-                   record)
+    return Trained(truth, references, envelopes, runs)

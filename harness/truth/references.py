@@ -10,10 +10,11 @@
   correct implementation could produce. A finite-difference run (``numpy-fd``)
   that leaves that envelope is judged again within one that also holds a run
   taking the loss derivative and the tanh and sigmoid slopes by the notebook's
-  central difference (``harness.running.training.Trained.fd_envelope``). For Adam's family, where ``1 - beta`` rounds
-  differently from the exact betas than from the betas rounded to the dtype
-  (float32: 1 - 0.999 is 1.3e-5 apart), one more runs with the complements
-  taken from the exact betas, as optax and torch take them.
+  central difference (``harness.running.training.Trained.fd_envelope``). For
+  Adam's family, where ``1 - beta`` rounds differently from the exact betas
+  than from the betas rounded to the dtype (float32: 1 - 0.999 is 1.3e-5
+  apart), one more runs with the complements taken from the exact betas, as
+  optax and torch take them.
 
 How far those plain runs stand from the truth, and from each other, is the
 **rounding envelope** of the dtype at each step (``envelope``): what
