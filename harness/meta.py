@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "XLA_FLAGS")
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "XLA_FLAGS",
+               "XLA_PYTHON_CLIENT_PREALLOCATE")
 CPUINFO = Path("/proc/cpuinfo")
 JAX_NOTE = "the jax implementation scopes x64 per call with jax.enable_x64; see impls/jax_grad.py"
 

@@ -33,7 +33,7 @@ from harness.compare import compare, run_config
 from harness import internal
 from harness.config import RunConfig, UsageError, repeated, validate
 from harness.meta import run_metadata
-from harness.running.executors import SchedulerError, executor, where
+from harness.running.executors import SchedulerError, executor, gpu_capped, where
 from impls.registry import names
 
 BASE = {"width": 16, "depth": 1, "batch": 4}  # batch is the parity bit count: 2**4 = 16 samples
@@ -157,6 +157,9 @@ def parse(argv: list[str] | None) -> tuple[RunConfig, tuple[str, ...], int, str 
 def main(argv: list[str] | None = None) -> int:
     try:
         base, axes, jobs, scheduler, out, quiet = parse(argv)
+        jobs, note = gpu_capped(jobs, base.device, scheduler)
+        if note:
+            print(f"harness.sweep: {note}", file=sys.stderr)
         pool = executor(jobs, scheduler)
     except (UsageError, ValueError, SchedulerError) as exc:
         print(f"harness.sweep: error: {exc}", file=sys.stderr)

@@ -48,3 +48,26 @@ def test_an_unreachable_scheduler_is_a_one_line_error(tmp_path, monkeypatch, cap
     assert fuzz.main(["--scheduler", "tcp://127.0.0.1:9", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert "no Dask scheduler at tcp://127.0.0.1:9" in err and err.count("\n") == 1
+
+
+def test_a_local_sweep_on_one_gpu_runs_at_most_gpu_jobs_points_and_says_so():
+    from harness.running.executors import GPU_JOBS, gpu_capped
+
+    jobs, note = gpu_capped(GPU_JOBS + 8, "cuda", None)
+    assert jobs == GPU_JOBS and note.startswith(f"--jobs {GPU_JOBS + 8} lowered to {GPU_JOBS}: ")
+    assert gpu_capped(GPU_JOBS + 8, "cpu", None) == (GPU_JOBS + 8, None)  # CPU points share no GPU
+    assert gpu_capped(GPU_JOBS + 8, "cuda", "tcp://h:1") == (GPU_JOBS + 8, None)  # a cluster's GPUs are its own
+    assert gpu_capped(2, "cuda", None) == (2, None)
+
+
+def test_jax_is_told_not_to_take_most_of_the_gpu_in_every_process():
+    import subprocess
+    import sys
+
+    code = "import os, impls; print(os.environ['XLA_PYTHON_CLIENT_PREALLOCATE'])"
+    env = {k: v for k, v in __import__("os").environ.items() if k != "XLA_PYTHON_CLIENT_PREALLOCATE"}
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip() == "false"
+    env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "true"  # the user's own setting wins
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip() == "true"

@@ -102,6 +102,20 @@ class DaskCluster:
         return f"the Dask cluster at {self.address} ({len(workers)} worker(s))"
 
 
+# Points that share one local GPU at a time. Each point starts a worker process per implementation and dtype,
+# each with its own CUDA context; 12 points at once (about 180 processes) ran an H200's 141 GB out at context
+# creation (CUDA_ERROR_OUT_OF_MEMORY) and broke the pool. 4 stays well inside that.
+GPU_JOBS = 4
+
+
+def gpu_capped(jobs: int, device: str, scheduler: str | None) -> tuple[int, str | None]:
+    """``jobs`` for local points on ``device``, lowered to GPU_JOBS on one GPU, and a note saying so (or None)."""
+    if device != "cuda" or scheduler is not None or jobs <= GPU_JOBS:
+        return jobs, None
+    return GPU_JOBS, (f"--jobs {jobs} lowered to {GPU_JOBS}: points on one GPU each start their own CUDA "
+                      "contexts, and more at once run its memory out")
+
+
 def executor(jobs: int, scheduler: str | None) -> Local | DaskCluster:
     """Local processes, or the Dask cluster at ``scheduler``; raises SchedulerError (one line) if unusable."""
     if scheduler is None:

@@ -74,7 +74,10 @@ def _serve(conn: Connection, factory: Callable, args: tuple) -> None:
         conn.send(("raised", kind_of(exc), one_line(exc)))
         return
     while True:
-        message = conn.recv()
+        try:
+            message = conn.recv()
+        except EOFError:  # the parent is gone (it failed or was stopped): it reports that, not each worker
+            return
         if message is None:
             return
         fn, call_args = message
