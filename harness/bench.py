@@ -1,14 +1,22 @@
-"""python -m harness.bench [--steps 100000] [--repeats 3] [--skip-default-run] [--only-fast-paths] [--against REV]
+"""python -m harness.bench [--steps 100000] [--repeats 3] [--skip-default-run] [--only-fast-paths] [--csv FILE]
+[--against REV]
 
 Prints, measured side by side in one run on this machine:
 1. the harness's bookkeeping cost: each implementation's bare native loop
    (``impl.train`` with no checkpoints) against the same loop as the harness runs
    it (checkpoints every 1,000 steps, per-step losses to float64, the Run
    wrapper), interleaved so machine noise hits both alike; target ratio <= 1.05;
-2. the wall time of the default ``python -m harness.compare``; target <= 60 s;
+2. the default ``python -m harness.compare`` (plots included, a fresh process):
+   its wall time beside its floor, the trajectories' own seconds (timed inside
+   the workers, with the oracle's) spread over the slots they share, as its
+   meta.json records them; target wall / floor <= 1.2 (``--only-default``);
 3. the fastest paths: per-step time of each framework's eager and fastest
-   implementation at 2-4-1 float64, interleaved, and the ratios the fast paths
-   are held to (``--only-fast-paths`` runs just this section);
+   implementation at 2-4-1 (float64 unless ``--fast-dtype``), interleaved with
+   a scalar C loop of the same step compiled here (``harness.running.c_loop``;
+   skipped, with the reason, where there is no C compiler), each path's ratio
+   to it, its compile time, its agreement with numpy, numpy-fast against its
+   call floor, and the ratios the fast paths are held to; ``--csv FILE`` writes
+   one row per path (``--only-fast-paths`` runs just this section);
 4. with ``--against REV``: the default ``python -m harness.compare`` of this
    tree and of git revision REV (checked out into a temporary worktree), each a
    fresh process, alternated ``--pairs`` times, and the ratio of each pair
@@ -24,14 +32,18 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+from dataclasses import dataclass
 
-from harness import compare
+import numpy as np
+import pandas as pd
+
+from harness.reporting import results
+from harness.running.c_loop import CLoop
 from harness.running import runs
 from harness.config import RunConfig
 from harness.data import xor
 from harness.init import initial_params
-from impls.interface import Unavailable
+from impls.interface import Unavailable, exact
 from impls.registry import create
 from impls.spec import ModelSpec
 
@@ -39,8 +51,8 @@ BOOKKEEPING_TARGET = 1.05
 DEFAULT_RUN_TARGET_S = 60.0
 AGAINST_TARGET = 1.10  # the default compare may cost at most 10 % more than the revision it replaces
 
-FAST_PATHS = ("numpy-fd", "numpy", "numpy-fast", "jax", "jax-step", "torch", "torch-compile")  # measuring order
-TORCH_FAST = ("torch-compile",)  # the candidates for "best torch path"
+FAST_PATHS = ("numpy-fd", "numpy", "numpy-fast", "jax", "jax-step", "torch", "torch-compile", "torch-loop")
+TORCH_FAST = ("torch-compile", "torch-loop")  # the candidates for "best torch path"
 # (label, numerator, denominator, target or None): numerator per-step time / denominator's
 FAST_RATIOS = (
     ("numpy-fast / numpy-fd", "numpy-fast", "numpy-fd", 0.6),
@@ -49,6 +61,13 @@ FAST_RATIOS = (
     ("{best} / torch (eager)", "best torch", "torch", 0.5),
     ("jax-step / jax (per-step jit vs lax.scan)", "jax-step", "jax", None),
 )
+C_LOOP = "C loop"  # the yardstick's row (harness.running.c_loop)
+C_TARGETS = {"jax": 1.0, "torch-loop": 6.0}  # each fastest path's per-step time at most this many C loops
+FLOOR_TARGET = 1.25  # numpy-fast at most this many times (its NumPy calls per step x the cheapest call)
+DEFAULT_FLOOR_TARGET = 1.2  # the default compare's wall time at most this many times its floor (meta.json work)
+AGREE = 5e-13  # every fastest path's and the C loop's final parameters within this of numpy's (max relative)
+CSV_COLUMNS = ("path", "dtype", "us_per_step_min", "us_per_step_median", "ratio_to_c", "compile_s",
+               "max_rel_err_vs_numpy")
 
 
 def bookkeeping(steps: int, repeats: int) -> list[tuple[str, str, list[float], list[float]]]:
@@ -81,44 +100,104 @@ def _available(spec: ModelSpec, wanted) -> list:
     return found
 
 
-def fast_paths(steps: int, repeats: int) -> tuple[dict[str, float], dict[str, list[float]], dict[str, str]]:
-    """(first-call seconds, per-step seconds of each repeat, why each missing one cannot run), 2-4-1 float64.
+@dataclass
+class Measured:
+    """One path's measurements: its first call, its per-step time in each interleaved round, its result."""
+
+    first_s: float
+    per_step: list[float]
+    max_rel_err: float  # of its final parameters against numpy's
+    steps: int
+    exact: bool = True  # False for finite-difference gradients, which agree with numpy only to their own error
+
+    @property
+    def compile_s(self) -> float:
+        """The first call's time beyond a steady call's: tracing and compilation."""
+        return max(0.0, self.first_s - min(self.per_step) * self.steps)
+
+
+def _rel_err(found: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> float:
+    return max(float(np.max(np.abs(found[k] - reference[k])) / np.max(np.abs(reference[k]))) for k in reference)
+
+
+def fast_paths(steps: int, repeats: int, dtype: str = "float64") -> tuple[dict[str, Measured], dict[str, str]]:
+    """Each fastest path and the C loop at 2-4-1: (measurements by name, why each missing one cannot run).
 
     Every implementation trains ``steps`` steps with no checkpoints; the first call
     (tracing, jit and torch.compile included) is timed apart, then the repeats are
-    interleaved, one call of each implementation per round.
+    interleaved, one call of each path (the C loop too, timed by itself) per round.
     """
-    spec, (x, y) = ModelSpec(), xor()
+    spec, (x, y) = ModelSpec(dtype=dtype), xor()
     params = initial_params(spec, RunConfig().preset())
-    impls, skipped = {}, {}
+    reference = create("numpy", spec).train(params, x, y, steps).params
+    impls, skipped, found = {}, {}, {}
     for name in FAST_PATHS:
         try:
             impls[name] = create(name, spec)
         except Unavailable as exc:
             skipped[name] = str(exc)
-    first = {}
     for name, impl in impls.items():
         start = time.perf_counter()
-        impl.train(params, x, y, steps)
-        first[name] = time.perf_counter() - start
-    per_step: dict[str, list[float]] = {name: [] for name in impls}
-    for _ in range(repeats):
-        for name, impl in impls.items():
-            start = time.perf_counter()
-            impl.train(params, x, y, steps)
-            per_step[name].append((time.perf_counter() - start) / steps)
-    return first, per_step, skipped
+        result = impl.train(params, x, y, steps)
+        found[name] = Measured(time.perf_counter() - start, [], _rel_err(result.params, reference), steps,
+                               exact(impl))
+    c_loop = None
+    if dtype == "float64":  # the yardstick is written in double
+        try:
+            c_loop = CLoop()
+            first = c_loop.run(params, x, y, steps, spec.lr)
+            found[C_LOOP] = Measured(first.seconds, [], _rel_err(first.params, reference), steps)
+        except Unavailable as exc:
+            skipped[C_LOOP] = str(exc)
+    try:
+        for _ in range(repeats):
+            for name, impl in impls.items():
+                start = time.perf_counter()
+                impl.train(params, x, y, steps)
+                found[name].per_step.append((time.perf_counter() - start) / steps)
+            if c_loop:
+                found[C_LOOP].per_step.append(c_loop.run(params, x, y, steps, spec.lr).seconds / steps)
+    finally:
+        if c_loop:
+            c_loop.close()
+    return found, skipped
 
 
-def print_fast_paths(steps: int, repeats: int) -> None:
-    print(f"fastest paths: 2-4-1 float64, {steps:,} steps, {repeats} interleaved repeats of each;"
+def numpy_fast_floor(spec: ModelSpec) -> tuple[int, float] | None:
+    """numpy-fast's NumPy calls per step and the cheapest such call's seconds, or None where it says neither."""
+    try:
+        from impls import np_fast
+        return np_fast.calls_per_step(spec), np_fast.call_floor_s()
+    except (ImportError, AttributeError):
+        return None
+
+
+def print_fast_paths(steps: int, repeats: int, dtype: str = "float64", csv: str | None = None) -> None:
+    print(f"fastest paths: 2-4-1 {dtype}, {steps:,} steps, {repeats} interleaved repeats of each;"
           " first call (compilation included) timed apart")
-    first, per_step, skipped = fast_paths(steps, repeats)
-    print(f"{'impl':14} {'first s':>9} {'min us/step':>12} {'median us/step':>15}")
-    for name, times in per_step.items():
-        print(f"{name:14} {first[name]:9.3f} {min(times) * 1e6:12.2f} {np.median(times) * 1e6:15.2f}")
+    found, skipped = fast_paths(steps, repeats, dtype)
+    per_step = {name: p.per_step for name, p in found.items()}
+    c_min = min(per_step[C_LOOP]) if C_LOOP in per_step else None
+    print(f"{'path':14} {'compile s':>9} {'min us/step':>12} {'median us/step':>15} {'x C loop':>9}"
+          f" {'rel err vs numpy':>17}")
+    rows = []
+    for name, p in found.items():
+        ratio = min(p.per_step) / c_min if c_min else float("nan")
+        flag = "" if p.max_rel_err <= AGREE else "  DISAGREES" if p.exact else "  (finite differences)"
+        if name in C_TARGETS:
+            flag += f"  target <= {C_TARGETS[name]}" + ("" if ratio <= C_TARGETS[name] else " OVER")
+        print(f"{name:14} {p.compile_s:9.3f} {min(p.per_step) * 1e6:12.3f} {np.median(p.per_step) * 1e6:15.3f}"
+              f" {ratio:9.2f} {p.max_rel_err:17.1e}{flag}")
+        rows.append((name, dtype, min(p.per_step) * 1e6, np.median(p.per_step) * 1e6, ratio, p.compile_s,
+                     p.max_rel_err))
     for name, reason in skipped.items():
         print(f"{name:14} skipped: {reason}")
+    if (floor := numpy_fast_floor(ModelSpec(dtype=dtype))) and "numpy-fast" in per_step:
+        calls, call_s = floor
+        ratio = min(per_step["numpy-fast"]) / (calls * call_s)
+        print(f"numpy-fast: {calls} NumPy calls per step x {call_s * 1e6:.3f} us (the cheapest call) ="
+              f" {calls * call_s * 1e6:.2f} us floor; measured {ratio:.2f}x it, target <= {FLOOR_TARGET}"
+              + ("" if ratio <= FLOOR_TARGET else "  OVER"))
     torch_paths = [name for name in TORCH_FAST if name in per_step]
     if torch_paths:
         best = min(torch_paths, key=lambda name: min(per_step[name]))
@@ -135,6 +214,24 @@ def print_fast_paths(steps: int, repeats: int) -> None:
         typical = np.median(per_step[top]) / np.median(per_step[bottom])
         goal = "" if target is None else f"  <= {target}" + ("" if best_ratio <= target else "  OVER")
         print(f"{label:42} {best_ratio:7.3f} {typical:7.3f}{goal}")
+    if csv:
+        pd.DataFrame(rows, columns=CSV_COLUMNS).to_csv(csv, index=False)
+        print(f"csv: {csv}")
+
+
+def default_floor(tmp: Path) -> tuple[float, dict[str, float], int]:
+    """Wall seconds of one default compare (plots included) as a fresh process, its meta.json ``work`` (the
+    trajectories' own seconds and the floor they set), and its exit code."""
+    out = tmp / "default"
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "harness.compare", "--out", str(out), "--overwrite", "--quiet"],
+                          cwd=ROOT, check=False, capture_output=True)
+    wall = time.perf_counter() - start
+    work = results.read_json(out / "meta.json").get("work", {}) if (out / "meta.json").exists() else {}
+    return wall, work, done.returncode
+
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _timed_compare(root: Path, out: Path) -> float:
@@ -147,7 +244,7 @@ def _timed_compare(root: Path, out: Path) -> float:
 
 def print_against(rev: str, pairs: int) -> None:
     """The default compare of this tree against revision ``rev``, alternated, with the ratio of each pair."""
-    here = Path(__file__).resolve().parent.parent
+    here = ROOT
     with tempfile.TemporaryDirectory() as tmp:
         tree = Path(tmp) / "baseline"
         subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], cwd=here, check=True,
@@ -168,6 +265,20 @@ def print_against(rev: str, pairs: int) -> None:
                            capture_output=True)
 
 
+def print_default_floor() -> None:
+    """The default compare's wall time beside its floor (the trajectories' work over the slots), one run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        wall, work, code = default_floor(Path(tmp))
+    if not work:
+        print(f"default compare: {wall:.1f} s, exit {code}; its meta.json has no work record")
+        return
+    ratio = wall / work["floor_s"]
+    print(f"default compare (plots included, a fresh process): {wall:.1f} s wall, exit {code}; trajectories"
+          f" {work['trajectories_s']:.1f} s + oracle {work['oracle_s']:.1f} s over {work['slots']} slots ="
+          f" floor {work['floor_s']:.1f} s; wall / floor {ratio:.2f}, target <= {DEFAULT_FLOOR_TARGET}"
+          + ("" if ratio <= DEFAULT_FLOOR_TARGET else "  OVER") + f" (and <= {DEFAULT_RUN_TARGET_S:.0f} s)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100_000, help="steps per bookkeeping measurement")
@@ -175,7 +286,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-default-run", action="store_true", help="do not time the default compare")
     parser.add_argument("--fast-steps", type=int, default=20_000, help="steps per fastest-paths measurement")
     parser.add_argument("--fast-repeats", type=int, default=5, help="interleaved repeats per fastest path")
+    parser.add_argument("--fast-dtype", default="float64", help="dtype of the fastest-paths section (the C loop"
+                        " runs in float64 only)")
+    parser.add_argument("--csv", default=None, metavar="FILE", help="write the fastest paths' figures here")
     parser.add_argument("--only-fast-paths", action="store_true", help="run only the fastest-paths section")
+    parser.add_argument("--only-default", action="store_true", help="run only the default compare's floor")
     parser.add_argument("--against", default=None, help="git revision whose default compare to time beside this one")
     parser.add_argument("--pairs", type=int, default=3, help="alternating pairs for --against")
     parser.add_argument("--only-against", action="store_true", help="run only the --against section")
@@ -185,8 +300,11 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--only-against needs --against REV")
         print_against(args.against, args.pairs)
         return 0
+    if args.only_default:
+        print_default_floor()
+        return 0
     if args.only_fast_paths:
-        print_fast_paths(args.fast_steps, args.fast_repeats)
+        print_fast_paths(args.fast_steps, args.fast_repeats, args.fast_dtype, args.csv)
         return 0
     print(f"bookkeeping: {args.steps:,} steps, {args.repeats} interleaved repeats of each variant;")
     print(f"the ratio of the fastest repeats is the cost estimate (noise only adds time), target <= {BOOKKEEPING_TARGET}")
@@ -196,12 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         flag = "" if best <= BOOKKEEPING_TARGET else "  OVER"
         print(f"{name:13} {dtype:8} {min(bare):12.4f} {min(harnessed):12.4f} {best:11.3f} {typical:14.3f}{flag}")
     if not args.skip_default_run:
-        with tempfile.TemporaryDirectory() as tmp:
-            start = time.perf_counter()
-            code = compare.main(["--out", str(Path(tmp) / "run"), "--quiet", "--no-plots"])
-            wall = time.perf_counter() - start
-        print(f"default compare (no plots): {wall:.1f} s, exit {code}; target <= {DEFAULT_RUN_TARGET_S:.0f} s")
-    print_fast_paths(args.fast_steps, args.fast_repeats)
+        print_default_floor()
+    print_fast_paths(args.fast_steps, args.fast_repeats, args.fast_dtype, args.csv)
     if args.against:
         print_against(args.against, args.pairs)
     return 0

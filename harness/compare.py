@@ -41,10 +41,9 @@ from harness.init import initial_params
 from harness.meta import run_metadata
 from harness.reporting import plots, results, summary
 from harness.reporting.tables import stored_losses
-from harness.running import plugins, remote, resources, roster, timing, workers
+from harness.running import plugins, remote, resources, roster, timing, training, workers
 from harness.running.remote import RemoteOracle
 from harness.running.plugins import Factory, PluginError
-from harness.running.training import train_everything
 from harness.truth.optimizers import conventions_of
 from impls.spec import ModelSpec
 from harness.truth.oracle import Oracle
@@ -62,6 +61,7 @@ class Outcome:
     environment: dict = field(default_factory=dict)  # torch's and jax's settings, read in the workers
     optimizer_conventions: dict[str, dict[str, str]] = field(default_factory=dict)  # impl -> its stated conventions
     specs: dict[tuple[str, str], ModelSpec] = field(default_factory=dict)  # what each run trained (its own defaults)
+    work: dict[str, float] = field(default_factory=dict)  # the trajectories' seconds, the run's floor (training.work)
 
     @property
     def failures(self) -> list[str]:
@@ -101,7 +101,7 @@ def _compare(config: RunConfig, extra: dict[str, Factory], timings: bool) -> Out
         bar.update()
 
     progress("trajectories")
-    trained = train_everything(config, cast, params, x, y)
+    trained = training.train_everything(config, cast, params, x, y)
     oracle = RemoteOracle(config.spec("float64")) if remote.usable(Oracle) else Oracle(config.spec("float64"))
     checked = check_all(config, cast, trained, oracle, params, x, y, progress)
     rows = []
@@ -133,7 +133,7 @@ def _compare(config: RunConfig, extra: dict[str, Factory], timings: bool) -> Out
     return Outcome(tables, verdicts, cast.skipped, conventions,
                    {(f["impl"], f["dtype"]): f["notebook_line"] for f in checked.finals}, environment,
                    {r.name: conventions_of(r.impl) for r in checked.runs},
-                   {(r.name, r.dtype): r.impl.spec for r in checked.runs})
+                   {(r.name, r.dtype): r.impl.spec for r in checked.runs}, training.work(trained))
 
 
 def _time_check(config: RunConfig, cast, params, x, y) -> None:
@@ -199,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         outcome = compare(config, extra)
         text = summary.summary_md(config, outcome)
         meta = {"config": run_config(config), "skipped": outcome.skipped, "oracle": summary.oracle_info(),
+                "work": outcome.work,
                 "environment": run_metadata(outcome.environment)}
         plots_ = [] if config.no_plots else _plots(outcome.tables)
         written = results.write(out, outcome.tables, meta, text, plots_)

@@ -109,12 +109,18 @@ def train_all(impls: list[Implementation], references: list[ReferenceJob], param
     return runs, [done[len(impls) + j] for j in range(len(references))]
 
 
+def slots() -> int:
+    """How many trajectories run side by side: one per core, at most two (each is timed beside at most one
+    other, on any machine, so timings from different machines stay comparable)."""
+    return max(1, min(2, os.cpu_count() or 1))
+
+
 def schedule(tasks: list[tuple], args: tuple) -> dict[int, object]:
     """Run (key, worker, fn, label, cost, seconds) tasks in order, one per core at a time: key -> value or Fault."""
-    slots = max(1, min(2, os.cpu_count() or 1))
+    slots_ = slots()
     queue, running, done = list(tasks), {}, {}
     while queue or running:
-        while queue and len(running) < slots:
+        while queue and len(running) < slots_:
             key, worker, fn, label, _, seconds = queue.pop(0)
             try:
                 worker.submit(fn, args, label, seconds)

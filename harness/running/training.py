@@ -7,7 +7,7 @@ import numpy as np
 
 from harness.running.roster import Roster
 from harness.running.plugins import run_faults
-from harness.running.runs import Run, checkpoint_steps, train_all
+from harness.running.runs import Run, checkpoint_steps, slots, train_all
 from harness.truth.oracle import Oracle
 from harness.truth.references import FD_TWIN, TRUTH, Envelope, Reference, ReferenceJob, envelope
 from impls.spec import ORACLE_DTYPE
@@ -55,3 +55,13 @@ def train_everything(config, roster: Roster, params, x: np.ndarray, y: np.ndarra
     references = dict(zip(config.dtype, oracle_runs[1:]))
     envelopes = {dtype: envelope(truth, plain) for dtype, plain in references.items()}
     return Trained(truth, references, envelopes, runs)
+
+
+def work(trained: Trained) -> dict[str, float]:
+    """The training's own seconds (each trajectory and each of the oracle's jobs, timed inside its worker) and
+    the run's floor: that work spread over the slots it runs in. No run of these trajectories can take less
+    wall time here; meta.json records it and ``python -m harness.bench`` sets the whole run's wall time beside it."""
+    trajectories = sum(run.wall_s for run in trained.runs)
+    oracle = trained.truth.wall_s + sum(stack[0].wall_s for stack in trained.references.values() if stack)
+    return {"trajectories_s": trajectories, "oracle_s": oracle, "slots": slots(),
+            "floor_s": (trajectories + oracle) / slots()}

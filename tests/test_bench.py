@@ -1,0 +1,66 @@
+"""The benchmark's yardstick and its machine-readable output (tiny step counts: the figures are not judged here)."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness import bench
+from harness.config import RunConfig
+from harness.data import xor
+from harness.init import initial_params
+from harness.running import c_loop
+from impls.interface import Unavailable
+from impls.registry import create
+from impls.spec import ModelSpec
+
+needs_cc = pytest.mark.skipif(not any(shutil.which(c) for c in c_loop.COMPILERS), reason="no C compiler here")
+
+
+@needs_cc
+def test_the_c_loop_trains_what_numpy_trains():
+    spec, (x, y) = ModelSpec(), xor()
+    params = initial_params(spec, RunConfig().preset())
+    reference = create("numpy", spec).train(params, x, y, 300)
+    loop = c_loop.CLoop()
+    try:
+        found = loop.run(params, x, y, 300, spec.lr)
+    finally:
+        loop.close()
+    assert found.seconds > 0
+    for name, value in reference.params.items():
+        np.testing.assert_allclose(found.params[name], value, rtol=1e-13, atol=0)
+    assert found.first_loss == pytest.approx(reference.losses[0], rel=1e-15)
+    assert found.last_loss == pytest.approx(reference.losses[-1], rel=1e-13)
+
+
+@needs_cc
+def test_a_wrong_step_in_the_c_loop_is_seen_to_disagree(monkeypatch):
+    monkeypatch.setattr(c_loop, "SOURCE", c_loop.SOURCE.replace("gb1 += dz;", "gb1 += 2 * dz;"))
+    spec, (x, y) = ModelSpec(), xor()
+    params = initial_params(spec, RunConfig().preset())
+    loop = c_loop.CLoop()
+    try:
+        found = loop.run(params, x, y, 300, spec.lr)
+    finally:
+        loop.close()
+    assert bench._rel_err(found.params, create("numpy", spec).train(params, x, y, 300).params) > bench.AGREE
+
+
+def test_no_c_compiler_makes_only_the_yardstick_unavailable(monkeypatch):
+    monkeypatch.setattr(c_loop.shutil, "which", lambda name: None)
+    with pytest.raises(Unavailable, match="needs a C compiler; none of cc, gcc, clang is on PATH"):
+        c_loop.CLoop()
+
+
+def test_the_fast_paths_csv_has_a_row_per_path(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "FAST_PATHS", ("numpy", "numpy-fast"))
+    bench.print_fast_paths(20, 1, csv=str(tmp_path / "fast.csv"))
+    table = pd.read_csv(tmp_path / "fast.csv")
+    assert tuple(table.columns) == bench.CSV_COLUMNS
+    expected = {"numpy", "numpy-fast"} | ({bench.C_LOOP} if shutil.which("cc") or shutil.which("gcc") else set())
+    assert set(table.path) == expected and (table.us_per_step_min > 0).all()
+    assert (table.max_rel_err_vs_numpy <= bench.AGREE).all()
+    assert "x C loop" in capsys.readouterr().out
