@@ -164,8 +164,11 @@ def test_two_runs_give_identical_non_timing_outputs(tmp_path):
     names = sorted(p.name for p in a.iterdir())
     assert names == sorted(p.name for p in b.iterdir())
     for name in names:
-        if name not in timing_files:
+        if name not in timing_files | {"meta.json"}:
             assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    meta_a, meta_b = (json.loads((d / "meta.json").read_text()) for d in (a, b))
+    assert set(meta_a.pop("work")) == set(meta_b.pop("work")) == {"trajectories_s", "oracle_s", "slots", "floor_s"}
+    assert meta_a == meta_b  # all but the seconds it took
     assert _without_timings((a / "summary.md").read_text()) == _without_timings((b / "summary.md").read_text())
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 
 from harness.checks.updates import ExpectedUpdates
 from harness.checks.arrays import along, cast, error_row, fd_directions, finite_difference_grads
+from harness.running.remote import batched
 from harness.truth.oracle import NOTEBOOK_FD_STEP, Oracle
 from harness.truth.tolerances import FD_CHECK_F64, FD_CHECK_STEP, NOTEBOOK_FD, VS_REFERENCE, allowed
 from impls.interface import Implementation, Params, exact
@@ -50,15 +51,27 @@ def teacher_forced(impls: list[Implementation], oracle: Oracle, states: Mapping[
     there (``tolerances.allowed``). With ``updates``, one step of each native loop
     from the same state is checked too (``harness.checks.updates``).
     """
+    dtypes = list(dict.fromkeys(impl.spec.dtype for impl in impls))  # in run order
+    at = {(step, dtype): cast(state, dtype) for step, state in states.items() for dtype in dtypes}
+    answers = {}  # each implementation's calls at every state, made in one round trip to its worker
+    for impl in impls:
+        mine = [(step, params) for (step, dtype), params in at.items() if dtype == impl.spec.dtype]
+        calls = [("loss_and_grads", (params, x, y)) for _, params in mine]
+        calls += [("train", (params, x, y, 1)) for _, params in mine] if updates else []
+        found = batched(impl, calls)
+        for i, (step, _) in enumerate(mine):
+            loss, grads = found[i]
+            answers[impl.name, step] = ({"loss": np.asarray(loss), **grads},
+                                        found[len(mine) + i].params if updates else None)
     rows = []
-    for step, state in states.items():
-        for dtype in dict.fromkeys(impl.spec.dtype for impl in impls):  # in run order
-            params = cast(state, dtype)
+    for step in states:
+        for dtype in dtypes:
+            params = at[step, dtype]
             truth = oracle.truth(params, x, y)
             exact_values = {"loss": truth.loss, **truth.grads}
             kink = at_relu_kink(oracle, params, x)
             for impl in (i for i in impls if i.spec.dtype == dtype):
-                got = loss_and_grads(impl, params, x, y)
+                got, after = answers[impl.name, step]
                 plain = plain_errors(oracle, params, x, y, dtype, exact(impl), truth)
                 for name, ref in exact_values.items():
                     error = error_row(got[name], ref, dtype, truth.scale[name])
@@ -67,7 +80,6 @@ def teacher_forced(impls: list[Implementation], oracle: Oracle, states: Mapping[
                                  "param": name, **error, "allowed": float(limit), "passed": bool(error["rel"] <= limit),
                                  "judged": True, "relu_kink": kink})
                 if updates:  # one step from fresh optimizer state
-                    after = impl.train(params, x, y, 1).params
                     rows += ExpectedUpdates(impl).rows(impl, step, params, after, got, truth.scale)
     return table(rows)
 

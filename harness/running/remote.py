@@ -22,6 +22,22 @@ def _method(hosted: object, name: str, args: tuple, kwargs: dict) -> tuple[Any, 
     return result, changed
 
 
+def _methods(hosted: object, calls: list[tuple[str, tuple]]) -> list[tuple]:
+    """In the worker: ``_method``'s (value, changed) for each call in order, up to the first that raises, which
+    ends the list as ("raised", its name, the exception's class, its line)."""
+    from harness.running.workers import kind_of  # the interface's own class names, as a single call reports them
+    from harness.running.guard import one_line
+
+    done: list[tuple] = []
+    for name, args in calls:
+        try:
+            done.append(_method(hosted, name, args, {}))
+        except Exception as exc:  # noqa: BLE001 -- reported as the single call would report it
+            done.append(("raised", name, kind_of(exc), one_line(exc)))
+            break
+    return done
+
+
 def _arrays(args: tuple):
     """((position, key), array) for every array given, directly or in a dict of named arrays."""
     for i, arg in enumerate(args):
@@ -60,15 +76,39 @@ class RemoteImpl:
 
     def _remote(self, method: str, *args: Any, **kwargs: Any) -> Any:
         result, changed = self.worker.call(_method, (method, args, kwargs), f"{method}()", self.seconds)
-        for (i, key), value in changed.items():  # an implementation that writes into its inputs does so here too
-            target = args[i] if key is None else args[i][key]
-            if isinstance(target, np.ndarray) and target.flags.writeable and target.shape == value.shape:
-                np.copyto(target, value, casting="unsafe")
+        _write_back(args, changed)
         return result
+
+    def batch(self, calls: list[tuple[str, tuple]]) -> list[Any]:
+        """Each (method, args) call's value, in order, in one round trip (a call's time limit each)."""
+        names = " and ".join(dict.fromkeys(f"{name}()" for name, _ in calls))
+        found = self.worker.call(_methods, (calls,), f"{names} at {len(calls)} points", self.seconds * len(calls))
+        values = []
+        for (name, args), reply in zip(calls, found):
+            if len(reply) == 4:  # ("raised", ...); a value comes as (value, changed)
+                raise Fault(f"{name}() raised {reply[2]}: {reply[3]}", kind=reply[2])
+            _write_back(args, reply[1])
+            values.append(reply[0])
+        return values
 
     def run(self, fn: Callable, *args: Any, label: str) -> Any:
         """``fn(implementation, *args)`` in the worker (e.g. a timed trajectory, or timings)."""
         return self.worker.call(fn, args, label, self.seconds)
+
+
+def _write_back(args: tuple, changed: dict) -> None:
+    """An implementation that writes into its inputs does so here too."""
+    for (i, key), value in changed.items():
+        target = args[i] if key is None else args[i][key]
+        if isinstance(target, np.ndarray) and target.flags.writeable and target.shape == value.shape:
+            np.copyto(target, value, casting="unsafe")
+
+
+def batched(impl, calls: list[tuple[str, tuple]]) -> list[Any]:
+    """Each (method, args) call's value, in order: one round trip to a worker's implementation, else here."""
+    if isinstance(impl, RemoteImpl):
+        return impl.batch(calls)
+    return [getattr(impl, name)(*args) for name, args in calls]
 
 
 def where_it_lives(impl, fn: Callable, *args: Any, label: str) -> Any:
