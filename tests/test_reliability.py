@@ -199,3 +199,24 @@ def test_results_in_worker_processes_equal_those_computed_here(tmp_path, monkeyp
     assert compare.main([*argv, "--out", str(tmp_path / "workers")]) == 0
     for name in ("trajectory.csv", "parameters.csv", "gradients.csv", "final.csv", "divergence.csv"):
         assert (tmp_path / "here" / name).read_bytes() == (tmp_path / "workers" / name).read_bytes(), name
+
+
+def test_a_timing_that_raises_is_a_fault_of_that_implementation_and_its_trajectory_stands(monkeypatch):
+    from harness.config import RunConfig
+    from harness.running import remote, timing
+
+    monkeypatch.setattr(remote, "ENABLED", False)  # in this process, where the patched timing is seen
+
+    def broken(impl, *args):
+        if impl.name == "numpy-fd":
+            raise RuntimeError("clock went backwards")
+        return real(impl, *args)
+
+    real = timing.measure
+    monkeypatch.setattr(timing, "measure", broken)
+    outcome = compare.compare(RunConfig(impls=("numpy", "numpy-fd"), dtype=("float64",), steps=50, quiet=True))
+    lines = outcome.failures
+    assert any("numpy-fd float64" in line and "timing raised RuntimeError: clock went backwards" in line
+               for line in lines), lines
+    timed = set(outcome.tables["timings"]["impl"])
+    assert timed == {"numpy"} and set(outcome.tables["final"]["impl"]) == {"numpy", "numpy-fd"}

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
-from harness.running.guard import Fault, guarded
+from harness.running import timing
+from harness.running.guard import Fault, guarded, one_line
 from harness.running.remote import RemoteImpl, usable
 from harness.running.workers import POLL_S, Worker, wait
 from harness.truth.oracle import OracleError
@@ -22,6 +24,7 @@ class Run:
     impl: Implementation
     result: TrainResult
     wall_s: float  # the whole native loop, first-call compilation included
+    timings: list[dict] | str = field(default_factory=list)  # timing.measure's rows, or why they failed
 
     @property
     def name(self) -> str:
@@ -60,10 +63,20 @@ REFERENCE_US_PER_STEP = 15  # the oracle's loop, longdouble or a stack of three 
 OTHER_US_PER_STEP = 33  # a plugin: taken as plain numpy
 
 
-def timed_train(impl: Implementation, params: Params, x, y, steps: int, every: int) -> tuple[TrainResult, float]:
-    """In the implementation's worker: its trajectory and the loop's wall time."""
+def timed_train(impl: Implementation, params: Params, x, y, steps: int, every: int,
+                factory: Callable | None = None) -> tuple[TrainResult, float, list[dict] | str]:
+    """In the implementation's worker: its trajectory, the loop's wall time and, given the implementation's
+    ``factory``, its per-call timings, taken at once in the same slot (beside at most one other trajectory, as
+    the trajectory was), so they never wait for a core of their own after training; a timing that raises
+    gives its one-line reason instead of rows, and the trajectory stands."""
     run = train(impl, params, x, y, steps, every)
-    return run.result, run.wall_s
+    if factory is None:
+        return run.result, run.wall_s, []
+    try:
+        rows = timing.measure(impl, factory, run.wall_s, len(run.result.losses), params, x, y)
+    except Exception as exc:  # noqa: BLE001 -- reported against the implementation, as a fault of its timing
+        rows = f"timing raised {type(exc).__name__}: {one_line(exc)}"
+    return run.result, run.wall_s, rows
 
 
 def _reference_run(job: ReferenceJob, params: Params, x, y, steps: int, every: int) -> list[Reference]:
@@ -72,28 +85,30 @@ def _reference_run(job: ReferenceJob, params: Params, x, y, steps: int, every: i
 
 
 def train_all(impls: list[Implementation], references: list[ReferenceJob], params: Params,
-              x: np.ndarray, y: np.ndarray, steps: int, every: int, limit: float
-              ) -> tuple[list[Run | str], list[list[Reference]]]:
+              x: np.ndarray, y: np.ndarray, steps: int, every: int, limit: float,
+              factories: dict[str, Callable] | None = None) -> tuple[list[Run | str], list[list[Reference]]]:
     """Every implementation's trajectory (a Run, or the fault that stopped it) and the oracle's runs, in order.
 
     Each trajectory runs in its implementation's worker, and each of the oracle's in
     a worker of its own, at most one per core at a time, slowest first; each wall
     time is taken inside its worker, beside at most one other. An implementation
-    built in this process (its factory could not be sent to a worker) trains here.
+    built in this process (its factory could not be sent to a worker) trains here. Given ``factories``
+    (name -> how to build it again), each is timed right after its trajectory, in the same task.
     """
+    factories = factories or {}
     done: dict[int, object] = {}
     for i, impl in enumerate(impls):
         if not isinstance(impl, RemoteImpl):
-            done[i] = _here(impl, params, x, y, steps, every, limit)
+            done[i] = _here(impl, params, x, y, steps, every, limit, factories.get(impl.name))
     args = (dict(params), x, y, steps, every)
     if not usable(ReferenceJob):  # this process may not start workers (a daemonic one: a Dask worker's)
         done.update({len(impls) + j: _reference_run(job, *args) for j, job in enumerate(references)})
     oracle_workers = [Worker(f"oracle {job.dtype}", ReferenceJob, (job.spec, job.dtype))
                       for job in references if usable(ReferenceJob)]
     try:
-        tasks = [(i, impl.worker, timed_train, "train()", US_PER_STEP.get(impl.name, OTHER_US_PER_STEP), limit)
-                 for i, impl in enumerate(impls) if i not in done]
-        tasks += [(len(impls) + j, w, _reference_run, "the oracle's run", REFERENCE_US_PER_STEP, 0.0)
+        tasks = [(i, impl.worker, timed_train, "train()", US_PER_STEP.get(impl.name, OTHER_US_PER_STEP), limit,
+                  (factories.get(impl.name),)) for i, impl in enumerate(impls) if i not in done]
+        tasks += [(len(impls) + j, w, _reference_run, "the oracle's run", REFERENCE_US_PER_STEP, 0.0, ())
                   for j, w in enumerate(oracle_workers)]
         done.update(schedule(sorted(tasks, key=lambda t: -t[4]), args))
     finally:
@@ -116,14 +131,15 @@ def slots() -> int:
 
 
 def schedule(tasks: list[tuple], args: tuple) -> dict[int, object]:
-    """Run (key, worker, fn, label, cost, seconds) tasks in order, one per core at a time: key -> value or Fault."""
+    """Run (key, worker, fn, label, cost, seconds, more args) tasks in order, one per core at a time:
+    key -> value or Fault."""
     slots_ = slots()
     queue, running, done = list(tasks), {}, {}
     while queue or running:
         while queue and len(running) < slots_:
-            key, worker, fn, label, _, seconds = queue.pop(0)
+            key, worker, fn, label, _, seconds, more = queue.pop(0)
             try:
-                worker.submit(fn, args, label, seconds)
+                worker.submit(fn, args + more, label, seconds)
                 running[key] = worker
             except Fault as exc:
                 done[key] = exc
@@ -138,8 +154,9 @@ def schedule(tasks: list[tuple], args: tuple) -> dict[int, object]:
     return done
 
 
-def _here(impl: Implementation, params, x, y, steps: int, every: int, limit: float) -> tuple | str:
+def _here(impl: Implementation, params, x, y, steps: int, every: int, limit: float,
+          factory: Callable | None) -> tuple | str:
     try:
-        return guarded("train()", lambda: timed_train(impl, params, x, y, steps, every), limit)
+        return guarded("train()", lambda: timed_train(impl, params, x, y, steps, every, factory), limit)
     except Fault as exc:
         return str(exc)
