@@ -33,7 +33,7 @@ from tqdm import tqdm
 from harness import internal
 from harness.checks import verdict
 from harness.checks.agreement import pairwise
-from harness.checks.suite import check_all, notebook_misses
+from harness.checks.suite import OneStep, check_all, notebook_misses
 from harness.checks.verdict import Verdict
 from harness.config import RunConfig, UsageError, parse_args
 from harness.data import load
@@ -101,9 +101,10 @@ def _compare(config: RunConfig, extra: dict[str, Factory], timings: bool) -> Out
         bar.update()
 
     progress("trajectories")
-    trained = training.train_everything(config, cast, params, x, y, timings)
     oracle = RemoteOracle(config.spec("float64")) if remote.usable(Oracle) else Oracle(config.spec("float64"))
-    checked = check_all(config, cast, trained, oracle, params, x, y, progress)
+    one_step = OneStep(config, cast, oracle, params, x, y)  # checks that need no trajectory: in training's tail
+    trained = training.train_everything(config, cast, params, x, y, timings, one_step.idle)
+    checked = check_all(config, cast, trained, oracle, params, x, y, progress, one_step)
     rows = []
     for run in checked.runs if timings else []:
         if isinstance(run.timings, str):

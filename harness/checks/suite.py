@@ -13,11 +13,13 @@ from harness.checks.conventions import explain
 from harness.checks.replay import name_cause
 from harness.checks.arrays import cast
 from harness.checks.trajectory import Divergence, first_divergence, horizon, loss_table, overflow_explained, param_table
+from harness.running.guard import Fault, guarded
 from harness.running.roster import Roster
 from harness.running.runs import Run
 from harness.running.training import Trained
 from harness.truth.oracle import Oracle
 from impls.interface import exact
+from impls.spec import ORACLE_DTYPE
 
 MAX_PRED_COLUMNS = 16  # final.csv keeps every prediction up to this many outputs (accuracy always)
 
@@ -34,21 +36,62 @@ class Checked:
     runs: list[Run] = field(default_factory=list)  # the runs that came through every check
 
 
+class OneStep:
+    """Each run's one-step checks (teacher-forced and finite differences), which need only the truth, the
+    reference runs in its dtype and the implementation's idle worker, not its trajectory: so they can run
+    while the last trajectories still train (``idle``, on a core none of them uses), and whatever is left
+    runs when ``check_all`` asks (``take``)."""
+
+    def __init__(self, config, roster: Roster, oracle: Oracle, params, x: np.ndarray, y: np.ndarray) -> None:
+        self.config, self.roster, self.oracle, self.params, self.x, self.y = config, roster, oracle, params, x, y
+        self.found: dict[tuple[str, str], pd.DataFrame | Fault] = {}
+
+    def _check(self, run: Run, truth, references: dict[str, list]) -> pd.DataFrame | Fault:
+        states = _states(truth, references[run.dtype], run.dtype)
+        end64 = _states(truth, references["float64"], "float64") if run.dtype == "float64" else {}
+        fd_states = {0: self.params, **({self.config.steps: end64[self.config.steps]}
+                                        if self.config.steps in end64 else {})}
+        try:
+            return guarded("loss_and_grads()", lambda: pd.concat([
+                teacher_forced([run.impl], self.oracle, states, self.x, self.y),
+                finite_differences([run.impl] if run.dtype == "float64" else [], self.oracle, fd_states,
+                                   self.x, self.y),
+            ], ignore_index=True), self.roster.time_limit)
+        except Fault as exc:
+            return exc
+
+    def idle(self, runs: list[Run], references: dict[str, list]) -> bool:
+        """Check one trained run whose dtype's references are in; whether there was one."""
+        if ORACLE_DTYPE not in references:
+            return False
+        for run in runs:
+            if (run.name, run.dtype) not in self.found and run.dtype in references:
+                self.found[run.name, run.dtype] = self._check(run, references[ORACLE_DTYPE][0], references)
+                return True
+        return False
+
+    def take(self, run: Run, truth, references: dict[str, list]) -> pd.DataFrame | None:
+        """The run's one-step checks (done now unless ``idle`` did them); None, with the fault recorded."""
+        found = self.found.pop((run.name, run.dtype), None)
+        if found is None:
+            found = self._check(run, truth, {ORACLE_DTYPE: [truth], **references})
+        if isinstance(found, Fault):
+            self.roster.fault(run.name, run.dtype, str(found))
+            return None
+        return found
+
+
 def check_all(config, roster: Roster, trained: Trained, oracle: Oracle, params, x: np.ndarray, y: np.ndarray,
-              progress: Callable[[str], None] = lambda label: None) -> Checked:
-    """One-step checks at the truth's checkpoints, then each run's trajectory; a call that raises or hangs
-    becomes a fault of that implementation, which is then left out."""
+              progress: Callable[[str], None] = lambda label: None, one_step: OneStep | None = None) -> Checked:
+    """One-step checks at the truth's checkpoints (those ``one_step`` made during training, and the rest), then
+    each run's trajectory; a call that raises or hangs becomes a fault of that implementation, which is then
+    left out."""
     truth = trained.truth
-    states = {dtype: _states(truth, trained.references[dtype], dtype) for dtype in trained.references}
-    end64 = states.get("float64", {})
-    fd_states = {0: params, **({config.steps: end64[config.steps]} if config.steps in end64 else {})}
+    one_step = one_step or OneStep(config, roster, oracle, params, x, y)
     grads, runs = [], []
     for run in trained.runs:
         progress(f"checks {run.name} {run.dtype}")
-        found = roster.attempt(run.impl, "loss_and_grads", lambda: pd.concat([
-            teacher_forced([run.impl], oracle, states[run.dtype], x, y),
-            finite_differences([run.impl] if run.dtype == "float64" else [], oracle, fd_states, x, y),
-        ], ignore_index=True))
+        found = one_step.take(run, truth, trained.references)
         if found is not None:
             grads.append(found)
             runs.append(run)

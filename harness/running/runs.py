@@ -86,14 +86,18 @@ def _reference_run(job: ReferenceJob, params: Params, x, y, steps: int, every: i
 
 def train_all(impls: list[Implementation], references: list[ReferenceJob], params: Params,
               x: np.ndarray, y: np.ndarray, steps: int, every: int, limit: float,
-              factories: dict[str, Callable] | None = None) -> tuple[list[Run | str], list[list[Reference]]]:
+              factories: dict[str, Callable] | None = None, idle: Callable | None = None
+              ) -> tuple[list[Run | str], list[list[Reference]]]:
     """Every implementation's trajectory (a Run, or the fault that stopped it) and the oracle's runs, in order.
 
     Each trajectory runs in its implementation's worker, and each of the oracle's in
     a worker of its own, at most one per core at a time, slowest first; each wall
     time is taken inside its worker, beside at most one other. An implementation
     built in this process (its factory could not be sent to a worker) trains here. Given ``factories``
-    (name -> how to build it again), each is timed right after its trajectory, in the same task.
+    (name -> how to build it again), each is timed right after its trajectory, in the same task. Given
+    ``idle(runs, references)`` (the trained runs so far; dtype -> the oracle's runs in hand), it is called
+    whenever every task has started and a core is free, to do one piece of this process's own work there
+    (it returns whether it found any): so nothing here ever runs beside two timed tasks.
     """
     factories = factories or {}
     done: dict[int, object] = {}
@@ -110,7 +114,13 @@ def train_all(impls: list[Implementation], references: list[ReferenceJob], param
                   (factories.get(impl.name),)) for i, impl in enumerate(impls) if i not in done]
         tasks += [(len(impls) + j, w, _reference_run, "the oracle's run", REFERENCE_US_PER_STEP, 0.0, ())
                   for j, w in enumerate(oracle_workers)]
-        done.update(schedule(sorted(tasks, key=lambda t: -t[4]), args))
+        def in_hand(found: dict[int, object]) -> bool:
+            runs = [Run(impl, *found[i]) for i, impl in enumerate(impls) if isinstance(found.get(i), tuple)]
+            hand = {job.dtype: found[len(impls) + j] for j, job in enumerate(references)
+                    if isinstance(found.get(len(impls) + j), list)}
+            return idle(runs, hand)
+
+        done.update(schedule(sorted(tasks, key=lambda t: -t[4]), args, in_hand if idle else None, done))
     finally:
         for w in oracle_workers:
             w.close()
@@ -130,11 +140,14 @@ def slots() -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
-def schedule(tasks: list[tuple], args: tuple) -> dict[int, object]:
+def schedule(tasks: list[tuple], args: tuple, idle: Callable[[dict], bool] | None = None,
+             before: dict | None = None) -> dict[int, object]:
     """Run (key, worker, fn, label, cost, seconds, more args) tasks in order, one per core at a time:
-    key -> value or Fault."""
+    key -> value or Fault. ``idle(done so far, with ``before``)`` works in this process once every task has
+    started, while a core is free, until it finds nothing to do."""
     slots_ = slots()
     queue, running, done = list(tasks), {}, {}
+    idle_found_nothing_at = -1  # how many tasks had ended when idle last found nothing: asked again on more
     while queue or running:
         while queue and len(running) < slots_:
             key, worker, fn, label, _, seconds, more = queue.pop(0)
@@ -143,15 +156,27 @@ def schedule(tasks: list[tuple], args: tuple) -> dict[int, object]:
                 running[key] = worker
             except Fault as exc:
                 done[key] = exc
+        if idle is not None and not queue and len(running) < slots_ and len(done) != idle_found_nothing_at:
+            if idle({**(before or {}), **done}):
+                _collect(running, done)  # one piece done: look again before waiting
+                continue
+            idle_found_nothing_at = len(done)
         wait([w for w in running.values()], POLL_S)
-        for key, worker in list(running.items()):
-            if worker.ready():
-                del running[key]
-                try:
-                    done[key] = worker.result()
-                except Fault as exc:
-                    done[key] = exc
+        _collect(running, done)
+    while idle is not None and idle({**(before or {}), **done}):  # the last task ended: the rest, now
+        pass
     return done
+
+
+def _collect(running: dict, done: dict) -> None:
+    """Move every finished task's value (or Fault) from ``running`` to ``done``."""
+    for key, worker in list(running.items()):
+        if worker.ready():
+            del running[key]
+            try:
+                done[key] = worker.result()
+            except Fault as exc:
+                done[key] = exc
 
 
 def _here(impl: Implementation, params, x, y, steps: int, every: int, limit: float,

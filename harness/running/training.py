@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -37,15 +38,16 @@ class Trained:
         return self.fd_envelopes[dtype]
 
 
-def train_everything(config, roster: Roster, params, x: np.ndarray, y: np.ndarray, timings: bool = False
-                     ) -> Trained:
+def train_everything(config, roster: Roster, params, x: np.ndarray, y: np.ndarray, timings: bool = False,
+                     idle: Callable | None = None) -> Trained:
     """Train all; an implementation whose loop raises or hangs becomes a fault in ``roster`` and has no Run.
-    With ``timings``, each run is timed call by call right after its trajectory (``Run.timings``)."""
+    With ``timings``, each run is timed call by call right after its trajectory (``Run.timings``); ``idle``:
+    this process's own work for a free core once every trajectory has started (``runs.train_all``)."""
     jobs = [ReferenceJob(config.spec("float64"), ORACLE_DTYPE)]
     jobs += [ReferenceJob(config.spec(dtype), dtype) for dtype in config.dtype]
     trained, oracle_runs = train_all(roster.impls, jobs, params, x, y,
                                      config.steps, config.check_every, config.time_limit,
-                                     roster.factories if timings else None)
+                                     roster.factories if timings else None, idle)
     runs, record = [], checkpoint_steps(config.steps, config.check_every)
     for impl, run in zip(roster.impls, trained):
         found = run_faults(run.result, impl.spec, config.steps, record) if isinstance(run, Run) else [run]
