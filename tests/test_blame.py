@@ -45,14 +45,8 @@ def _plant_jax(mp):
 
 
 def _plant_numpy_fast(mp):
-    import impls.np_fast as m
-    right = m._derivative
-
-    def wrong(act, out, d, t, one, zero):  # tanh' as 1 - out instead of 1 - out**2
-        if act != "tanh":
-            return right(act, out, d, t, one, zero)
-        return [lambda: np.subtract(one, out, t), lambda: np.multiply(d, t, d)]
-    mp.setattr(m, "_derivative", wrong)
+    import impls.np_fast_net as m
+    mp.setattr(m, "_square", lambda out, x: [(np.positive, (out, x))])  # tanh' as 1 - out, not 1 - out**2
 
 
 def _plant_jax_step(mp):
