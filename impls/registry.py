@@ -16,6 +16,7 @@ REGISTRY: dict[str, tuple[str, str, str]] = {
     "numpy-fast": ("impls.np_fast", "NumpyFast", "numpy"),
     "jax-step": ("impls.jax_step", "JaxStep", "jax"),
     "torch-compile": ("impls.torch_compile", "TorchCompile", "torch"),
+    "torch-loop": ("impls.torch_loop", "TorchLoop", "torch"),
     # each framework as its users write it: its own layers, losses and optimizers (opt-in)
     "torch-nn": ("impls.torch_nn", "TorchNN", "torch"),
     "jax-optax": ("impls.jax_optax", "JaxOptax", "optax"),
@@ -27,7 +28,7 @@ DEFAULT = ("numpy", "numpy-fd", "torch", "jax")  # what a plain compare runs; th
 NATIVE = ("torch-nn", "jax-optax", "keras")
 DEFAULT_OPTIMIZING = ("numpy", "numpy-fd", *NATIVE)  # what a compare runs for any other optimizer or schedule
 FLOAT64_ONLY = ("numpy-fd",)  # every other implementation runs in every dtype of the spec
-PLAIN_SGD_ONLY = ("torch", "jax", "numpy-fast", "jax-step", "torch-compile")  # hand-rolled SGD loops
+PLAIN_SGD_ONLY = ("torch", "jax", "numpy-fast", "jax-step", "torch-compile", "torch-loop")  # hand-rolled SGD loops
 
 
 def supports(name: str, spec: ModelSpec) -> bool:

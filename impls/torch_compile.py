@@ -23,7 +23,6 @@ eager code: it is not on the training path.
 """
 from __future__ import annotations
 
-import types
 from typing import Callable, Sequence
 
 import numpy as np
@@ -32,6 +31,7 @@ import torch
 from impls.interface import Params, TrainResult, check_record
 from impls.spec import ModelSpec
 from impls.torch_autograd import TorchAutograd
+from impls.torch_common import own_code
 
 Step = Callable[[tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor], tuple]
 
@@ -66,7 +66,7 @@ class TorchCompile(TorchAutograd):
             def step(params, x, y):
                 return impl._step(params, x, y)
 
-            self._compiled_step = torch.compile(_own_code(step), fullgraph=True, dynamic=False)
+            self._compiled_step = torch.compile(own_code(step), fullgraph=True, dynamic=False)
         return self._compiled_step
 
     def _inputs(self, params: Params) -> tuple[torch.Tensor, ...]:
@@ -94,14 +94,3 @@ class TorchCompile(TorchAutograd):
             checkpoints[steps] = self._named(p)
         losses = self._reported(torch.stack(objectives), y_t.numel()).cpu().numpy().astype(np.float64)
         return TrainResult(losses=losses, params=self._named(p), checkpoints=checkpoints)
-
-
-def _own_code(fn: Callable) -> Callable:
-    """``fn`` with a copy of its code object.
-
-    Dynamo keeps its compiled versions per code object, at most ``recompile_limit``
-    (8) of them, and with ``fullgraph=True`` one more is an error: a process that
-    built more than 8 instances would fail. Each instance's step gets its own code
-    object, so each has its own cache and limit (8 input shapes per instance).
-    """
-    return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)

@@ -12,7 +12,8 @@ from harness.mutation import classify as c
 from harness.mutation import mutant, report, runone, session, usage
 
 ROOT = Path(__file__).resolve().parent.parent
-ALL = ("numpy", "numpy-fd", "torch", "jax", "numpy-fast", "jax-step", "torch-compile", "torch-nn", "jax-optax", "keras")
+ALL = ("numpy", "numpy-fd", "torch", "jax", "numpy-fast", "jax-step", "torch-compile", "torch-loop", "torch-nn",
+       "jax-optax", "keras")
 
 
 def test_each_module_is_used_by_the_implementations_that_import_it():
@@ -23,7 +24,8 @@ def test_each_module_is_used_by_the_implementations_that_import_it():
     assert users["impls.jax_grad"] == ("jax", "jax-step")
     assert users["impls.jax_common"] == ("jax", "jax-step", "jax-optax", "keras")  # the JAX boundary helpers
     assert users["impls.keras_native"] == ("keras",)
-    assert users["impls.torch_autograd"] == ("torch", "torch-compile")
+    assert users["impls.torch_autograd"] == ("torch", "torch-compile", "torch-loop")
+    assert users["impls.torch_common"] == ("torch-compile", "torch-loop")
     assert users["impls.np_fast"] == ("numpy-fast",)
     for shared in ("impls.spec", "impls.interface", "impls.registry"):
         assert users[shared] == ALL

@@ -58,7 +58,7 @@ def train(impl: Implementation, params: Params, x: np.ndarray, y: np.ndarray, st
 # Per-step overheads at 2-4-1 on this 2-core machine (us): the scheduler starts the slowest first, and
 # harness.running.resources estimates a run's time from them.
 US_PER_STEP = {"torch-nn": 200, "torch": 150, "torch-compile": 60, "numpy-fd": 45, "numpy": 33, "jax-step": 30,
-               "numpy-fast": 8, "keras": 2, "jax-optax": 1, "jax": 1}
+               "numpy-fast": 8, "torch-loop": 3, "keras": 2, "jax-optax": 1, "jax": 1}
 REFERENCE_US_PER_STEP = 15  # the oracle's loop, longdouble or a stack of three in float64 or float32
 OTHER_US_PER_STEP = 33  # a plugin: taken as plain numpy
 
