@@ -48,9 +48,15 @@ class Plan:
     quiet: bool
 
 
+# Compiles each new network for 7 to 18 s (torch.compile of a while_loop, never cached): named, it fuzzes too,
+# but by default it would spend most of a search compiling.
+SLOW_TO_BUILD = ("torch-loop",)
+
+
 def parse(argv: list[str] | None) -> Plan:
     parser = argparse.ArgumentParser(prog="python -m harness.fuzz", description=__doc__.splitlines()[4])
-    parser.add_argument("--impls", default=",".join(names()), help="built-in implementations (default: all)")
+    parser.add_argument("--impls", default=",".join(n for n in names() if n not in SLOW_TO_BUILD),
+                        help=f"built-in implementations (default: all but {', '.join(SLOW_TO_BUILD)})")
     parser.add_argument("--impl", action="append", default=[], metavar="MODULE:ATTR", help="your own (repeatable)")
     parser.add_argument("--dtype", default=",".join(DTYPES), help="dtypes an example may take (default: both)")
     parser.add_argument("--max-examples", type=int, default=100, help="examples searched in all (default: 100)")
