@@ -219,16 +219,15 @@ def print_fast_paths(steps: int, repeats: int, dtype: str = "float64", csv: str 
         print(f"csv: {csv}")
 
 
-def default_floor(tmp: Path) -> tuple[float, dict[str, float], int]:
-    """Wall seconds of one default compare (plots included) as a fresh process, its meta.json ``work`` (the
-    trajectories' own seconds and the floor they set), and its exit code."""
+def default_floor(tmp: Path, argv: tuple[str, ...] = ()) -> tuple[float, dict[str, float], int]:
+    """Wall seconds of one compare (the default, plots included, unless ``argv`` says more) as a fresh process,
+    its meta.json ``work`` (the trajectories' own seconds and the floor they set), and its exit code."""
     out = tmp / "default"
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "harness.compare", "--out", str(out), "--overwrite", "--quiet"],
-                          cwd=ROOT, check=False, capture_output=True)
+    done = subprocess.run([sys.executable, "-m", "harness.compare", *argv, "--out", str(out), "--overwrite",
+                           "--quiet"], cwd=ROOT, check=False, capture_output=True)
     wall = time.perf_counter() - start
-    work = results.read_json(out / "meta.json").get("work", {}) if (out / "meta.json").exists() else {}
-    return wall, work, done.returncode
+    return wall, results.read_json(out / "meta.json", {}).get("work", {}), done.returncode
 
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -64,3 +64,10 @@ def test_the_fast_paths_csv_has_a_row_per_path(tmp_path, monkeypatch, capsys):
     assert set(table.path) == expected and (table.us_per_step_min > 0).all()
     assert (table.max_rel_err_vs_numpy <= bench.AGREE).all()
     assert "x C loop" in capsys.readouterr().out
+
+
+def test_a_compare_run_is_set_beside_the_floor_its_meta_records(tmp_path):
+    wall, work, code = bench.default_floor(tmp_path, ("--impls", "numpy", "--dtype", "float64", "--steps", "200"))
+    assert code == 0 and set(work) == {"trajectories_s", "oracle_s", "slots", "floor_s"}
+    assert 0 < work["floor_s"] == pytest.approx((work["trajectories_s"] + work["oracle_s"]) / work["slots"])
+    assert wall > work["floor_s"]  # the whole process: start, workers, checks, report
