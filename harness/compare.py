@@ -21,6 +21,7 @@ traceback saved to a file), 130/143 interrupted (nothing written).
 """
 from __future__ import annotations
 
+import importlib
 import signal
 import sys
 from dataclasses import asdict, dataclass, field
@@ -103,7 +104,8 @@ def _compare(config: RunConfig, extra: dict[str, Factory], timings: bool) -> Out
     progress("trajectories")
     oracle = RemoteOracle(config.spec("float64")) if remote.usable(Oracle) else Oracle(config.spec("float64"))
     one_step = OneStep(config, cast, oracle, params, x, y)  # checks that need no trajectory: in training's tail
-    trained = training.train_everything(config, cast, params, x, y, timings, one_step.idle)
+    trained = training.train_everything(config, cast, params, x, y, timings, lambda runs, references: (
+        one_step.idle(runs, references) or (not config.no_plots and _warm_plots())))
     checked = check_all(config, cast, trained, oracle, params, x, y, progress, one_step)
     rows = []
     for run in checked.runs if timings else []:
@@ -149,6 +151,15 @@ def _time_check(config: RunConfig, cast, params, x, y) -> None:
     if not config.quiet and needs.seconds > resources.SHOW_ESTIMATE_S:
         print(f"harness.compare: estimated {resources.duration(needs.seconds)} (longest part: "
               f"{needs.biggest_seconds}) and {resources.size(needs.bytes)} of memory", file=sys.stderr, flush=True)
+
+
+def _warm_plots() -> bool:
+    """Import matplotlib (about 0.5 s) on training's free tail core rather than after the checks; whether it
+    was still to do."""
+    if "harness.reporting.plots" in sys.modules:
+        return False
+    importlib.import_module("harness.reporting.plots")
+    return True
 
 
 def _plots(tables: dict[str, pd.DataFrame]) -> list[results.Plot]:
