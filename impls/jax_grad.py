@@ -7,6 +7,24 @@ inside the scoped, thread-local context ``with jax.enable_x64(dtype == "float64"
 (with ``jax.default_device`` for ``--device``).
 Tracing, compiling and running all happen inside it, and the previous setting
 is restored on exit, so code around the harness sees JAX exactly as it left it.
+
+Speed (XLA CPU of jax 0.10.2; figures in the constants' comments):
+- each layer's product takes the form ``matmul_form`` picks: small ones as
+  broadcast-multiply-and-sum, which XLA fuses with the bias and activation (and,
+  in the gradient jax.grad derives from it, with the backward's products), larger
+  ones as ``@`` (a dot: a library call of its own);
+- XLA runs a loop body's ops one after another on the calling thread only when
+  every buffer they touch is at most 512 bytes (or there are at most 8 ops);
+  otherwise it schedules them as a dependency graph on a thread pool, which costs
+  far more than ops this small. The per-step losses of a long scan are such a
+  buffer, so the steps run in an inner scan of ``LOSS_CHUNK_BYTES`` of losses
+  (64 float64 steps), unrolled ``UNROLL`` times, inside a scan over the chunks.
+
+Floating-point order: the broadcast form sums each product in XLA's reduction
+order, not the dot's, so predictions, gradients and every step can differ from
+``@`` (and from NumPy's BLAS) in the last bits; both stay at the float64 floor
+against numpy (tests/test_jax_fused.py, ``harness.compare``). Chunking and
+unrolling only lay out the loop: each step is the same ops in the same order.
 """
 from __future__ import annotations
 
@@ -24,9 +42,47 @@ from impls.spec import DTYPES, ModelSpec
 
 ACTIVATION = {"relu": jax.nn.relu, "tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid, "identity": lambda z: z}
 
+# A layer's product is broadcast-multiply-and-sum while batch * n_in * n_out is at most this, else ``@``.
+# Measured (us/step of the fused loop, float64 / float32, min of 5-9 interleaved repeats, 2 cores):
+#   layer products up to 3,840 (2-4-1 to 2-480-1 at batch 4, 2-64-1 and 2-96-1 at batch 16, 16x16 to 31x31
+#   hidden layers): broadcast faster, e.g. 2-4-1 batch 4: 0.53 / 0.13 against 0.94 / 1.38 all-dot;
+#   2-256-1 batch 4: 2.3 / 1.3 against 3.4 / 2.4; 2-16-16-1 batch 4: 1.2 / 0.9 against 3.1 / 3.8;
+#   4,096 and up (2-512-1 batch 4, 2-256-1 batch 16, 32x32 batch 4): broadcast slower, by 1.3x in float64 and
+#   13x in float32 (2-512-1 batch 4: 7.7 / 41 against 5.9 / 3.2): a cliff at exactly 4,096 (4,088 still wins).
+# 2,048 keeps a factor of 2 from that cliff. Within it one case goes the other way, by less than 10 %: a layer
+# with one output (a matrix-vector product XLA emits inline) at products 1,024 to 2,048.
+BROADCAST_MAX_PRODUCT = 2048
+# Losses kept per inner scan, in bytes: XLA CPU runs a loop body sequentially, without its thread pool,
+# only while every buffer in it is at most 512 bytes. Chunked against one scan over all steps, both unrolled
+# once (float64 / float32 us/step, batch 4): 2-4-1 0.135 / 0.117 against 0.474 / 0.129; 2-16-1 0.245 / 0.169
+# against 0.689 / 0.592; 2-16-16-1 1.16 / 0.92 against 1.24 / 1.00.
+LOSS_CHUNK_BYTES = 512
+# Steps per iteration of the inner scan. Against 1 (float64 / float32, us/step): 2-4-1 0.115 / 0.136 against
+# 0.149 / 0.135; 2-16-1 0.21 / 0.16 against 0.31 / 0.24; 2-64-1 0.71 / 0.48 against 0.98 / 0.76; 8 is no
+# faster (0.120 / 0.141 at 2-4-1) and compiles longer.
+UNROLL = 4
+
+
+def matmul_form(n_in: int, n_out: int, batch: int) -> str:
+    """"broadcast" or "dot": how a layer of ``n_in`` inputs and ``n_out`` outputs over ``batch`` samples
+    computes its product (see BROADCAST_MAX_PRODUCT)."""
+    return "broadcast" if batch * n_in * n_out <= BROADCAST_MAX_PRODUCT else "dot"
+
+
+def layer_forms(spec: ModelSpec, batch: int) -> tuple[str, ...]:
+    """``matmul_form`` of each of the spec's layers, for reports."""
+    return tuple(matmul_form(n, m, batch) for n, m in zip(spec.layers, spec.layers[1:]))
+
+
+def dense(h: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
+    """``h @ w + b``, its product in the form ``matmul_form`` picks."""
+    if matmul_form(*w.shape, h.shape[0]) == "broadcast":
+        return (h[:, :, None] * w[None, :, :]).sum(axis=1) + b
+    return h @ w + b
+
 
 class JaxGrad:
-    """Pure functions of a params pytree; the N-step loop is one compiled ``lax.scan``."""
+    """Pure functions of a params pytree; the N-step loop is one compiled call of nested ``lax.scan``s."""
 
     name = "jax"
 
@@ -62,7 +118,7 @@ class JaxGrad:
         """(pre-activation, output) of the last layer."""
         h = x
         for i, act in enumerate(self.spec.activations):
-            z = h @ p[f"w{i}"] + p[f"b{i}"]
+            z = dense(h, p[f"w{i}"], p[f"b{i}"])
             h = ACTIVATION[act](z)
         return z, h
 
@@ -83,8 +139,21 @@ class JaxGrad:
         (_, reported), grads = jax.value_and_grad(self._objective, has_aux=True)(p, x, y)
         return jax.tree.map(lambda a, g: a - self.spec.lr * g, p, grads), reported
 
+    def _steps(self, p, x, y, length: int):
+        return lax.scan(lambda c, _: self._step(c, x, y), p, None, length=length, unroll=UNROLL)
+
     def _run(self, p, x, y, length: int):
-        return lax.scan(lambda c, _: self._step(c, x, y), p, None, length=length)
+        """``length`` steps as a scan over chunks of LOSS_CHUNK_BYTES of losses, then the steps left over."""
+        chunk = LOSS_CHUNK_BYTES // np.dtype(self.spec.dtype).itemsize
+        full, rest = divmod(length, chunk)
+        losses = []
+        if full:
+            p, chunks = lax.scan(lambda c, _: self._steps(c, x, y, chunk), p, None, length=full)
+            losses.append(chunks.reshape(-1))
+        if rest:
+            p, tail = self._steps(p, x, y, rest)
+            losses.append(tail)
+        return p, jnp.concatenate(losses)
 
     def _run_many(self, p, x, y, length: int, count: int):
         """``count`` segments of ``length`` steps in one compiled call; params kept at each segment's end."""
