@@ -63,7 +63,8 @@ def test_the_fast_paths_csv_has_a_row_per_path(tmp_path, monkeypatch, capsys):
     expected = {"numpy", "numpy-fast"} | ({bench.C_LOOP} if shutil.which("cc") or shutil.which("gcc") else set())
     assert set(table.path) == expected and (table.us_per_step_min > 0).all()
     assert (table.max_rel_err_vs_numpy <= bench.AGREE).all()
-    assert "x C loop" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "x C loop" in out and "numpy-fast: 16 NumPy calls per step x " in out
 
 
 def test_a_compare_run_is_set_beside_the_floor_its_meta_records(tmp_path):
