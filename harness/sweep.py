@@ -32,6 +32,7 @@ from harness.reporting import tables as report
 from harness.compare import compare, run_config
 from harness import internal
 from harness.config import RunConfig, UsageError, repeated, validate
+from harness.data import load
 from harness.meta import run_metadata
 from harness.running.executors import SchedulerError, executor, gpu_capped, where
 from impls.registry import names
@@ -86,10 +87,20 @@ def measure(point: Point, base: RunConfig) -> tuple[pd.DataFrame, list[str]]:
                      "call_median_s": t.loc[(impl, dtype, "loss_and_grads"), "median_s"] if timed else float("nan"),
                      "first_call_s": t.loc[(impl, dtype, "first_call"), "median_s"] if timed else float("nan"),
                      "one_step_rel_err": one.rel.max() if len(one) else float("nan"), "verdict": v.status,
-                     "passed": v.passed, **ran_on})
+                     "passed": v.passed, "matmul_form": jax_forms(config, impl, dtype), **ran_on})
     frame = pd.DataFrame(rows).drop(columns=["batch"]).rename(columns={"samples": "batch"})
     at = f"{point.axis}={point.value}"
     return frame, [f"{at}: {line}" for line in outcome.failures]
+
+
+def jax_forms(config: RunConfig, impl: str, dtype: str) -> str:
+    """For ``jax``: each layer's product form at this point ("broadcast" or "dot", joined by "+"), where its
+    fused loop switches between them (impls.jax_grad.matmul_form); empty for the others."""
+    if impl != "jax":
+        return ""
+    from impls.jax_grad import layer_forms  # jax ran here, so it imports
+
+    return "+".join(layer_forms(config.spec(dtype), len(load(config.dataset)[0])))
 
 
 def framework(impl: str) -> str:
@@ -106,6 +117,8 @@ def fastest(sweep: pd.DataFrame) -> pd.DataFrame:
                "us/step": f"{best.step_median_s * 1e6:.3g}"}
         for fw, paths in group.groupby(group.impl.map(framework), sort=True):
             row[f"fastest {fw}"] = paths.loc[paths.step_median_s.idxmin()].impl
+        if "matmul_form" in group and (group.impl == "jax").any():
+            row["jax matmul form"] = group.loc[group.impl == "jax", "matmul_form"].iloc[0]
         rows.append(row)
     return pd.DataFrame(rows)
 
