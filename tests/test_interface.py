@@ -11,13 +11,9 @@ from tests.conftest import make
 
 CASES = [(name, dtype) for name in names() for dtype in ("float64", "float32")
          if not (name == "numpy-fd" and dtype == "float32")]
-# torch-loop compiles its loop once per process and spec (7-18 s): its cases run in the test process that runs
-# tests/test_torch_loop.py (the suite runs with --dist loadgroup), which then reuses the float64 compile.
-PARAMS = [pytest.param(case, marks=pytest.mark.xdist_group("torch-loop")) if case[0] == "torch-loop" else case
-          for case in CASES]
 
 
-@pytest.fixture(params=PARAMS, ids=[f"{n}-{d}" for n, d in CASES])
+@pytest.fixture(params=CASES, ids=[f"{n}-{d}" for n, d in CASES])
 def impl(request) -> Implementation:
     name, dtype = request.param
     return make(name, ModelSpec(dtype=dtype))

@@ -25,9 +25,6 @@ STEPS = 37
 RECORD = [0, 5, 16, 37]  # segments of 5, 11 and 21 steps: each ends in the single-step remainder loop
 
 
-pytestmark = pytest.mark.xdist_group("torch-loop")  # one test process compiles once (tests/test_interface.py)
-
-
 @pytest.fixture(scope="module")
 def trained():
     """(x, y, initial params, torch-loop's run of STEPS with RECORD): the one compile of this module."""
