@@ -8,7 +8,8 @@ inside the scoped, thread-local context ``with jax.enable_x64(dtype == "float64"
 Tracing, compiling and running all happen inside it, and the previous setting
 is restored on exit, so code around the harness sees JAX exactly as it left it.
 
-Speed (XLA CPU of jax 0.10.2; figures in the constants' comments):
+Speed (XLA CPU of jax 0.10.2 on 2 cores; figures in the constants' comments; on a
+GPU the same choices run, unmeasured):
 - each layer's product takes the form ``matmul_form`` picks: small ones as
   broadcast-multiply-and-sum, which XLA fuses with the bias and activation (and,
   in the gradient jax.grad derives from it, with the backward's products), larger
@@ -20,11 +21,14 @@ Speed (XLA CPU of jax 0.10.2; figures in the constants' comments):
   buffer, so the steps run in an inner scan of ``LOSS_CHUNK_BYTES`` of losses
   (64 float64 steps), unrolled ``UNROLL`` times, inside a scan over the chunks.
 
-Floating-point order: the broadcast form sums each product in XLA's reduction
-order, not the dot's, so predictions, gradients and every step can differ from
-``@`` (and from NumPy's BLAS) in the last bits; both stay at the float64 floor
-against numpy (tests/test_jax_fused.py, ``harness.compare``). Chunking and
-unrolling only lay out the loop: each step is the same ops in the same order.
+Floating-point order: the broadcast form's sums (over a layer's inputs in the
+forward pass; in the backward jax.grad derives from it, over the samples for the
+weight gradient and over the layer's outputs for the input gradient) run in XLA's
+reduction order, not the dot's, so predictions, gradients and every step can
+differ from ``@`` (and from NumPy's BLAS) in the last bits. Both forms stay at the
+float64 floor against numpy (tests/test_jax_fused.py; ``harness.compare`` at 2-4-1:
+one-step error 6.9e-16 broadcast, 7.1e-16 with ``@``). Chunking and unrolling only
+lay out the loop: each step is the same ops in the same order.
 """
 from __future__ import annotations
 
@@ -43,23 +47,29 @@ from impls.spec import DTYPES, ModelSpec
 ACTIVATION = {"relu": jax.nn.relu, "tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid, "identity": lambda z: z}
 
 # A layer's product is broadcast-multiply-and-sum while batch * n_in * n_out is at most this, else ``@``.
-# Measured (us/step of the fused loop, float64 / float32, min of 5-9 interleaved repeats, 2 cores):
-#   layer products up to 3,840 (2-4-1 to 2-480-1 at batch 4, 2-64-1 and 2-96-1 at batch 16, 16x16 to 31x31
-#   hidden layers): broadcast faster, e.g. 2-4-1 batch 4: 0.53 / 0.13 against 0.94 / 1.38 all-dot;
-#   2-256-1 batch 4: 2.3 / 1.3 against 3.4 / 2.4; 2-16-16-1 batch 4: 1.2 / 0.9 against 3.1 / 3.8;
-#   4,096 and up (2-512-1 batch 4, 2-256-1 batch 16, 32x32 batch 4): broadcast slower, by 1.3x in float64 and
-#   13x in float32 (2-512-1 batch 4: 7.7 / 41 against 5.9 / 3.2): a cliff at exactly 4,096 (4,088 still wins).
-# 2,048 keeps a factor of 2 from that cliff. Within it one case goes the other way, by less than 10 %: a layer
-# with one output (a matrix-vector product XLA emits inline) at products 1,024 to 2,048.
+# Measured with this loop (us/step, float64 / float32, min of 8 interleaved repeats, batch 4 unless said),
+# every layer broadcast against every layer ``@``:
+#   2-4-1 0.13 / 0.14 against 0.52 / 0.85; 2-256-1 (products 2,048 and 1,024) 2.0 / 1.0 against 3.1 / 2.1;
+#   2-64-1 at batch 16 (2,048 and 1,024) 2.4 / 1.7 against 2.9 / 2.1; 2-16-16-1 0.94 / 0.69 against 3.0 / 3.3;
+#   2-1024-1 (8,192 and 4,096) 25 / 159 against 10 / 4.7; 2-256-1 at batch 16: 24 / 95 against 9.1 / 4.3.
+# Finer, with one scan over all steps: products up to 3,840 won in both dtypes; at 4,088 float32 already lost
+# by 12 %, and from 4,096 both lose (2-512-1: 7.6 / 41 against 5.8 / 3.1), float32 by 13x.
+# 2,048 keeps a factor of 2 from that cliff. One case within it goes the other way, by under 10 %: a layer
+# with one output at products 1,024 to 2,048 (2-512-1, layers dot then broadcast: 5.3 / 2.9 against all-``@``
+# 5.2 / 2.7). Mixed, 2-64-64-1 (512, 16,384, 256) by this rule: 7.2 / 3.9 against all-``@`` 8.0 / 5.0 and
+# all-broadcast 27 / 16.
 BROADCAST_MAX_PRODUCT = 2048
 # Losses kept per inner scan, in bytes: XLA CPU runs a loop body sequentially, without its thread pool,
 # only while every buffer in it is at most 512 bytes. Chunked against one scan over all steps, both unrolled
-# once (float64 / float32 us/step, batch 4): 2-4-1 0.135 / 0.117 against 0.474 / 0.129; 2-16-1 0.245 / 0.169
-# against 0.689 / 0.592; 2-16-16-1 1.16 / 0.92 against 1.24 / 1.00.
+# 4 times (us/step, float64 / float32, batch 4): 2-4-1 0.114 / 0.137 against 0.245 / 0.244; 2-16-1
+# 0.190 / 0.130 against 0.327 / 0.259; from 2-64-1 on, where the weights outgrow 512 bytes, the same.
 LOSS_CHUNK_BYTES = 512
-# Steps per iteration of the inner scan. Against 1 (float64 / float32, us/step): 2-4-1 0.115 / 0.136 against
-# 0.149 / 0.135; 2-16-1 0.21 / 0.16 against 0.31 / 0.24; 2-64-1 0.71 / 0.48 against 0.98 / 0.76; 8 is no
-# faster (0.120 / 0.141 at 2-4-1) and compiles longer.
+# Steps per iteration of the inner scan; against 1, 2 and 8 (us/step, float64 / float32, batch 4):
+#   2-4-1    0.114 / 0.137 against 0.133 / 0.121, 0.117 / 0.135 and 0.122 / 0.143;
+#   2-16-1   0.190 / 0.130 against 0.224 / 0.160, 0.194 / 0.133 and 0.196 / 0.135;
+#   2-64-1   0.71 / 0.45 against 0.89 / 0.68, 0.79 / 0.53 and 0.70 / 0.47;
+#   2-16-16-1 0.91 / 0.68 against 1.16 / 0.91, 0.98 / 0.75 and 0.91 / 0.70.
+# The first call compiles in 0.25 s against 0.17 s unrolled once (2-4-1 float64), 0.30 s unrolled 8 times.
 UNROLL = 4
 
 

@@ -70,9 +70,12 @@ def test_the_rule_picks_each_form_on_each_side_of_the_threshold():
     assert layer_forms(ModelSpec(layers=(2, 1024, 1)), 4) == ("dot", "dot")
 
 
-def test_the_default_spec_compiles_without_a_dot(data, notebook_params):
-    impl = make("jax", ModelSpec())
-    assert not _has_dot(impl, notebook_params, data[0])
+def test_the_default_specs_training_loop_compiles_without_a_dot(data, notebook_params):
+    """The gradient jax.grad derives from the broadcast form is broadcasts and sums too: no dot anywhere."""
+    impl, (x, y) = make("jax", ModelSpec()), data
+    with impl._scope():
+        compiled = impl._scan.lower(notebook_params, impl._array(x), impl._array(y), 100, 1).compile()
+    assert " dot(" not in compiled.as_text()
 
 
 def test_a_transposed_weight_in_the_broadcast_form_is_caught(monkeypatch, data):
