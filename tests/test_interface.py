@@ -47,6 +47,8 @@ def test_loss_and_grads_return_every_parameter_in_the_spec_dtype(impl, data, not
 
 
 def test_train_returns_losses_final_params_and_checkpoints(impl, data, notebook_params):
+    if impl.name == "torch-loop":
+        pytest.skip("compiles for 7-18 s per dtype: tests/test_torch_loop.py checks this on its one compile")
     x, y = data
     original = {k: v.copy() for k, v in notebook_params.items()}
     result = impl.train(_frozen(notebook_params), x, y, steps=5, record=[0, 2, 5])

@@ -30,7 +30,22 @@ def trained():
     """(x, y, initial params, torch-loop's run of STEPS with RECORD): the one compile of this module."""
     x, y = xor()
     params = initial_params(SPEC, NOTEBOOK)
+    for array in params.values():
+        array.flags.writeable = False  # any in-place write to the caller's arrays raises
     return x, y, params, make("torch-loop", SPEC).train(params, x, y, STEPS, RECORD)
+
+
+def test_the_interface_contract_on_the_same_compile(trained):
+    """What tests/test_interface.py checks of every other implementation's train(), on this module's run
+    (its own compile there would cost 7-18 s per dtype)."""
+    x, y, params, run = trained
+    assert run.losses.shape == (STEPS,) and np.all(np.isfinite(run.losses))
+    assert sorted(run.checkpoints) == RECORD
+    for name, value in params.items():
+        np.testing.assert_array_equal(run.checkpoints[0][name], value)
+        np.testing.assert_array_equal(run.checkpoints[STEPS][name], run.params[name])
+        assert not np.shares_memory(run.checkpoints[STEPS][name], run.params[name])  # a copy, not the buffer
+        assert not np.shares_memory(run.params[name], value) and run.params[name].dtype == np.float64
 
 
 def test_losses_checkpoints_and_final_params_match_numpy(trained):
