@@ -121,8 +121,10 @@ def _rel_err(found: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> 
     return max(float(np.max(np.abs(found[k] - reference[k])) / np.max(np.abs(reference[k]))) for k in reference)
 
 
-def fast_paths(steps: int, repeats: int, dtype: str = "float64") -> tuple[dict[str, Measured], dict[str, str]]:
-    """Each fastest path and the C loop at 2-4-1: (measurements by name, why each missing one cannot run).
+def fast_paths(steps: int, repeats: int, dtype: str = "float64"
+               ) -> tuple[dict[str, Measured], dict[str, str], float | None]:
+    """Each fastest path and the C loop at 2-4-1: (measurements by name, why each missing one cannot run,
+    numpy-fast's call floor: the cheapest NumPy call's seconds, its minimum over the rounds, if it ran).
 
     Every implementation trains ``steps`` steps with no checkpoints; the first call
     (tracing, jit and torch.compile included) is timed apart, then the repeats are
@@ -163,12 +165,7 @@ def fast_paths(steps: int, repeats: int, dtype: str = "float64") -> tuple[dict[s
     finally:
         if c_loop:
             c_loop.close()
-    if floors:  # the cheapest NumPy call, per call: its minimum over the rounds
-        found[FLOOR] = Measured(min(floors), floors, 0.0, 1)
-    return found, skipped
-
-
-FLOOR = "call floor"  # numpy-fast's cheapest NumPy call, measured in each round beside the paths
+    return found, skipped, min(floors) if floors else None
 
 
 def numpy_fast_calls(spec: ModelSpec) -> int:
@@ -181,8 +178,7 @@ def numpy_fast_calls(spec: ModelSpec) -> int:
 def print_fast_paths(steps: int, repeats: int, dtype: str = "float64", csv: str | None = None) -> None:
     print(f"fastest paths: 2-4-1 {dtype}, {steps:,} steps, {repeats} interleaved repeats of each;"
           " first call (compilation included) timed apart")
-    found, skipped = fast_paths(steps, repeats, dtype)
-    floor = found.pop(FLOOR, None)
+    found, skipped, call_s = fast_paths(steps, repeats, dtype)
     per_step = {name: p.per_step for name, p in found.items()}
     c_min = min(per_step[C_LOOP]) if C_LOOP in per_step else None
     print(f"{'path':14} {'compile s':>9} {'min us/step':>12} {'median us/step':>15} {'x C loop':>9}"
@@ -199,8 +195,8 @@ def print_fast_paths(steps: int, repeats: int, dtype: str = "float64", csv: str 
                      p.max_rel_err))
     for name, reason in skipped.items():
         print(f"{name:14} skipped: {reason}")
-    if floor and "numpy-fast" in per_step:
-        calls, call_s = numpy_fast_calls(ModelSpec(dtype=dtype)), min(floor.per_step)
+    if call_s and "numpy-fast" in per_step:
+        calls = numpy_fast_calls(ModelSpec(dtype=dtype))
         ratio = min(per_step["numpy-fast"]) / (calls * call_s)
         print(f"numpy-fast: {calls} NumPy calls per step x {call_s * 1e6:.3f} us (the cheapest call) ="
               f" {calls * call_s * 1e6:.2f} us floor; measured {ratio:.2f}x it, target <= {FLOOR_TARGET}"

@@ -45,10 +45,16 @@ class OneStep:
     def __init__(self, config, roster: Roster, oracle: Oracle, params, x: np.ndarray, y: np.ndarray) -> None:
         self.config, self.roster, self.oracle, self.params, self.x, self.y = config, roster, oracle, params, x, y
         self.found: dict[tuple[str, str], pd.DataFrame | Fault] = {}
+        self._visited: dict[str, dict] = {}  # dtype -> the truth's states visited in it (the same for every run)
+
+    def _states(self, truth, references: dict[str, list], dtype: str) -> dict:
+        if dtype not in self._visited:
+            self._visited[dtype] = _states(truth, references[dtype], dtype)
+        return self._visited[dtype]
 
     def _check(self, run: Run, truth, references: dict[str, list]) -> pd.DataFrame | Fault:
-        states = _states(truth, references[run.dtype], run.dtype)
-        end64 = _states(truth, references["float64"], "float64") if run.dtype == "float64" else {}
+        states = self._states(truth, references, run.dtype)
+        end64 = states if run.dtype == "float64" else {}
         fd_states = {0: self.params, **({self.config.steps: end64[self.config.steps]}
                                         if self.config.steps in end64 else {})}
         try:
