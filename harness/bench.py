@@ -7,7 +7,7 @@ Prints, measured side by side in one run on this machine:
    it (checkpoints every 1,000 steps, per-step losses to float64, the Run
    wrapper), interleaved so machine noise hits both alike; target ratio <= 1.05;
 2. the default ``python -m harness.compare`` (plots included, a fresh process):
-   its wall time beside its floor, the trajectories' own seconds (timed inside
+   its wall time beside its floor, the trajectories' CPU seconds (taken inside
    the workers, with the oracle's) spread over the slots they share, as its
    meta.json records them; target wall / floor <= 1.2 (``--only-default``);
 3. the fastest paths: per-step time of each framework's eager and fastest
@@ -224,7 +224,7 @@ def print_fast_paths(steps: int, repeats: int, dtype: str = "float64", csv: str 
 
 def default_floor(tmp: Path, argv: tuple[str, ...] = ()) -> tuple[float, dict[str, float], int]:
     """Wall seconds of one compare (the default, plots included, unless ``argv`` says more) as a fresh process,
-    its meta.json ``work`` (the trajectories' own seconds and the floor they set), and its exit code."""
+    its meta.json ``work`` (the trajectories' CPU seconds and the floor they set), and its exit code."""
     out = tmp / "default"
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "harness.compare", *argv, "--out", str(out), "--overwrite",

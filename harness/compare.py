@@ -92,6 +92,7 @@ def compare(config: RunConfig, extra: dict[str, Factory] | None = None, timings:
 def _compare(config: RunConfig, extra: dict[str, Factory], timings: bool) -> Outcome:
     x, y = load(config.dataset)
     params = initial_params(config.spec("float64"), config.preset())
+    truth = training.start_oracle(config, params, x, y)  # before the workers' imports: it trains meanwhile
     cast = roster.build(config, extra, params, x, y)
     _time_check(config, cast, params, x, y)
     bar = tqdm(total=2 * len(cast.impls) + 1, disable=config.quiet or not sys.stderr.isatty(), file=sys.stderr,
@@ -105,7 +106,7 @@ def _compare(config: RunConfig, extra: dict[str, Factory], timings: bool) -> Out
     oracle = RemoteOracle(config.spec("float64")) if remote.usable(Oracle) else Oracle(config.spec("float64"))
     one_step = OneStep(config, cast, oracle, params, x, y)  # checks that need no trajectory: in training's tail
     trained = training.train_everything(config, cast, params, x, y, timings, lambda runs, references: (
-        one_step.idle(runs, references) or (not config.no_plots and _warm_plots())))
+        one_step.idle(runs, references) or (not config.no_plots and _warm_plots())), truth)
     checked = check_all(config, cast, trained, oracle, params, x, y, progress, one_step)
     rows = []
     for run in checked.runs if timings else []:
@@ -117,8 +118,8 @@ def _compare(config: RunConfig, extra: dict[str, Factory], timings: bool) -> Out
     misses = notebook_misses(config, checked.finals)
     verdicts = verdict.decide([(r.name, r.dtype) for r in checked.runs], checked.gradients, checked.divergences,
                               cast.faults, misses, summary.relu_kink_notes(conventions))
-    ends = {(r.name, r.dtype): len(checked.losses[(checked.losses.impl == r.name) & (checked.losses.dtype == r.dtype)])
-            for r in checked.runs}  # the steps compared (before any blow-up)
+    compared = checked.losses.groupby(["impl", "dtype"]).size() if len(checked.losses) else {}
+    ends = {(r.name, r.dtype): int(compared.get((r.name, r.dtype), 0)) for r in checked.runs}  # before any blow-up
     tables = {
         "gradients": checked.gradients,
         "trajectory": stored_losses(checked.losses, config.steps, sorted(trained.truth.checkpoints),

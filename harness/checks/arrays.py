@@ -1,7 +1,7 @@
 """Comparisons of losses, predictions and parameters, with failures that say what was compared."""
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -47,19 +47,10 @@ def objective(predictions: np.ndarray, y: np.ndarray, reduction: str, loss: str 
     return float(per_element.sum() if reduction == "sum" else per_element.mean())
 
 
-def directional_difference(impl, params: Mapping[str, np.ndarray], name: str, direction: np.ndarray,
-                           x: np.ndarray, y: np.ndarray, step: float) -> float:
-    """Central difference of the objective along ``direction`` in parameter ``name``, through ``impl.forward``.
-
-    Uses only the implementation's forward pass, so it checks any implementation's
-    gradients, a hand-written one included. Meant for float64 specs.
-    """
-    values = []
-    for sign in (1.0, -1.0):
-        moved = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
-        moved[name] += sign * step * direction
-        values.append(objective(impl.forward(moved, x), y, impl.spec.reduction, impl.spec.loss))
-    return (values[0] - values[1]) / (2 * step)
+def _moved(params: Mapping[str, np.ndarray], name: str, shift: np.ndarray) -> dict[str, np.ndarray]:
+    moved = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
+    moved[name] += shift
+    return moved
 
 
 def fd_directions(shape: tuple[int, ...], name: str, max_coordinates: int) -> np.ndarray:
@@ -76,12 +67,21 @@ def fd_directions(shape: tuple[int, ...], name: str, max_coordinates: int) -> np
 
 
 def finite_difference_grads(impl, params: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray,
-                            step: float, max_coordinates: int = 10**9) -> dict[str, np.ndarray]:
+                            step: float, max_coordinates: int = 10**9,
+                            forwards: Callable[[list[dict]], list] | None = None) -> dict[str, np.ndarray]:
     """Per parameter: the objective's central differences along ``fd_directions`` (one coordinate at a time
-    for small arrays), as a vector with one entry per direction."""
-    return {name: np.array([directional_difference(impl, params, name, d, x, y, step)
-                            for d in fd_directions(value.shape, name, max_coordinates)])
-            for name, value in params.items()}
+    for small arrays), as a vector with one entry per direction.
+
+    Uses only the implementation's forward pass, so it checks any implementation's gradients, a hand-written
+    one included; meant for float64 specs. ``forwards``: the forward pass at many parameter sets at once (one
+    round trip to a worker), else ``impl.forward`` one at a time."""
+    directions = {name: fd_directions(value.shape, name, max_coordinates) for name, value in params.items()}
+    moved = [_moved(params, name, sign * step * d) for name, found in directions.items() for d in found
+             for sign in (1.0, -1.0)]
+    outputs = forwards(moved) if forwards else [impl.forward(m, x) for m in moved]
+    values = iter(objective(out, y, impl.spec.reduction, impl.spec.loss) for out in outputs)
+    return {name: np.array([(next(values) - next(values)) / (2 * step) for _ in found])
+            for name, found in directions.items()}
 
 
 def along(directions: np.ndarray, values: np.ndarray) -> np.ndarray:

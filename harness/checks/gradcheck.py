@@ -63,6 +63,8 @@ def teacher_forced(impls: list[Implementation], oracle: Oracle, states: Mapping[
             loss, grads = found[i]
             answers[impl.name, step] = ({"loss": np.asarray(loss), **grads},
                                         found[len(mine) + i].params if updates else None)
+    _prefetch(oracle, [(params, dtype, {exact(i) for i in impls if i.spec.dtype == dtype})
+                       for (_, dtype), params in at.items()], x, y)
     rows = []
     for step in states:
         for dtype in dtypes:
@@ -94,11 +96,8 @@ def plain_errors(oracle: Oracle, params: Params, x, y, dtype: str, exact_grads: 
            np.asarray(x).tobytes())
     if key in _PLAIN:  # every run in the dtype is judged at the same states: evaluate each once
         return _PLAIN[key]
-    variants = [{"textbook": True}, {"textbook": True, "kernel_ulp": True}]
-    if not exact_grads:
-        variants.append({"fd_step": NOTEBOOK_FD_STEP})
     worst: dict[str, float] = {}
-    for options in variants:
+    for options in _variants(exact_grads):
         loss, grads, _ = oracle.reverse(params, x, y, np.dtype(dtype).type, **options)
         for name, value in {"loss": loss, **grads}.items():
             ref = truth.loss if name == "loss" else truth.grads[name]
@@ -113,6 +112,26 @@ def plain_errors(oracle: Oracle, params: Params, x, y, dtype: str, exact_grads: 
 _PLAIN: dict[tuple, dict[str, float]] = {}
 
 
+def _variants(exact_grads: bool) -> list[dict]:
+    """The oracle's plain evaluations a correct implementation may round like (``plain_errors``)."""
+    return [{"textbook": True}, {"textbook": True, "kernel_ulp": True},
+            *([] if exact_grads else [{"fd_step": NOTEBOOK_FD_STEP}])]
+
+
+def _prefetch(oracle, points: list[tuple[Params, str, set[bool]]], x: np.ndarray, y: np.ndarray) -> None:
+    """The oracle's answers at every (params, dtype, exact gradients or not) point the checks will ask about,
+    computed in one round trip where the oracle lives in a worker (``RemoteOracle.prefetch``)."""
+    if not hasattr(oracle, "prefetch"):
+        return
+    relu = "relu" in oracle.spec.activations
+    requests = []
+    for params, dtype, exactness in points:
+        requests += [("truth", (params, x, y), {}), *([("preactivations", (params, x), {})] if relu else [])]
+        requests += [("reverse", (params, x, y, np.dtype(dtype).type), options)
+                     for exact_grads in sorted(exactness) for options in _variants(exact_grads)]
+    oracle.prefetch(requests)
+
+
 def finite_differences(impls: list[Implementation], oracle: Oracle, states: Mapping[int, Params],
                        x: np.ndarray, y: np.ndarray) -> pd.DataFrame:
     """Each float64 implementation's gradients against central differences of its own forward pass.
@@ -122,6 +141,9 @@ def finite_differences(impls: list[Implementation], oracle: Oracle, states: Mapp
     agree to a tenth of the tolerance (steep, saturated states after a blow-up fail that).
     Rows not judged are kept, with ``judged`` False, and never fail.
     """
+    inexact = {False} if any(not exact(impl) for impl in impls) else set()  # plain_errors is asked for these
+    _prefetch(oracle, [(cast(state, "float64"), "float64", inexact) for state in states.values()] if impls else [],
+              x, y)
     rows = []
     for step, state in states.items():
         params = cast(state, "float64")
@@ -134,8 +156,9 @@ def finite_differences(impls: list[Implementation], oracle: Oracle, states: Mapp
                 max(NOTEBOOK_FD.rel, VS_REFERENCE.times * max(plain_errors(oracle, params, x, y, "float64", False,
                                                                            truth).values()))
             _, grads = impl.loss_and_grads(params, x, y)
-            estimate = finite_difference_grads(impl, params, x, y, FD_CHECK_STEP, FD_MAX_DIRECTIONS)
-            halved = finite_difference_grads(impl, params, x, y, FD_CHECK_STEP / 2, FD_MAX_DIRECTIONS)
+            forwards = lambda moved: batched(impl, [("forward", (m, x)) for m in moved])  # noqa: E731
+            estimate = finite_difference_grads(impl, params, x, y, FD_CHECK_STEP, FD_MAX_DIRECTIONS, forwards)
+            halved = finite_difference_grads(impl, params, x, y, FD_CHECK_STEP / 2, FD_MAX_DIRECTIONS, forwards)
             for name, ref in estimate.items():
                 directions = fd_directions(params[name].shape, name, FD_MAX_DIRECTIONS)
                 size = along(np.abs(directions), scale[name])

@@ -25,6 +25,7 @@ class Run:
     result: TrainResult
     wall_s: float  # the whole native loop, first-call compilation included
     timings: list[dict] | str = field(default_factory=list)  # timing.measure's rows, or why they failed
+    cpu_s: float = 0.0  # the CPU seconds of the process that ran the loop, over the same span: its work
 
     @property
     def name(self) -> str:
@@ -50,9 +51,9 @@ def checkpoint_steps(steps: int, every: int) -> list[int]:
 
 def train(impl: Implementation, params: Params, x: np.ndarray, y: np.ndarray, steps: int, every: int) -> Run:
     """Run the native loop once, timed, keeping the parameters at every checkpoint."""
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     result = impl.train(params, x, y, steps, record=checkpoint_steps(steps, every))
-    return Run(impl, result, time.perf_counter() - start)
+    return Run(impl, result, time.perf_counter() - start, cpu_s=time.process_time() - cpu)
 
 
 # Per-step overheads at 2-4-1 on this 2-core machine (us): the scheduler starts the slowest first, and
@@ -64,19 +65,19 @@ OTHER_US_PER_STEP = 33  # a plugin: taken as plain numpy
 
 
 def timed_train(impl: Implementation, params: Params, x, y, steps: int, every: int,
-                factory: Callable | None = None) -> tuple[TrainResult, float, list[dict] | str]:
+                factory: Callable | None = None) -> tuple[TrainResult, float, list[dict] | str, float]:
     """In the implementation's worker: its trajectory, the loop's wall time and, given the implementation's
     ``factory``, its per-call timings, taken at once in the same slot (beside at most one other trajectory, as
     the trajectory was), so they never wait for a core of their own after training; a timing that raises
-    gives its one-line reason instead of rows, and the trajectory stands."""
+    gives its one-line reason instead of rows, and the trajectory stands; last, the loop's CPU seconds."""
     run = train(impl, params, x, y, steps, every)
     if factory is None:
-        return run.result, run.wall_s, []
+        return run.result, run.wall_s, [], run.cpu_s
     try:
         rows = timing.measure(impl, factory, run.wall_s, len(run.result.losses), params, x, y)
     except Exception as exc:  # noqa: BLE001 -- reported against the implementation, as a fault of its timing
         rows = f"timing raised {type(exc).__name__}: {one_line(exc)}"
-    return run.result, run.wall_s, rows
+    return run.result, run.wall_s, rows, run.cpu_s
 
 
 def _reference_run(job: ReferenceJob, params: Params, x, y, steps: int, every: int) -> list[Reference]:
@@ -84,10 +85,39 @@ def _reference_run(job: ReferenceJob, params: Params, x, y, steps: int, every: i
     return job(params, x, y, steps, checkpoint_steps(steps, every))
 
 
+@dataclass
+class OracleWorkers:
+    """The oracle's workers, one per job, started before the implementations' (plain forks of this process
+    where that is safe: they need no framework), the first job (the truth's) given at once: it trains while
+    the fork server imports torch and JAX for the implementations, on a core that would otherwise wait."""
+
+    jobs: list[ReferenceJob]
+    workers: list[Worker]
+    first_running: bool = False
+
+    def close(self) -> None:
+        for w in self.workers:
+            w.close()
+
+
+def oracle_workers(jobs: list[ReferenceJob], params: Params, x, y, steps: int, every: int,
+                 first: bool = True) -> OracleWorkers | None:
+    """Each job's worker started, and the first job's run given to it (``first``); None where this process may
+    not start workers (the oracle then trains here, in ``train_all``)."""
+    if not usable(ReferenceJob):
+        return None
+    found = OracleWorkers(jobs, [Worker(f"oracle {job.dtype}", ReferenceJob, (job.spec, job.dtype), numpy_only=True)
+                                 for job in jobs])
+    if first and found.workers:
+        found.workers[0].submit(_reference_run, (dict(params), x, y, steps, every), "the oracle's run")
+        found.first_running = True
+    return found
+
+
 def train_all(impls: list[Implementation], references: list[ReferenceJob], params: Params,
               x: np.ndarray, y: np.ndarray, steps: int, every: int, limit: float,
-              factories: dict[str, Callable] | None = None, idle: Callable | None = None
-              ) -> tuple[list[Run | str], list[list[Reference]]]:
+              factories: dict[str, Callable] | None = None, idle: Callable | None = None,
+              oracle: OracleWorkers | None = None) -> tuple[list[Run | str], list[list[Reference]]]:
     """Every implementation's trajectory (a Run, or the fault that stopped it) and the oracle's runs, in order.
 
     Each trajectory runs in its implementation's worker, and each of the oracle's in
@@ -96,8 +126,9 @@ def train_all(impls: list[Implementation], references: list[ReferenceJob], param
     built in this process (its factory could not be sent to a worker) trains here. Given ``factories``
     (name -> how to build it again), each is timed right after its trajectory, in the same task. Given
     ``idle(runs, references)`` (the trained runs so far; dtype -> the oracle's runs in hand), it is called
-    whenever every task has started and a core is free, to do one piece of this process's own work there
-    (it returns whether it found any): so nothing here ever runs beside two timed tasks.
+    whenever a core is free, before the next task starts, to do one piece of this process's own work there
+    (it returns whether it found any): so nothing here ever runs beside two timed tasks. ``oracle``: the
+    oracle's workers for ``references``, started earlier (``oracle_workers``), its first job perhaps running.
     """
     factories = factories or {}
     done: dict[int, object] = {}
@@ -105,25 +136,27 @@ def train_all(impls: list[Implementation], references: list[ReferenceJob], param
         if not isinstance(impl, RemoteImpl):
             done[i] = _here(impl, params, x, y, steps, every, limit, factories.get(impl.name))
     args = (dict(params), x, y, steps, every)
-    if not usable(ReferenceJob):  # this process may not start workers (a daemonic one: a Dask worker's)
+    oracle = oracle or oracle_workers(references, *args, first=False)
+    if oracle is None:  # this process may not start workers (a daemonic one: a Dask worker's)
         done.update({len(impls) + j: _reference_run(job, *args) for j, job in enumerate(references)})
-    oracle_workers = [Worker(f"oracle {job.dtype}", ReferenceJob, (job.spec, job.dtype))
-                      for job in references if usable(ReferenceJob)]
+    assert oracle is None or oracle.jobs == references
+    hosts = oracle.workers if oracle else []
+    running = {len(impls): hosts[0]} if oracle and oracle.first_running else {}
     try:
         tasks = [(i, impl.worker, timed_train, "train()", US_PER_STEP.get(impl.name, OTHER_US_PER_STEP), limit,
                   (factories.get(impl.name),)) for i, impl in enumerate(impls) if i not in done]
         tasks += [(len(impls) + j, w, _reference_run, "the oracle's run", REFERENCE_US_PER_STEP, 0.0, ())
-                  for j, w in enumerate(oracle_workers)]
+                  for j, w in enumerate(hosts) if len(impls) + j not in running]
         def in_hand(found: dict[int, object]) -> bool:
             runs = [Run(impl, *found[i]) for i, impl in enumerate(impls) if isinstance(found.get(i), tuple)]
             hand = {job.dtype: found[len(impls) + j] for j, job in enumerate(references)
                     if isinstance(found.get(len(impls) + j), list)}
             return idle(runs, hand)
 
-        done.update(schedule(sorted(tasks, key=lambda t: -t[4]), args, in_hand if idle else None, done))
+        done.update(schedule(_order(tasks, len(impls)), args, in_hand if idle else None, done, running))
     finally:
-        for w in oracle_workers:
-            w.close()
+        if oracle:
+            oracle.close()
     for j in range(len(references)):
         found = done[len(impls) + j]
         if isinstance(found, Fault):
@@ -134,6 +167,14 @@ def train_all(impls: list[Implementation], references: list[ReferenceJob], param
     return runs, [done[len(impls) + j] for j in range(len(references))]
 
 
+def _order(tasks: list[tuple], oracle_from: int) -> list[tuple]:
+    """The longest trajectories first, one per core (longest-first balances the cores), then the oracle's
+    (keys from ``oracle_from``): every run's one-step checks wait for its dtype's reference runs, and can then
+    fill a free core between the trajectories (``schedule``'s idle) instead of running after the last."""
+    trajectories = sorted((t for t in tasks if t[0] < oracle_from), key=lambda t: -t[4])
+    return trajectories[:slots()] + [t for t in tasks if t[0] >= oracle_from] + trajectories[slots():]
+
+
 def slots() -> int:
     """How many trajectories run side by side: one per core, at most two (each is timed beside at most one
     other, on any machine, so timings from different machines stay comparable)."""
@@ -141,26 +182,29 @@ def slots() -> int:
 
 
 def schedule(tasks: list[tuple], args: tuple, idle: Callable[[dict], bool] | None = None,
-             before: dict | None = None) -> dict[int, object]:
+             before: dict | None = None, running: dict | None = None) -> dict[int, object]:
     """Run (key, worker, fn, label, cost, seconds, more args) tasks in order, one per core at a time:
-    key -> value or Fault. ``idle(done so far, with ``before``)`` works in this process once every task has
-    started, while a core is free, until it finds nothing to do."""
+    key -> value or Fault. Whenever a core is free, ``idle(done so far, with ``before``)`` first does one
+    piece of this process's own work there, if it has any (asked again only once more tasks have ended),
+    and the next task starts when it has none: so this process never works beside two tasks. ``running``:
+    key -> worker, tasks submitted earlier, each holding a core until it ends."""
     slots_ = slots()
-    queue, running, done = list(tasks), {}, {}
+    queue, running, done = list(tasks), dict(running or {}), {}
     idle_found_nothing_at = -1  # how many tasks had ended when idle last found nothing: asked again on more
     while queue or running:
-        while queue and len(running) < slots_:
+        if idle is not None and len(running) < slots_ and len(done) != idle_found_nothing_at:
+            if idle({**(before or {}), **done}):
+                _collect(running, done)  # one piece done: look again before starting or waiting
+                continue
+            idle_found_nothing_at = len(done)
+        if queue and len(running) < slots_:
             key, worker, fn, label, _, seconds, more = queue.pop(0)
             try:
                 worker.submit(fn, args + more, label, seconds)
                 running[key] = worker
             except Fault as exc:
                 done[key] = exc
-        if idle is not None and not queue and len(running) < slots_ and len(done) != idle_found_nothing_at:
-            if idle({**(before or {}), **done}):
-                _collect(running, done)  # one piece done: look again before waiting
-                continue
-            idle_found_nothing_at = len(done)
+            continue
         wait([w for w in running.values()], POLL_S)
         _collect(running, done)
     while idle is not None and idle({**(before or {}), **done}):  # the last task ended: the rest, now

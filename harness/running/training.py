@@ -8,7 +8,7 @@ import numpy as np
 
 from harness.running.roster import Roster
 from harness.running.plugins import run_faults
-from harness.running.runs import Run, checkpoint_steps, slots, train_all
+from harness.running.runs import OracleWorkers, Run, checkpoint_steps, oracle_workers, slots, train_all
 from harness.truth.oracle import Oracle
 from harness.truth.references import FD_TWIN, TRUTH, Envelope, Reference, ReferenceJob, envelope
 from impls.spec import ORACLE_DTYPE
@@ -38,16 +38,27 @@ class Trained:
         return self.fd_envelopes[dtype]
 
 
+def oracle_jobs(config) -> list[ReferenceJob]:
+    """The truth's job first, then one job per dtype for its reference runs."""
+    return [ReferenceJob(config.spec("float64"), ORACLE_DTYPE),
+            *[ReferenceJob(config.spec(dtype), dtype) for dtype in config.dtype]]
+
+
+def start_oracle(config, params, x: np.ndarray, y: np.ndarray) -> OracleWorkers | None:
+    """The oracle's workers, the truth already training: call it before the implementations' workers are
+    built, so the truth uses the core that would wait for their imports (``runs.oracle_workers``)."""
+    return oracle_workers(oracle_jobs(config), params, x, y, config.steps, config.check_every)
+
+
 def train_everything(config, roster: Roster, params, x: np.ndarray, y: np.ndarray, timings: bool = False,
-                     idle: Callable | None = None) -> Trained:
+                     idle: Callable | None = None, oracle: OracleWorkers | None = None) -> Trained:
     """Train all; an implementation whose loop raises or hangs becomes a fault in ``roster`` and has no Run.
     With ``timings``, each run is timed call by call right after its trajectory (``Run.timings``); ``idle``:
-    this process's own work for a free core once every trajectory has started (``runs.train_all``)."""
-    jobs = [ReferenceJob(config.spec("float64"), ORACLE_DTYPE)]
-    jobs += [ReferenceJob(config.spec(dtype), dtype) for dtype in config.dtype]
-    trained, oracle_runs = train_all(roster.impls, jobs, params, x, y,
+    this process's own work for a free core between the trajectories (``runs.train_all``);
+    ``oracle``: the oracle's workers from ``start_oracle``."""
+    trained, oracle_runs = train_all(roster.impls, oracle_jobs(config), params, x, y,
                                      config.steps, config.check_every, config.time_limit,
-                                     roster.factories if timings else None, idle)
+                                     roster.factories if timings else None, idle, oracle)
     runs, record = [], checkpoint_steps(config.steps, config.check_every)
     for impl, run in zip(roster.impls, trained):
         found = run_faults(run.result, impl.spec, config.steps, record) if isinstance(run, Run) else [run]
@@ -63,10 +74,11 @@ def train_everything(config, roster: Roster, params, x: np.ndarray, y: np.ndarra
 
 
 def work(trained: Trained) -> dict[str, float]:
-    """The training's own seconds (each trajectory and each of the oracle's jobs, timed inside its worker) and
-    the run's floor: that work spread over the slots it runs in. No run of these trajectories can take less
-    wall time here; meta.json records it and ``python -m harness.bench`` sets the whole run's wall time beside it."""
-    trajectories = sum(run.wall_s for run in trained.runs)
-    oracle = trained.truth.wall_s + sum(stack[0].wall_s for stack in trained.references.values() if stack)
+    """The training's own work (the CPU seconds of each trajectory's loop and of each of the oracle's jobs,
+    taken inside its worker) and the run's floor: that work spread over the slots it runs in. No run of these
+    trajectories can take less wall time here; meta.json records it and ``python -m harness.bench`` sets the
+    whole run's wall time beside it."""
+    trajectories = sum(run.cpu_s for run in trained.runs)
+    oracle = trained.truth.cpu_s + sum(stack[0].cpu_s for stack in trained.references.values() if stack)
     return {"trajectories_s": trajectories, "oracle_s": oracle, "slots": slots(),
             "floor_s": (trajectories + oracle) / slots()}

@@ -29,14 +29,26 @@ from harness.running.guard import Fault, one_line
 
 POLL_S = 0.05  # longest wait for a reply before the main process looks at signals and the clock again
 _LIVE: set["Worker"] = set()
+_FORKED: set["Worker"] = set()  # the live workers that are plain forks of this process, not the fork server's
 # A fork server imports the harness once, without torch or JAX, and forks each worker from that clean
 # process: a worker starts in milliseconds, where a spawned one imports the harness again (about 0.8 s).
-# No plain fork of this process: JAX's and torch's threads do not survive one.
+# No plain fork of this process once it has a framework loaded: JAX's and torch's threads do not survive one.
 PRELOAD = ["numpy", "scipy.special", "pandas", "harness.running.workers", "harness.truth.references",
            "impls.interface", "impls.registry"]
 _CONTEXT = get_context("forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
+THREADED = ("torch", "jax", "tensorflow", "keras")  # frameworks whose threads a plain fork would not carry over
 
 
+def _fork_context():
+    """A plain fork of this process, for a worker that needs only NumPy (the oracle's): it starts at once,
+    without waiting for the fork server to import torch and JAX. None where no fork is safe (a framework is
+    loaded here) or possible (no fork on this platform)."""
+    if "fork" not in multiprocessing.get_all_start_methods() or any(m in sys.modules for m in THREADED):
+        return None
+    return get_context("fork")
+
+
+PRELOAD_LAST = ["harness.running.forkserver_exit"]  # after the frameworks: see that module
 FRAMEWORKS: list[str] = []  # torch, jax: imported once by the fork server when the run needs them (see frameworks)
 
 
@@ -51,7 +63,7 @@ def _preload() -> None:
     this process has loaded (a worker runs its main module's body again, cheap once those are imported)."""
     main = getattr(sys.modules["__main__"], "__spec__", None)
     loaded = [m for m in list(sys.modules) if m.startswith("harness.") and (main is None or m != main.name)]
-    _CONTEXT.set_forkserver_preload(PRELOAD + loaded + FRAMEWORKS)
+    _CONTEXT.set_forkserver_preload(PRELOAD + loaded + FRAMEWORKS + PRELOAD_LAST)
 
 
 class WorkerError(Exception):
@@ -65,6 +77,7 @@ class WorkerError(Exception):
 def _serve(conn: Connection, factory: Callable, args: tuple) -> None:
     """In the worker: build the object, then answer (function, args) calls until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it ends every worker
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a plain fork inherits the parent's handler: not the worker's
     np.seterr(all="ignore")  # overflow to inf or NaN is a result here, reported per run, as in the main process
     warnings.simplefilter("ignore", RuntimeWarning)
     try:
@@ -141,16 +154,22 @@ def _death(exitcode: int | None, label: str) -> str:
 class Worker:
     """A process hosting ``factory(*args)``; ``call`` runs ``fn(hosted, *call_args)`` there."""
 
-    def __init__(self, label: str, factory: Callable, args: tuple = (), seconds: float = 0.0) -> None:
+    def __init__(self, label: str, factory: Callable, args: tuple = (), seconds: float = 0.0,
+                 numpy_only: bool = False) -> None:
+        """``numpy_only``: the hosted object imports no framework, so a plain fork of this process may
+        host it where one is safe (``_fork_context``)."""
         self.dead: str | None = None  # why no further call can be made
-        if _CONTEXT.get_start_method() == "forkserver" and not _LIVE:
+        context = (numpy_only and _fork_context()) or _CONTEXT
+        if context is _CONTEXT and _CONTEXT.get_start_method() == "forkserver" and not _LIVE - _FORKED:
             _preload()
-        self._conn, child = _CONTEXT.Pipe()
-        self._process = _CONTEXT.Process(target=_serve, args=(child, factory, args), daemon=True,
-                                         name=f"xor-harness {label}")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=_serve, args=(child, factory, args), daemon=True,
+                                        name=f"xor-harness {label}")
         self._process.start()
         child.close()
         _LIVE.add(self)
+        if context is not _CONTEXT:
+            _FORKED.add(self)
         self._pending: str | None = None
         self._started = time.perf_counter()
         self._seconds = seconds
@@ -220,6 +239,7 @@ class Worker:
     def stop(self) -> None:
         """End the worker now (it holds nothing that needs saving)."""
         _LIVE.discard(self)
+        _FORKED.discard(self)
         if self._process.is_alive():
             self._process.kill()
         self._process.join()
