@@ -34,7 +34,7 @@ from tqdm import tqdm
 from harness import internal
 from harness.checks import verdict
 from harness.checks.agreement import pairwise
-from harness.checks.suite import OneStep, check_all, notebook_misses
+from harness.checks.suite import WhileTraining, check_all, notebook_misses
 from harness.checks.verdict import Verdict
 from harness.config import RunConfig, UsageError, parse_args
 from harness.data import load
@@ -104,10 +104,10 @@ def _compare(config: RunConfig, extra: dict[str, Factory], timings: bool) -> Out
 
     progress("trajectories")
     oracle = RemoteOracle(config.spec("float64")) if remote.usable(Oracle) else Oracle(config.spec("float64"))
-    one_step = OneStep(config, cast, oracle, params, x, y)  # checks that need no trajectory: in training's tail
-    trained = training.train_everything(config, cast, params, x, y, timings, lambda runs, references: (
-        one_step.idle(runs, references) or (not config.no_plots and _warm_plots())), truth)
-    checked = check_all(config, cast, trained, oracle, params, x, y, progress, one_step)
+    early = WhileTraining(config, cast, oracle, params, x, y)  # each run's checks, on a core training leaves free
+    trained = training.train_everything(config, cast, params, x, y, timings, lambda runs, references, tail: (
+        early.idle(runs, references) or (tail and not config.no_plots and _warm_plots())), truth)
+    checked = check_all(config, cast, trained, oracle, params, x, y, progress, early)
     rows = []
     for run in checked.runs if timings else []:
         if isinstance(run.timings, str):
@@ -118,15 +118,13 @@ def _compare(config: RunConfig, extra: dict[str, Factory], timings: bool) -> Out
     misses = notebook_misses(config, checked.finals)
     verdicts = verdict.decide([(r.name, r.dtype) for r in checked.runs], checked.gradients, checked.divergences,
                               cast.faults, misses, summary.relu_kink_notes(conventions))
-    compared = checked.losses.groupby(["impl", "dtype"]).size() if len(checked.losses) else {}
-    ends = {(r.name, r.dtype): int(compared.get((r.name, r.dtype), 0)) for r in checked.runs}  # before any blow-up
     tables = {
         "gradients": checked.gradients,
         "trajectory": stored_losses(checked.losses, config.steps, sorted(trained.truth.checkpoints),
                                     [d.step for d in checked.divergences if d.step is not None]),
         "parameters": checked.parameters,
         "divergence": summary.divergence_table(checked.divergences),
-        "agreement": pairwise(checked.runs, trained.truth, ends),
+        "agreement": pairwise(checked.runs, trained.truth, checked.compared),
         "verdicts": summary.verdict_table(verdicts),
         "final": pd.DataFrame(checked.finals).drop(columns=["notebook_line"], errors="ignore"),
         "timings": pd.DataFrame(rows, columns=timing.COLUMNS),
@@ -155,11 +153,11 @@ def _time_check(config: RunConfig, cast, params, x, y) -> None:
 
 
 def _warm_plots() -> bool:
-    """Import matplotlib (about 0.5 s) on training's free tail core rather than after the checks; whether it
-    was still to do."""
+    """Import matplotlib and draw once (about 0.5 s) on a core free in training's tail (where the last
+    trajectories leave one idle) rather than after the checks; whether it was still to do."""
     if "harness.reporting.plots" in sys.modules:
         return False
-    importlib.import_module("harness.reporting.plots")
+    importlib.import_module("harness.reporting.plots").warm()
     return True
 
 

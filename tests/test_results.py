@@ -1,5 +1,6 @@
 """The results writer: whole runs or nothing; and the timing helpers."""
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -62,3 +63,49 @@ def test_steady_timing_reports_median_and_spread():
 
 def test_noisy_flag_is_iqr_over_median():
     assert timing.Timing(1.0, 0.2, 5, 1).noisy and not timing.Timing(1.0, 0.05, 5, 1).noisy
+
+
+FORKED_PLOTS = """
+import sys
+from pathlib import Path
+import numpy as np, pandas as pd
+from harness.reporting import plots, results
+from harness.running.workers import fork_context
+
+assert fork_context() is not None  # no framework loaded: the plots are drawn in forks
+frame = pd.DataFrame({"impl": "numpy", "dtype": "float64", "step": np.arange(50), "loss": np.exp(-np.arange(50) / 9),
+                      "rel_err": 1e-16 * np.arange(50), "allowed": 1e-12})
+def broken(frame, path):
+    path.write_bytes(b"half")
+    raise RuntimeError("the plot broke")
+drawn = [("loss.png", plots.plot_losses, frame), ("deviation.png", plots.plot_deviation, frame)]
+results.write(Path(sys.argv[1]), {}, {}, "", [*drawn, ("timings.png", plots.plot_timings, pd.DataFrame())])
+try:
+    results.write(Path(sys.argv[2]), {}, {}, "", [("broken.png", broken, frame), *drawn])
+except RuntimeError as exc:
+    print(exc)
+"""
+
+
+def test_plots_drawn_in_forks_equal_those_drawn_here_and_a_broken_one_fails_the_write(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from harness.reporting import plots
+
+    forked, broken = tmp_path / "forked", tmp_path / "broken"
+    found = subprocess.run([sys.executable, "-c", FORKED_PLOTS, str(forked), str(broken)], capture_output=True,
+                           text=True, timeout=120, cwd=Path(__file__).resolve().parent.parent)
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.strip() == "the plot broke" and not broken.exists()  # raised here; nothing left
+    frame = pd.DataFrame({"impl": "numpy", "dtype": "float64", "step": np.arange(50),
+                          "loss": np.exp(-np.arange(50) / 9), "rel_err": 1e-16 * np.arange(50), "allowed": 1e-12})
+    here = tmp_path / "here"
+    monkeypatch.setattr(results, "fork_context", lambda: None)  # as where a framework is loaded: drawn in turn
+    results.write(here, {}, {}, "", [("loss.png", plots.plot_losses, frame),
+                                     ("deviation.png", plots.plot_deviation, frame)])
+    for name in ("loss.png", "deviation.png"):
+        assert (forked / name).read_bytes() == (here / name).read_bytes(), name
+    assert (forked / "timings.png").exists()

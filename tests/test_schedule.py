@@ -23,8 +23,10 @@ def test_this_process_works_only_on_a_free_core_and_before_the_next_task():
     try:
         tasks = [(i, hosts[i], nap, "nap()", 0, 0.0, (seconds,)) for i, seconds in enumerate((1.5, 0.2, 0.3))]
         pieces: list[tuple[set, float, float]] = []
+        tails: list[bool] = []
 
-        def idle(done: dict) -> bool:
+        def idle(done: dict, tail: bool) -> bool:
+            tails.append(tail)
             if not done or len(pieces) >= 3:
                 return False  # nothing to do before a task ends; three pieces in all
             start = time.monotonic()
@@ -40,6 +42,7 @@ def test_this_process_works_only_on_a_free_core_and_before_the_next_task():
     # tasks 0 and 1 start together; when 1 ends, its core goes to this process's work first (all three pieces,
     # since idle asks again after each), and task 2 starts only after them, while task 0 still runs
     assert [seen for seen, _, _ in pieces] == [{1}] * 3
+    assert tails[:4] == [False] * 4 and tails[-1]  # told when the queue is empty (every task has started)
     assert done[2][0] >= pieces[-1][2]
     for _, start, end in pieces:  # never beside two tasks
         assert sum(s < end and start < e for s, e in done.values()) <= runs.slots() - 1

@@ -15,8 +15,10 @@ from harness.checks.arrays import cast
 from harness.checks.trajectory import Divergence, first_divergence, horizon, loss_table, overflow_explained, param_table
 from harness.running.guard import Fault, guarded
 from harness.running.roster import Roster
-from harness.running.runs import Run
+from harness.running.plugins import run_faults
+from harness.running.runs import Run, checkpoint_steps
 from harness.running.training import Trained
+from harness.truth.references import envelope
 from harness.truth.oracle import Oracle
 from impls.interface import exact
 from impls.spec import ORACLE_DTYPE
@@ -34,17 +36,20 @@ class Checked:
     divergences: list[Divergence] = field(default_factory=list)
     finals: list[dict] = field(default_factory=list)
     runs: list[Run] = field(default_factory=list)  # the runs that came through every check
+    compared: dict[tuple[str, str], int] = field(default_factory=dict)  # (impl, dtype) -> steps compared
 
 
-class OneStep:
-    """Each run's one-step checks (teacher-forced and finite differences), which need only the truth, the
-    reference runs in its dtype and the implementation's idle worker, not its trajectory: so they can run
-    while the last trajectories still train (``idle``, on a core none of them uses), and whatever is left
-    runs when ``check_all`` asks (``take``)."""
+class WhileTraining:
+    """Each run's checks, made while other trajectories still train (``idle``, on a core none of them uses)
+    as soon as the run and its dtype's reference runs are in: first its one-step checks (teacher-forced and
+    finite differences, at the truth's states), then its trajectory's (``follow``). Whatever is left runs
+    when ``check_all`` asks (``take``, ``followed``)."""
 
     def __init__(self, config, roster: Roster, oracle: Oracle, params, x: np.ndarray, y: np.ndarray) -> None:
         self.config, self.roster, self.oracle, self.params, self.x, self.y = config, roster, oracle, params, x, y
         self.found: dict[tuple[str, str], pd.DataFrame | Fault] = {}
+        self.followed: dict[tuple[str, str], tuple | None] = {}  # follow()'s findings, made while training
+        self._trained: Trained | None = None  # the truth and the reference runs in hand
         self._visited: dict[str, dict] = {}  # dtype -> the truth's states visited in it (the same for every run)
 
     def _states(self, truth, references: dict[str, list], dtype: str) -> dict:
@@ -67,14 +72,37 @@ class OneStep:
             return exc
 
     def idle(self, runs: list[Run], references: dict[str, list]) -> bool:
-        """Check one trained run whose dtype's references are in; whether there was one."""
+        """One piece of checking: a trained run's one-step checks, or then its trajectory's (``follow``), once
+        its dtype's references are in; whether there was one."""
         if ORACLE_DTYPE not in references:
             return False
         for run in runs:
-            if (run.name, run.dtype) not in self.found and run.dtype in references:
-                self.found[run.name, run.dtype] = self._check(run, references[ORACLE_DTYPE][0], references)
+            key = (run.name, run.dtype)
+            if run.dtype not in references:
+                continue
+            if key not in self.found:
+                self.found[key] = self._check(run, references[ORACLE_DTYPE][0], references)
+                return True
+            if key not in self.followed and not isinstance(self.found[key], Fault) and self._well_formed(run):
+                self.followed[key] = follow(self.config, self.roster, self.oracle, self._so_far(references), run,
+                                            self.params, self.x, self.y)
                 return True
         return False
+
+    def _well_formed(self, run: Run) -> bool:
+        """Whether the run's result is what the interface promises (else training records it as a fault)."""
+        record = checkpoint_steps(self.config.steps, self.config.check_every)
+        return not run_faults(run.result, run.impl.spec, self.config.steps, record)
+
+    def _so_far(self, references: dict[str, list]) -> Trained:
+        """The truth and the reference runs in hand, with their envelopes, as ``follow`` reads them."""
+        if self._trained is None:
+            self._trained = Trained(references[ORACLE_DTYPE][0], {}, {}, [])
+        for dtype, stack in references.items():
+            if dtype != ORACLE_DTYPE and dtype not in self._trained.references:
+                self._trained.references[dtype] = stack
+                self._trained.envelopes[dtype] = envelope(self._trained.truth, stack)
+        return self._trained
 
     def take(self, run: Run, truth, references: dict[str, list]) -> pd.DataFrame | None:
         """The run's one-step checks (done now unless ``idle`` did them); None, with the fault recorded."""
@@ -88,16 +116,16 @@ class OneStep:
 
 
 def check_all(config, roster: Roster, trained: Trained, oracle: Oracle, params, x: np.ndarray, y: np.ndarray,
-              progress: Callable[[str], None] = lambda label: None, one_step: OneStep | None = None) -> Checked:
-    """One-step checks at the truth's checkpoints (those ``one_step`` made during training, and the rest), then
-    each run's trajectory; a call that raises or hangs becomes a fault of that implementation, which is then
+              progress: Callable[[str], None] = lambda label: None, early: WhileTraining | None = None) -> Checked:
+    """One-step checks at the truth's checkpoints, then each run's trajectory (those ``early`` made during
+    training, and the rest); a call that raises or hangs becomes a fault of that implementation, which is then
     left out."""
     truth = trained.truth
-    one_step = one_step or OneStep(config, roster, oracle, params, x, y)
+    early = early or WhileTraining(config, roster, oracle, params, x, y)
     grads, runs = [], []
     for run in trained.runs:
         progress(f"checks {run.name} {run.dtype}")
-        found = one_step.take(run, truth, trained.references)
+        found = early.take(run, truth, trained.references)
         if found is not None:
             grads.append(found)
             runs.append(run)
@@ -105,31 +133,14 @@ def check_all(config, roster: Roster, trained: Trained, oracle: Oracle, params, 
     loss_tables, param_tables = [], []
     for run in runs:
         progress(f"trajectory {run.name} {run.dtype}")
-        plain = trained.references[run.dtype]
-        end = horizon(run, [truth, *plain], config.steps)
-        rounding = trained.envelopes[run.dtype]
-        losses, params_err = loss_table(run, truth, rounding, end), param_table(run, truth, rounding, end)
-        div = first_divergence(run, losses, params_err)
-        if div.step is not None and not exact(run.impl):  # judged again within its own method's rounding
-            rounding = trained.fd_envelope(config.spec(run.dtype), params, x, y)
-            losses, params_err = loss_table(run, truth, rounding, end), param_table(run, truth, rounding, end)
-            div = first_divergence(run, losses, params_err)
-        div.nonfinite_at, div.oracle_nonfinite_at = run.nonfinite_at, truth.nonfinite_at
-        div.reference_nonfinite_at = min([r.nonfinite_at for r in plain if r.nonfinite_at is not None],
-                                         default=None)
-        div.overflow_explained = overflow_explained(run, truth, rounding, y.size)
-        shown = explain(run, config.spec(run.dtype), truth, rounding, end, params, x, y) \
-            if div.step is not None else None
-        if shown:  # the run follows the truth under its framework's stated conventions
-            div.cause, div.conventions = "convention", tuple(shown)
-            div.cause_step = next((s.step for s in shown if s.step is not None), div.step)
-        elif div.step is not None and roster.attempt(
-                run.impl, "train", lambda: name_cause(div, run, losses, params_err, oracle, x, y, params)) is None:
+        key = (run.name, run.dtype)
+        found = early.followed.pop(key) if key in early.followed else follow(config, roster, oracle, trained, run,
+                                                                             params, x, y)
+        if found is None:
             continue
-        final = roster.attempt(run.impl, "forward", lambda: final_row(run, config.steps, x, y))
-        if final is None:
-            continue
+        losses, params_err, div, final = found
         loss_tables.append(losses)
+        checked.compared[run.name, run.dtype] = len(losses)  # before any blow-up
         param_tables.append(params_err)
         checked.divergences.append(div)
         checked.finals.append(final)
@@ -139,6 +150,36 @@ def check_all(config, roster: Roster, trained: Trained, oracle: Oracle, params, 
     checked.parameters = pd.concat(param_tables, ignore_index=True) if param_tables else pd.DataFrame(
         columns=["impl", "dtype", "step", "param", "rel_err", "allowed"])
     return checked
+
+
+def follow(config, roster: Roster, oracle: Oracle, trained: Trained, run: Run, params, x: np.ndarray,
+           y: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame, Divergence, dict] | None:
+    """The run's free-running trajectory against the truth within its dtype's rounding envelope: its loss and
+    parameter tables, its first divergence (with the cause the replay names) and its final state; None where
+    a call it needs raised or hung (the fault is recorded on ``roster``)."""
+    truth = trained.truth
+    plain = trained.references[run.dtype]
+    end = horizon(run, [truth, *plain], config.steps)
+    rounding = trained.envelopes[run.dtype]
+    losses, params_err = loss_table(run, truth, rounding, end), param_table(run, truth, rounding, end)
+    div = first_divergence(run, losses, params_err)
+    if div.step is not None and not exact(run.impl):  # judged again within its own method's rounding
+        rounding = trained.fd_envelope(config.spec(run.dtype), params, x, y)
+        losses, params_err = loss_table(run, truth, rounding, end), param_table(run, truth, rounding, end)
+        div = first_divergence(run, losses, params_err)
+    div.nonfinite_at, div.oracle_nonfinite_at = run.nonfinite_at, truth.nonfinite_at
+    div.reference_nonfinite_at = min([r.nonfinite_at for r in plain if r.nonfinite_at is not None], default=None)
+    div.overflow_explained = overflow_explained(run, truth, rounding, y.size)
+    shown = explain(run, config.spec(run.dtype), truth, rounding, end, params, x, y) \
+        if div.step is not None else None
+    if shown:  # the run follows the truth under its framework's stated conventions
+        div.cause, div.conventions = "convention", tuple(shown)
+        div.cause_step = next((s.step for s in shown if s.step is not None), div.step)
+    elif div.step is not None and roster.attempt(
+            run.impl, "train", lambda: name_cause(div, run, losses, params_err, oracle, x, y, params)) is None:
+        return None
+    final = roster.attempt(run.impl, "forward", lambda: final_row(run, config.steps, x, y))
+    return None if final is None else (losses, params_err, div, final)
 
 
 def _states(truth, plain: list, dtype: str) -> dict[int, dict[str, np.ndarray]]:

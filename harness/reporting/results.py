@@ -16,6 +16,8 @@ from typing import Callable
 
 import pandas as pd
 
+from harness.running.workers import fork_context
+
 FORMAT_VERSION = 1
 RESULTS = Path("results")
 
@@ -64,8 +66,7 @@ def write(out: Path, tables: dict[str, pd.DataFrame], meta: dict, summary: str,
             table.to_csv(tmp / f"{name}.csv", index=False, float_format="%.17g")
         (tmp / "meta.json").write_text(json.dumps({"format_version": FORMAT_VERSION, **meta}, indent=2) + "\n")
         (tmp / "summary.md").write_text(summary)
-        for file_name, plotter, frame in plots:
-            plotter(frame, tmp / file_name)
+        _draw(list(plots), tmp)
         for relative, value in (data or {}).items():
             (tmp / relative).parent.mkdir(parents=True, exist_ok=True)
             (tmp / relative).write_text(json.dumps(value, indent=1, sort_keys=True) + "\n")
@@ -80,6 +81,29 @@ def write(out: Path, tables: dict[str, pd.DataFrame], meta: dict, summary: str,
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _draw(plots: list[Plot], folder: Path) -> None:
+    """Each plot to its file. Where a plain fork of this process is safe (``workers.fork_context``), all but
+    the last are drawn in forks, side by side with the last drawn here (about 0.4 s of drawing in 0.2 s on
+    two cores); a plot a fork did not write whole is drawn again here, so its error is raised here."""
+    context = fork_context() if len(plots) > 1 else None
+    forks = []
+    try:
+        for file_name, plotter, frame in plots[:-1] if context else []:
+            forks.append(context.Process(target=plotter, args=(frame, folder / file_name), daemon=True))
+            forks[-1].start()
+        for file_name, plotter, frame in plots[len(forks):]:
+            plotter(frame, folder / file_name)
+        for fork, (file_name, plotter, frame) in zip(forks, plots):
+            fork.join()
+            if fork.exitcode != 0:
+                plotter(frame, folder / file_name)
+    finally:
+        for fork in forks:
+            if fork.is_alive():
+                fork.kill()
+                fork.join()
 
 
 class ResultsError(Exception):

@@ -125,7 +125,8 @@ def train_all(impls: list[Implementation], references: list[ReferenceJob], param
     time is taken inside its worker, beside at most one other. An implementation
     built in this process (its factory could not be sent to a worker) trains here. Given ``factories``
     (name -> how to build it again), each is timed right after its trajectory, in the same task. Given
-    ``idle(runs, references)`` (the trained runs so far; dtype -> the oracle's runs in hand), it is called
+    ``idle(runs, references, tail)`` (the trained runs so far; dtype -> the oracle's runs in hand; whether
+    every task has started), it is called
     whenever a core is free, before the next task starts, to do one piece of this process's own work there
     (it returns whether it found any): so nothing here ever runs beside two timed tasks. ``oracle``: the
     oracle's workers for ``references``, started earlier (``oracle_workers``), its first job perhaps running.
@@ -147,11 +148,11 @@ def train_all(impls: list[Implementation], references: list[ReferenceJob], param
                   (factories.get(impl.name),)) for i, impl in enumerate(impls) if i not in done]
         tasks += [(len(impls) + j, w, _reference_run, "the oracle's run", REFERENCE_US_PER_STEP, 0.0, ())
                   for j, w in enumerate(hosts) if len(impls) + j not in running]
-        def in_hand(found: dict[int, object]) -> bool:
+        def in_hand(found: dict[int, object], tail: bool) -> bool:
             runs = [Run(impl, *found[i]) for i, impl in enumerate(impls) if isinstance(found.get(i), tuple)]
             hand = {job.dtype: found[len(impls) + j] for j, job in enumerate(references)
                     if isinstance(found.get(len(impls) + j), list)}
-            return idle(runs, hand)
+            return idle(runs, hand, tail)
 
         done.update(schedule(_order(tasks, len(impls)), args, in_hand if idle else None, done, running))
     finally:
@@ -184,7 +185,8 @@ def slots() -> int:
 def schedule(tasks: list[tuple], args: tuple, idle: Callable[[dict], bool] | None = None,
              before: dict | None = None, running: dict | None = None) -> dict[int, object]:
     """Run (key, worker, fn, label, cost, seconds, more args) tasks in order, one per core at a time:
-    key -> value or Fault. Whenever a core is free, ``idle(done so far, with ``before``)`` first does one
+    key -> value or Fault. Whenever a core is free, ``idle(done so far, with ``before``; whether every task
+    has started)`` first does one
     piece of this process's own work there, if it has any (asked again only once more tasks have ended),
     and the next task starts when it has none: so this process never works beside two tasks. ``running``:
     key -> worker, tasks submitted earlier, each holding a core until it ends."""
@@ -193,7 +195,7 @@ def schedule(tasks: list[tuple], args: tuple, idle: Callable[[dict], bool] | Non
     idle_found_nothing_at = -1  # how many tasks had ended when idle last found nothing: asked again on more
     while queue or running:
         if idle is not None and len(running) < slots_ and len(done) != idle_found_nothing_at:
-            if idle({**(before or {}), **done}):
+            if idle({**(before or {}), **done}, not queue):
                 _collect(running, done)  # one piece done: look again before starting or waiting
                 continue
             idle_found_nothing_at = len(done)
@@ -207,7 +209,7 @@ def schedule(tasks: list[tuple], args: tuple, idle: Callable[[dict], bool] | Non
             continue
         wait([w for w in running.values()], POLL_S)
         _collect(running, done)
-    while idle is not None and idle({**(before or {}), **done}):  # the last task ended: the rest, now
+    while idle is not None and idle({**(before or {}), **done}, True):  # the last task ended: the rest, now
         pass
     return done
 

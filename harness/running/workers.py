@@ -39,10 +39,10 @@ _CONTEXT = get_context("forkserver" if "forkserver" in multiprocessing.get_all_s
 THREADED = ("torch", "jax", "tensorflow", "keras")  # frameworks whose threads a plain fork would not carry over
 
 
-def _fork_context():
-    """A plain fork of this process, for a worker that needs only NumPy (the oracle's): it starts at once,
-    without waiting for the fork server to import torch and JAX. None where no fork is safe (a framework is
-    loaded here) or possible (no fork on this platform)."""
+def fork_context():
+    """A plain fork of this process, for work that needs no framework (the oracle's worker, a plot): it starts
+    at once, without waiting for the fork server to import torch and JAX. None where no fork is safe (a
+    framework is loaded here) or possible (no fork on this platform)."""
     if "fork" not in multiprocessing.get_all_start_methods() or any(m in sys.modules for m in THREADED):
         return None
     return get_context("fork")
@@ -157,9 +157,9 @@ class Worker:
     def __init__(self, label: str, factory: Callable, args: tuple = (), seconds: float = 0.0,
                  numpy_only: bool = False) -> None:
         """``numpy_only``: the hosted object imports no framework, so a plain fork of this process may
-        host it where one is safe (``_fork_context``)."""
+        host it where one is safe (``fork_context``)."""
         self.dead: str | None = None  # why no further call can be made
-        context = (numpy_only and _fork_context()) or _CONTEXT
+        context = (numpy_only and fork_context()) or _CONTEXT
         if context is _CONTEXT and _CONTEXT.get_start_method() == "forkserver" and not _LIVE - _FORKED:
             _preload()
         self._conn, child = context.Pipe()
