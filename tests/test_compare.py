@@ -150,7 +150,7 @@ def test_exit_1_when_the_notebook_is_not_reproduced(monkeypatch, capsys, tmp_pat
 
 def test_any_mlp_loss_and_dataset_from_the_command_line(tmp_path):
     argv = ["--dataset", "parity:3", "--layers", "3,6,4,1", "--activations", "tanh,identity,sigmoid", "--loss", "bce",
-            "--reduction", "mean", "--lr", "0.05", "--steps", "400", "--check-every", "100",
+            "--reduction", "mean", "--lr", "0.05", "--steps", "400", "--check-every", "100", "--dtype", "float64",
             "--out", str(tmp_path / "r"), "--quiet", "--no-plots"]
     assert compare.main(argv) == 0
     final = pd.read_csv(tmp_path / "r" / "final.csv")

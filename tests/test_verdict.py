@@ -102,10 +102,10 @@ def test_a_slow_implementation_is_a_fault_not_a_crash(monkeypatch, capsys, tmp_p
             time.sleep(30)
         return right(self, params, x, y, steps, record)
     monkeypatch.setattr(NumpyBackprop, "train", slow)
-    code = compare.main([*SHORT, "--time-limit", "5", "--impls", "numpy,jax", "--dtype", "float64",
+    code = compare.main([*SHORT, "--time-limit", "3", "--impls", "numpy,jax", "--dtype", "float64",
                          "--out", str(tmp_path / "r")])
     lines = capsys.readouterr().out.splitlines()
-    assert code == 1 and lines[0] == "faulty: numpy float64: train() ran past the 5 s time limit and was stopped"
+    assert code == 1 and lines[0] == "faulty: numpy float64: train() ran past the 3 s time limit and was stopped"
     verdicts = pd.read_csv(tmp_path / "r" / "verdicts.csv")
     assert dict(zip(verdicts.impl, verdicts.verdict)) == {"jax": "pass", "numpy": "faulty"}
 

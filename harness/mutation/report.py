@@ -104,7 +104,7 @@ def per_group(rows: list[dict], meta: dict) -> list[list]:
         mine = [r for r in (scored(rows) if g == "all" else rows) if g in ("all", r["group"])]
         counts = Counter(r["category"] for r in mine)
         gen = sum(v for k, v in meta["generated"].items() if (g == "all" and k != SPEC_GROUP) or g == k)
-        table.append([f"**all but the spec**" if g == "all" else g, gen, gen - len(mine), len(mine),
+        table.append(["**all but the spec**" if g == "all" else g, gen, gen - len(mine), len(mine),
                       *(counts[k] for k in c.CATEGORIES), _pct(score(counts))])
     return table
 
