@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.running.runs import OTHER_US_PER_STEP, REFERENCE_US_PER_STEP, US_PER_STEP, checkpoint_steps
+from harness.running.runs import OTHER_US_PER_STEP, REFERENCE_US_PER_STEP, US_PER_STEP, checkpoint_steps, slots
 from harness.truth.oracle import FULL_COMPLEX_STEP_MAX, VERIFY_DIRECTIONS
 from impls.spec import ORACLE_DTYPE
 
@@ -32,7 +32,6 @@ ACTIVATION_COPIES = 8  # arrays of k x width alive per layer in a step (inputs, 
 LOSS_COPIES = 3  # per-step losses: in the worker, in transit, and here
 TABLE_BYTES_PER_STEP = 96  # the per-step loss table (impl, dtype, step, loss, error, allowed) here, per run
 PER_CHECKPOINT_CALL_S = 0.002  # one teacher-forced call into an implementation's worker, with its update
-SLOTS = 2  # trajectories side by side
 CALIBRATION_STEPS = 20  # steps each implementation runs twice, in its worker, to measure its cost per step
 CALIBRATION_MAX_S = 1.0  # an implementation whose 40 calibration steps would take longer is estimated, not run
 COARSE_MARGIN = 2.0  # before calibration, refuse only runs estimated at twice --max-hours or more
@@ -96,7 +95,7 @@ def estimate(config, x: np.ndarray, measured: dict[tuple[str, str], float] | Non
     for dtype, count in stacks:
         seconds[f"the oracle's {dtype} run"] = steps * (REFERENCE_US_PER_STEP * 1e-6
                                                         + count * MATMULS_PER_STEP * macs * rates[dtype])
-    trajectories = max(sum(seconds.values()) / SLOTS, max(seconds.values()))
+    trajectories = max(sum(seconds.values()) / slots(), max(seconds.values()))
     checks = checkpoints * (len(runs) * PER_CHECKPOINT_CALL_S
                             + copies * MATMULS_PER_STEP * macs * rates[ORACLE_DTYPE] * 4)  # complex: 4 real products
     return Estimate(sum(memory.values()), trajectories + checks, max(memory, key=memory.get),
