@@ -101,7 +101,7 @@ class OracleWorkers:
 
 
 def oracle_workers(jobs: list[ReferenceJob], params: Params, x, y, steps: int, every: int,
-                 first: bool = True) -> OracleWorkers | None:
+                   first: bool = True) -> OracleWorkers | None:
     """Each job's worker started, and the first job's run given to it (``first``); None where this process may
     not start workers (the oracle then trains here, in ``train_all``)."""
     if not usable(ReferenceJob):
@@ -126,9 +126,9 @@ def train_all(impls: list[Implementation], references: list[ReferenceJob], param
     built in this process (its factory could not be sent to a worker) trains here. Given ``factories``
     (name -> how to build it again), each is timed right after its trajectory, in the same task. Given
     ``idle(runs, references, tail)`` (the trained runs so far; dtype -> the oracle's runs in hand; whether
-    every task has started), it is called
-    whenever a core is free, before the next task starts, to do one piece of this process's own work there
-    (it returns whether it found any): so nothing here ever runs beside two timed tasks. ``oracle``: the
+    every task has started), it is called whenever a core is free, before the next task starts, to do one
+    piece of this process's own work there (it returns whether it found any): so nothing here ever runs
+    beside two timed tasks. ``oracle``: the
     oracle's workers for ``references``, started earlier (``oracle_workers``), its first job perhaps running.
     """
     factories = factories or {}
