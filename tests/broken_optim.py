@@ -95,3 +95,23 @@ class LrInFloat32Unstated(LrInFloat32):
 
     name = "lr-in-float32-unstated"
     conventions = {}
+
+
+class _CoupledDecay(NumpyOptimizer):
+    def update(self, params, grads):
+        grads = {name: grads[name] + self.weight_decay * w for name, w in params.items()}  # L2 in the gradient
+        decay, self.weight_decay = self.weight_decay, self.weight_decay * 0  # and no decoupled decay
+        try:
+            super().update(params, grads)
+        finally:
+            self.weight_decay = decay
+
+
+class AdamWCoupled(NumpyBackprop):
+    """AdamW with its weight decay folded into the gradient (Adam with L2): the decay then passes through
+    Adam's normalisation."""
+
+    name = "adamw-coupled"
+
+    def optimizer(self):
+        return _CoupledDecay(self.spec, self.dtype)

@@ -45,16 +45,23 @@ def departures(spec: ModelSpec, conventions: Mapping[str, str]) -> dict[str, str
     return {k: v for k, v in conventions.items() if relevant[k] and v != SPEC_CONVENTIONS[k]}
 
 
+# Decoupled weight decay (AdamW) written four ways, each rounding differently in float32: the spec's, torch's
+# in-place scaling, optax's decay added to the Adam direction before the one update, and keras's product order.
+DECAY_FORMS = ("p - (lr wd) p", "p (1 - lr wd)", "p - lr (u + wd p)", "p - (p wd) lr")
+
+
 class Rule:
     """One run's optimizer: ``step(p, g)`` applies update t (t = 0, 1, ...) to ``p`` in place."""
 
     def __init__(self, spec: ModelSpec, dtype, conventions: Mapping[str, str] | None = None,
-                 constants=None, corrections=None, complements_exact: bool = False) -> None:
+                 constants=None, corrections=None, complements_exact: bool = False,
+                 decay_form: str = DECAY_FORMS[0]) -> None:
         """``constants``: the dtype every hyperparameter is rounded to before use (default ``dtype``; a rule in
         longdouble that judges a float32 run rounds them as that run may); ``corrections``: the dtype Adam's
         bias corrections 1 - beta^t are computed in (default ``dtype``; in float32 they cancel: optax and keras
         compute them there while keeping 1 - beta from the double); ``complements_exact``: Adam's 1 - beta1 and
-        1 - beta2 taken from the exact betas, then rounded (as optax and torch do in float32)."""
+        1 - beta2 taken from the exact betas, then rounded (as optax and torch do in float32); ``decay_form``:
+        how AdamW's decoupled decay is written (``DECAY_FORMS``)."""
         self.spec, self.dtype = spec, np.dtype(dtype).type
         self.conv = {**SPEC_CONVENTIONS, **(conventions or {})}
         self.t = 0
@@ -63,6 +70,7 @@ class Rule:
         self.c = lambda value: self.dtype(rounded(value))
         self._corrections = np.dtype(corrections or dtype).type
         self._complements_exact = complements_exact
+        self._decay_form = decay_form
         self._lr0 = self.c(np.float32(spec.lr) if self.conv["lr_dtype"] == "float32" else spec.lr)
         self._constant = spec.schedule == "constant"
         if spec.optimizer == "sgd" and self._constant and spec.weight_decay == 0:
@@ -84,8 +92,15 @@ class Rule:
         spec, conv, t, c = self.spec, self.conv, self.t, self.c
         lr = self.lr(t)
         self.t += 1
+        decay = None  # AdamW's decay term, when it joins the Adam direction (optax's form)
         if spec.weight_decay > 0:
-            if spec.optimizer == "adamw" or conv["weight_decay"] == "decoupled, times lr":
+            if spec.optimizer == "adamw" and self._decay_form == DECAY_FORMS[2]:
+                decay = c(spec.weight_decay) * p
+            elif spec.optimizer == "adamw" and self._decay_form == DECAY_FORMS[3]:
+                p -= p * c(spec.weight_decay) * lr
+            elif spec.optimizer == "adamw" and self._decay_form == DECAY_FORMS[1]:
+                p *= c(1 - float(lr) * spec.weight_decay)  # the factor from the double, rounded once
+            elif spec.optimizer == "adamw" or conv["weight_decay"] == "decoupled, times lr":
                 p -= lr * c(spec.weight_decay) * p
             else:
                 g = g + c(spec.weight_decay) * p
@@ -95,7 +110,7 @@ class Rule:
         elif spec.optimizer in ("momentum", "nesterov"):
             self._momentum(p, g, lr, t)
         else:
-            self._adam(p, g, lr, t)
+            self._adam(p, g, lr, t, decay)
 
     def _momentum(self, p, g, lr, t) -> None:
         mu, s = self.c(self.spec.momentum), self.state
@@ -109,7 +124,7 @@ class Rule:
         s["buf"] = mu * s["buf"] + g if t else np.array(g, copy=True)
         p -= lr * ((g + mu * s["buf"]) if nesterov else s["buf"])
 
-    def _adam(self, p, g, lr, t) -> None:
+    def _adam(self, p, g, lr, t, decay=None) -> None:
         c, s, spec = self.c, self.state, self.spec
         b1, b2, one = c(spec.beta1), c(spec.beta2), self.dtype(1)
         if not t:
@@ -130,4 +145,7 @@ class Rule:
         eps = c(spec.eps)
         if self.conv["eps"] == "before bias correction":  # eps added to sqrt(v) before it is corrected
             eps = eps / np.sqrt(bc2)
-        p -= lr * (s["m"] / bc1) / (np.sqrt(v_hat) + eps)
+        if decay is None:
+            p -= lr * (s["m"] / bc1) / (np.sqrt(v_hat) + eps)
+        else:  # optax: the decay joins the direction u, then one step of -lr
+            p -= lr * ((s["m"] / bc1) / (np.sqrt(v_hat) + eps) + decay)

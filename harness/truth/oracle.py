@@ -28,7 +28,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy.special import expit
 
-from harness.truth.optimizers import Rule
+from harness.truth.optimizers import DECAY_FORMS, Rule
 from harness.truth.tolerances import ORACLE_SELF_CHECK
 from impls.spec import ModelSpec
 
@@ -254,7 +254,7 @@ class Oracle:
     def train(self, starts: Sequence[Params], x: np.ndarray, y: np.ndarray, steps: int, record: Sequence[int] = (),
               dtype=EXTENDED, textbook: bool = False, kernel_ulp: Sequence[bool] = (),
               fd_slopes: Sequence[bool] = (), conventions: Mapping[str, str] | None = None,
-              complements_exact: bool = False
+              complements_exact: bool = False, decay_form: str = DECAY_FORMS[0]
               ) -> list[tuple[np.ndarray, dict[str, np.ndarray], dict[int, dict[str, np.ndarray]]]]:
         """Per start: (per-step reported losses, final parameters, checkpoints), by the spec's optimizer in
         ``dtype`` (``harness.truth.optimizers``; under a framework's stated ``conventions`` if given).
@@ -293,7 +293,7 @@ class Oracle:
         weights_t = [np.swapaxes(block[:, :-1], -1, -2) for block in blocks]  # w without its bias row
         y = np.asarray(y, dtype)
         half, size = np.asarray(0.5, dtype), np.asarray(y.size, dtype)
-        rule = Rule(self.spec, dtype, conventions, complements_exact=complements_exact)
+        rule = Rule(self.spec, dtype, conventions, complements_exact=complements_exact, decay_form=decay_form)
         bce, mean = self.spec.loss == "bce", self.spec.reduction == "mean"
         kernels = {"relu": lambda z, out: np.maximum(z, 0, out=out), "tanh": np.tanh, "sigmoid": expit,
                    "identity": lambda z, out: np.copyto(out, z)}

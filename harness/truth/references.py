@@ -31,6 +31,7 @@ from typing import Mapping
 
 import numpy as np
 
+from harness.truth.optimizers import DECAY_FORMS
 from harness.truth.oracle import EXTENDED, Oracle
 from impls.spec import ORACLE_DTYPE, ModelSpec
 
@@ -38,6 +39,7 @@ TRUTH = "oracle"  # the longdouble run
 PLAIN, WEIGHTS_TWIN, KERNEL_TWIN = "reference", "reference, weights +1 ulp", "reference, kernels 1 ulp off"
 TWINS = (WEIGHTS_TWIN, KERNEL_TWIN)
 FD_TWIN = "reference, slopes by the notebook's difference"  # trained only for a finite-difference run that parts
+DECAY_TWINS = tuple(f"reference, decay as {form}" for form in DECAY_FORMS[1:])  # AdamW's other rounding forms
 COMPLEMENTS_TWIN = "reference, 1 - beta from the exact betas"  # Adam's family in float32: optax, torch round so
 
 
@@ -85,7 +87,8 @@ class ReferenceJob:
     @property
     def names(self) -> list[str]:
         return [TRUTH] if self.dtype == ORACLE_DTYPE else [PLAIN, *TWINS,
-                                                           *([COMPLEMENTS_TWIN] if self.complements_differ else [])]
+                                                           *([COMPLEMENTS_TWIN] if self.complements_differ else []),
+                                                           *(DECAY_TWINS if self.decay_decoupled else ())]
 
     def __call__(self, params, x, y, steps: int, record) -> list[Reference]:
         start = time.process_time()
@@ -99,9 +102,17 @@ class ReferenceJob:
             if self.complements_differ:  # a framework may take 1 - beta2 from the double and round it once
                 trained += oracle.train([params], x, y, steps, record, np.dtype(self.dtype).type, textbook=True,
                                         complements_exact=True)
+            for form in DECAY_FORMS[1:] if self.decay_decoupled else ():  # how torch and optax write AdamW's decay
+                trained += oracle.train([params], x, y, steps, record, np.dtype(self.dtype).type, textbook=True,
+                                        decay_form=form)
         cpu = time.process_time() - start
         return [Reference(name, self.dtype, losses, checkpoints, cpu)
                 for name, (losses, _, checkpoints) in zip(self.names, trained)]
+
+    @property
+    def decay_decoupled(self) -> bool:
+        """Whether the runs apply AdamW's decoupled decay, whose rounding forms differ by framework (twins)."""
+        return self.dtype != ORACLE_DTYPE and self.spec.optimizer == "adamw" and self.spec.weight_decay > 0
 
     @property
     def complements_differ(self) -> bool:
