@@ -57,3 +57,14 @@ def test_the_decay_twins_still_fail_adamw_with_its_decay_coupled():
     outcome = compare(config, {AdamWCoupled.name: AdamWCoupled}, timings=False)
     verdicts = {v.impl: v for v in outcome.verdicts}
     assert not verdicts["adamw-coupled"].passed and verdicts["numpy"].passed, outcome.failures
+
+
+def test_a_run_under_stated_conventions_is_judged_within_the_rounding_of_runs_under_them():
+    # keras (eps before bias correction) in float32 Adam on a relu net: within 7e-4 of the truth under its
+    # conventions, but the band came from reference runs of the spec's rule, whose float32 rounding spreads
+    # less there (1e-4). Reference runs that follow the same conventions now set the band too.
+    outcome, verdicts = _verdicts(impls=("keras",), layers=(2, 1, 42, 33, 1),
+                                  activations=("relu", "tanh", "relu", "sigmoid"), loss="bce", dtype=("float32",),
+                                  seed=0, lr=0.001, steps=355, check_every=35, optimizer="adam")
+    assert verdicts["keras"].passed, outcome.failures
+    assert {f.check for f in verdicts["keras"].findings} == {"convention"}

@@ -3,8 +3,10 @@
 An implementation states where its optimizer departs from the spec
 (``impls.spec.CONVENTIONS``: eps before bias correction, AMSGrad's max over the
 corrected v, ...). When its run leaves the truth, the oracle trains again under
-exactly those conventions, in longdouble. If the run stays within the same
-allowed band of that trajectory, the divergence is the convention's, not a bug:
+exactly those conventions, in longdouble. If the run stays within the allowed
+band of that trajectory (the wider of the spec's rounding envelope and that of
+reference runs in the run's dtype under the same conventions), the divergence
+is the convention's, not a bug:
 it is reported by name, with the first step at which each convention alone
 moves the truth out of the band. Under ``--framework-defaults`` an implementation
 runs with its library's own default hyperparameters, and each that differs from
@@ -22,7 +24,7 @@ from harness.running.roster import FRAMEWORK_DEFAULTS
 from harness.running.runs import Run
 from harness.truth.optimizers import conventions_of, departures
 from harness.truth.oracle import EXTENDED, Oracle
-from harness.truth.references import TRUTH, Envelope, Reference
+from harness.truth.references import TRUTH, Envelope, Reference, ReferenceJob, envelope, wider
 from impls.interface import TrainResult
 from impls.spec import ModelSpec
 PHRASES = {  # how the report names each departure
@@ -61,6 +63,10 @@ def explain(run: Run, shared: ModelSpec, truth: Reference, rounding: Envelope, e
     if not departed and not changed:
         return None
     under_all = _truth_under(own, departed, truth, params, x, y)
+    if departed:  # judged within the rounding of reference runs that follow the same conventions, or the spec's
+        job = ReferenceJob(own, run.dtype, tuple(sorted(departed.items())))
+        stack = job(params, x, y, len(truth.losses), sorted(truth.checkpoints))
+        rounding = wider(rounding, envelope(under_all, stack))
     if first_divergence(run, *_tables(run, under_all, rounding, end)).step is not None:
         return None
     shown = []

@@ -83,6 +83,7 @@ class ReferenceJob:
 
     spec: ModelSpec
     dtype: str  # "longdouble" for the truth, else a run dtype (the plain run and its twins, trained as one stack)
+    conventions: tuple[tuple[str, str], ...] = ()  # a framework's stated conventions the runs follow (sorted items)
 
     @property
     def names(self) -> list[str]:
@@ -93,18 +94,19 @@ class ReferenceJob:
     def __call__(self, params, x, y, steps: int, record) -> list[Reference]:
         start = time.process_time()
         oracle = Oracle(self.spec)
+        stated = dict(self.conventions) or None
         if self.dtype == ORACLE_DTYPE:
             trained = oracle.train([params], x, y, steps, record, EXTENDED)
         else:
             starts = [params, one_ulp_up(params, self.dtype), params]
             trained = oracle.train(starts, x, y, steps, record, np.dtype(self.dtype).type, textbook=True,
-                                   kernel_ulp=[False, False, True])
+                                   kernel_ulp=[False, False, True], conventions=stated)
             if self.complements_differ:  # a framework may take 1 - beta2 from the double and round it once
                 trained += oracle.train([params], x, y, steps, record, np.dtype(self.dtype).type, textbook=True,
-                                        complements_exact=True)
+                                        complements_exact=True, conventions=stated)
             for form in DECAY_FORMS[1:] if self.decay_decoupled else ():  # how torch and optax write AdamW's decay
                 trained += oracle.train([params], x, y, steps, record, np.dtype(self.dtype).type, textbook=True,
-                                        decay_form=form)
+                                        decay_form=form, conventions=stated)
         cpu = time.process_time() - start
         return [Reference(name, self.dtype, losses, checkpoints, cpu)
                 for name, (losses, _, checkpoints) in zip(self.names, trained)]
@@ -151,6 +153,11 @@ class Envelope:
 
     loss: np.ndarray  # per step
     params: dict[int, float]  # per checkpoint step (every parameter alike)
+
+
+def wider(a: Envelope, b: Envelope) -> Envelope:
+    """Step by step, the larger of two envelopes over the same run."""
+    return Envelope(np.fmax(a.loss, b.loss), {k: max(v, b.params.get(k, 0.0)) for k, v in a.params.items()})
 
 
 def envelope(truth: Reference, plain: list[Reference]) -> Envelope:
