@@ -132,16 +132,10 @@ class RemoteOracle:
         self._cache: dict[bytes, Any] = {}
 
     def _remote(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        from harness.truth.oracle import OracleError
-
         key = pickle.dumps((method, args, kwargs))  # the checks ask for the same states once per implementation
-        if key in self._cache:
-            return self._cache[key]
-        try:
-            self._cache[key] = found = self.worker.call(_method, (method, args, kwargs), f"the oracle's {method}()")[0]
-            return found
-        except Fault as exc:  # the harness's own truth failed: never an implementation's fault
-            raise OracleError(str(exc)) from None
+        if key not in self._cache:
+            self.prefetch([(method, args, kwargs)])
+        return self._cache[key]
 
     def prefetch(self, requests: list[tuple[str, tuple, dict]]) -> None:
         """Compute each (method, args, kwargs) not yet asked in one round trip; the calls that follow find it."""
@@ -151,8 +145,9 @@ class RemoteOracle:
         missing = [key for key in keys if key not in self._cache]
         if not missing:
             return
+        label = f"the oracle's {requests[0][0]}()" if len(missing) == 1 else f"the oracle at {len(missing)} points"
         try:
-            found = self.worker.call(_calls, ([keys[key] for key in missing],), f"the oracle at {len(missing)} points")
+            found = self.worker.call(_calls, ([keys[key] for key in missing],), label)
         except Fault as exc:  # the harness's own truth failed: never an implementation's fault
             raise OracleError(str(exc)) from None
         self._cache.update(zip(missing, found))

@@ -106,8 +106,8 @@ def oracle_workers(jobs: list[ReferenceJob], params: Params, x, y, steps: int, e
     not start workers (the oracle then trains here, in ``train_all``)."""
     if not usable(ReferenceJob):
         return None
-    found = OracleWorkers(jobs, [Worker(f"oracle {job.dtype}", ReferenceJob, (job.spec, job.dtype), numpy_only=True)
-                                 for job in jobs])
+    found = OracleWorkers(jobs, [Worker(f"oracle {job.dtype}", ReferenceJob, (job.spec, job.dtype, job.conventions),
+                                        numpy_only=True) for job in jobs])
     if first and found.workers:
         found.workers[0].submit(_reference_run, (dict(params), x, y, steps, every), "the oracle's run")
         found.first_running = True

@@ -94,13 +94,9 @@ class Rule:
         self.t += 1
         decay = None  # AdamW's decay term, when it joins the Adam direction (optax's form)
         if spec.weight_decay > 0:
-            if spec.optimizer == "adamw" and self._decay_form == DECAY_FORMS[2]:
-                decay = c(spec.weight_decay) * p
-            elif spec.optimizer == "adamw" and self._decay_form == DECAY_FORMS[3]:
-                p -= p * c(spec.weight_decay) * lr
-            elif spec.optimizer == "adamw" and self._decay_form == DECAY_FORMS[1]:
-                p *= c(1 - float(lr) * spec.weight_decay)  # the factor from the double, rounded once
-            elif spec.optimizer == "adamw" or conv["weight_decay"] == "decoupled, times lr":
+            if spec.optimizer == "adamw":
+                decay = self._decoupled(p, lr)
+            elif conv["weight_decay"] == "decoupled, times lr":
                 p -= lr * c(spec.weight_decay) * p
             else:
                 g = g + c(spec.weight_decay) * p
@@ -111,6 +107,20 @@ class Rule:
             self._momentum(p, g, lr, t)
         else:
             self._adam(p, g, lr, t, decay)
+
+    def _decoupled(self, p, lr):
+        """AdamW's decay of ``p`` as ``decay_form`` writes it: applied now, or (optax's) returned to join the
+        Adam direction."""
+        wd, form = self.c(self.spec.weight_decay), self._decay_form
+        if form == DECAY_FORMS[2]:
+            return wd * p
+        if form == DECAY_FORMS[1]:
+            p *= self.c(1 - float(lr) * self.spec.weight_decay)  # the factor from the double, rounded once
+        elif form == DECAY_FORMS[3]:
+            p -= p * wd * lr
+        else:
+            p -= lr * wd * p
+        return None
 
     def _momentum(self, p, g, lr, t) -> None:
         mu, s = self.c(self.spec.momentum), self.state

@@ -104,7 +104,7 @@ class ReferenceJob:
             if self.complements_differ:  # a framework may take 1 - beta2 from the double and round it once
                 trained += oracle.train([params], x, y, steps, record, np.dtype(self.dtype).type, textbook=True,
                                         complements_exact=True, conventions=stated)
-            for form in DECAY_FORMS[1:] if self.decay_decoupled else ():  # how torch and optax write AdamW's decay
+            for form in DECAY_FORMS[1:] if self.decay_decoupled else ():  # torch's, optax's, keras's AdamW decay
                 trained += oracle.train([params], x, y, steps, record, np.dtype(self.dtype).type, textbook=True,
                                         decay_form=form, conventions=stated)
         cpu = time.process_time() - start
