@@ -42,7 +42,7 @@ from typing import Sequence
 import numpy as np
 
 from impls.interface import Params, TrainResult, check_record, require_dtype, require_plain_sgd
-from impls.np_fast_net import FastNet
+from impls.np_fast_net import FastNet, runner
 from impls.np_notebook import ACTIVATION, bce_logits, sel
 from impls.spec import DTYPES, ModelSpec
 
@@ -114,7 +114,7 @@ class NumpyFast:
     def train(self, params: Params, x: np.ndarray, y: np.ndarray, steps: int, record: Sequence[int] = ()) -> TrainResult:
         wanted = check_record(steps, record)
         net = _network(self.spec, params, x, y, self.spec.lr)
-        plan = net.step()
+        run = runner(net.step())
         chunk = max(1, min(steps, HISTORY_ELEMENTS // net.y.size))
         history = np.empty((chunk, *net.y.shape), net.dtype)
         slots = list(history)  # the views are made once, not once per step
@@ -125,7 +125,7 @@ class NumpyFast:
             while step < stop:  # run to the next checkpoint, emptying the history when it is full
                 first = step % chunk
                 last = min(chunk, first + stop - step)
-                net.run(plan, slots[first:last])
+                run(slots[first:last])
                 step += last - first
                 if last == chunk or step == steps:
                     losses[step - last:step] = _losses(net, history[:last])

@@ -13,7 +13,16 @@ index (``index_put``), all inside the loop. Inductor is asked for ``cpp_wrapper`
 (the loop itself runs in generated C++, not Python), ``cpp.simdlen=1`` (scalar
 code, with libm's tanh and exp: the tensors are a few elements wide) and
 ``cpp.threads=1``. What is left per step is mostly the allocation of each
-step's intermediate tensors, which Inductor does inside the loop body.
+step's intermediate tensors, which Inductor does inside the loop body; three
+choices cut it (2.8 to 1.2 us a step at 2-4-1, each measured alone in the
+session's notes): every scheduled node is compiled as a kernel of its own
+(``_kernel_per_node``), so Inductor frees each buffer after its last use and
+reuses it for the next step's (3 tensors allocated a step instead of 7); the
+parameters are slices of the flat tensor, not ``split``, whose backward is a
+``cat`` into one more buffer with one view per parameter; and while the loop
+runs, torch's CPU allocator is ``impls/torch_pool.cpp`` (``impls.torch_pool``),
+which hands freed blocks out again instead of asking glibc's
+``posix_memalign`` each time. None of them changes an operation or its order.
 
 ``train`` returns to Python at each step in ``record`` (a checkpoint is a copy
 of the flat tensor there) and every ``steps_per_call`` steps; a segment's last
@@ -38,14 +47,14 @@ in float64 (allowance 1e-12): 5.2e-16 at 2-4-1 over 20,000 steps (numpy's own
 eagerly.
 
 Compile time: the first ``train`` for a (spec, data shape) compiles, by running
-0 steps; about 7 s at 2-4-1 on this 2-core CPU when Inductor's cache already
+0 steps; about 5-7 s at 2-4-1 on this 2-core CPU when Inductor's cache already
 holds the C++ build, 15-18 s when it does not (Inductor does not cache graphs
 with a ``while_loop`` itself, so every process traces and lowers again).
 ``compile_seconds`` holds what this instance spent. Compiled loops are kept per
 (class, spec but lr, data shapes) in this module, so later instances in a
-process reuse them. Per step at 2-4-1 float64, 20,000 steps, min of 7 runs
-interleaved on a loaded machine: 2.9 us, against 58 for torch-compile and 101 for
-eager torch.
+process reuse them. Per step at 2-4-1 float64, 20,000 steps, min of 5 rounds
+interleaved in ``python -m harness.bench``: 1.16 us, 5.2 times the C loop's 0.225,
+against 66 for torch-compile and 108 for eager torch.
 
 Where this torch cannot compile the loop (no C++ compiler, no ``while_loop``,
 any exception from the compile) it raises ``Unavailable``: the cheap probes at
@@ -53,14 +62,16 @@ construction, the compile itself at the first ``train``.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from impls.interface import Params, TrainResult, Unavailable, check_record
+from impls import torch_pool
 from impls.spec import ModelSpec
 from impls.torch_autograd import ACTIVATION, TorchAutograd
 from impls.torch_common import own_code
@@ -91,6 +102,7 @@ class TorchLoop(TorchAutograd):
         self.names = tuple(shapes)
         self.shapes = tuple(shapes.values())
         self.sizes = tuple(n * m for n, m in self.shapes)
+        self.starts = tuple(sum(self.sizes[:i]) for i in range(len(self.sizes)))
         self.compile_seconds = 0.0  # time this instance spent compiling (0 where it reused a loop)
 
     def _forward(self, p: dict[str, torch.Tensor], x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,8 +114,10 @@ class TorchLoop(TorchAutograd):
         return z, h
 
     def _views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The named parameters as views into the flat tensor, in the spec's order."""
-        return dict(zip(self.names, (t.view(s) for t, s in zip(flat.split(self.sizes), self.shapes))))
+        """The named parameters as views into the flat tensor, in the spec's order: slices, not ``split``,
+        whose backward ``cat`` would make Inductor allocate one more tensor per parameter per step."""
+        return {name: flat[start:start + size].view(shape)
+                for name, start, size, shape in zip(self.names, self.starts, self.sizes, self.shapes)}
 
     def _flat_objective(self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self._objective(self._views(flat), x, y)
@@ -138,7 +152,8 @@ class TorchLoop(TorchAutograd):
             flat = torch.zeros(sum(self.sizes), dtype=self.dtype, device=self.device)
             start = time.perf_counter()
             try:
-                compiled(flat, x, y, self._rate(), self._buffer(), self._count(0))
+                with _kernel_per_node():
+                    compiled(flat, x, y, self._rate(), self._buffer(), self._count(0))
             except Exception as exc:  # noqa: BLE001 -- whatever stops Dynamo, Inductor or the C++ build
                 raise Unavailable(f"{self.name}: torch {torch.__version__} cannot compile the training loop here"
                                   f" ({_one_line(exc)})") from None
@@ -167,18 +182,49 @@ class TorchLoop(TorchAutograd):
         flat, rate, buffer = self._flat(params), self._rate(), self._buffer()
         objectives = torch.empty(steps, dtype=self.dtype, device=self.device)
         checkpoints, done, per_call = {}, 0, min(self.steps_per_call, BUFFER)
+        pool = torch_pool.pooled() if self.device.type == "cpu" else contextlib.nullcontext()
         with torch.enable_grad():  # one grad mode for every call, so Dynamo's guards hold
             loop = self._loop(x_t, y_t)
-            for stop in sorted({*wanted, steps}):
-                while done < stop:
-                    count = min(per_call, stop - done)
-                    flat, buffer = loop(flat, x_t, y_t, rate, buffer, self._count(count))
-                    objectives[done:done + count] = buffer[:count]
-                    done += count
-                if stop in wanted:
-                    checkpoints[stop] = self._named(flat)
+            with pool:
+                for stop in sorted({*wanted, steps}):
+                    while done < stop:
+                        count = min(per_call, stop - done)
+                        flat, buffer = loop(flat, x_t, y_t, rate, buffer, self._count(count))
+                        objectives[done:done + count] = buffer[:count]
+                        done += count
+                    if stop in wanted:
+                        checkpoints[stop] = self._named(flat)
         losses = self._reported(objectives, y_t.numel()).cpu().numpy().astype(np.float64)
         return TrainResult(losses=losses, params=self._named(flat), checkpoints=checkpoints)
+
+
+@contextlib.contextmanager
+def _kernel_per_node() -> Iterator[None]:
+    """While Inductor compiles, every scheduled node becomes a C++ kernel of its own.
+
+    Inductor's C++ backend gathers a graph's nodes into one function until its
+    arguments pass ``CppScheduling.MAX_FUSED_KERNEL_ARGS_NUM`` (500); every buffer
+    passed to that function is allocated before it runs and freed after, so an
+    unrolled body allocates every intermediate of all its steps at once. One node
+    per function lets Inductor free each buffer after its last use and reuse it
+    for a later step's (3 allocations a step at 2-4-1 instead of 7). The
+    arithmetic inside the kernels is the same. A torch without that attribute is
+    left as it is.
+    """
+    try:
+        from torch._inductor.codegen.cpp import CppScheduling
+    except ImportError:
+        yield
+        return
+    before = getattr(CppScheduling, "MAX_FUSED_KERNEL_ARGS_NUM", None)
+    if before is None:
+        yield
+        return
+    CppScheduling.MAX_FUSED_KERNEL_ARGS_NUM = 0
+    try:
+        yield
+    finally:
+        CppScheduling.MAX_FUSED_KERNEL_ARGS_NUM = before
 
 
 def _without_lr(spec: ModelSpec) -> tuple:

@@ -5,6 +5,8 @@ The loop compiles once per test process, in the module-scoped fixture (about 7 s
 Inductor's cache lacks its C++ build): impls.torch_loop keeps compiled loops per (class, spec, data shape),
 so every later instance of the notebook's net in the process reuses it, the in-process compare's included.
 """
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -15,7 +17,7 @@ from harness.config import RunConfig
 from harness.data import xor
 from harness.init import NOTEBOOK, initial_params
 from harness.truth.tolerances import SAME_MATH_F64
-from impls import torch_loop
+from impls import torch_loop, torch_pool
 from impls.interface import Unavailable
 from impls.spec import ModelSpec
 from tests.conftest import make
@@ -119,3 +121,50 @@ def test_a_wrong_update_is_caught_and_blamed_on_torch_loop(monkeypatch, trained)
     assert outcome.failures and all(line.split(": ", 1)[1].startswith("torch-loop float64")
                                     for line in outcome.failures), outcome.failures
     assert any("update of" in line for line in outcome.failures), outcome.failures
+
+
+def test_the_allocator_pool_changes_no_bit_and_is_in_effect_only_inside_train(monkeypatch, trained):
+    """torch-loop trains on impls/torch_pool.cpp's allocator, installed for its loop only: the same run on
+    torch's own allocator is bit for bit the same; the pool hands freed blocks out again; it is gone after."""
+    x, y, params, run = trained
+    assert torch_pool.unavailable() is None, torch_pool.unavailable()  # this machine builds it (CI does too)
+    assert not torch_pool.active()
+    seen = []
+    right = torch_loop.TorchLoop._named
+    monkeypatch.setattr(torch_loop.TorchLoop, "_named", lambda self, flat: seen.append(torch_pool.active())
+                        or right(self, flat))
+    pooled = make("torch-loop", SPEC).train(params, x, y, STEPS, RECORD)
+    assert seen[:len(RECORD)] == [True] * len(RECORD) and seen[-1] is False and not torch_pool.active()
+    with torch_pool.pooled() as used:
+        first = torch.empty(5, dtype=torch.float64)
+        address = first.data_ptr()
+        del first
+        assert used and torch.empty(5, dtype=torch.float64).data_ptr() == address  # the freed block, again
+    assert not torch_pool.active()
+    monkeypatch.setattr(torch_pool, "pooled", contextlib.nullcontext)
+    plain = make("torch-loop", SPEC).train(params, x, y, STEPS, RECORD)
+    for other in (pooled, plain):
+        np.testing.assert_array_equal(other.losses, run.losses)
+        for step in RECORD:
+            for name in params:
+                np.testing.assert_array_equal(other.checkpoints[step][name], run.checkpoints[step][name])
+
+
+def test_without_the_pool_torch_loop_trains_the_same_and_says_why(monkeypatch, trained):
+    """No compiler for the pool: pooled() is a no-op, unavailable() gives the compiler's reason."""
+    from torch._inductor import cpp_builder
+
+    def missing():
+        raise FileNotFoundError("g++")
+
+    x, y, params, run = trained
+    torch_pool._library.cache_clear()
+    monkeypatch.setattr(cpp_builder, "get_cpp_compiler", missing)
+    try:
+        assert torch_pool.unavailable() == "FileNotFoundError: g++"
+        with torch_pool.pooled() as used:
+            assert not used and not torch_pool.active()
+        again = make("torch-loop", SPEC).train(params, x, y, STEPS, RECORD)
+        np.testing.assert_array_equal(again.losses, run.losses)
+    finally:
+        torch_pool._library.cache_clear()
