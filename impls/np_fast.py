@@ -2,8 +2,8 @@
 
 At 2-4-1 every array has a handful of elements, so a step costs what its NumPy
 calls cost to dispatch, not arithmetic. A step is a list of calls built once
-per ``train`` (``impls.np_fast_net``) and run as ``for f, args in plan:
-f(*args)``: every output preallocated and passed positionally, every operand
+per ``train`` (``impls.np_fast_net``) and run by a function generated from it,
+one line per call (``runner``): every output preallocated and passed positionally, every operand
 contiguous, constants as 0-d arrays of the dtype, no Python arithmetic, and as
 few calls as the formulas allow (16 at 2-4-1). The reported losses are not
 computed in the loop: each step's output pre-activation goes into a history
