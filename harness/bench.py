@@ -195,6 +195,12 @@ def print_fast_paths(steps: int, repeats: int, dtype: str = "float64", csv: str 
                      p.max_rel_err))
     for name, reason in skipped.items():
         print(f"{name:14} skipped: {reason}")
+    if "torch-loop" in per_step:
+        from impls import torch_pool
+
+        why = torch_pool.unavailable()
+        print("torch-loop ran on " + ("impls/torch_pool.cpp's CPU allocator" if why is None
+                                      else f"torch's own CPU allocator: the pool is unavailable ({why})"))
     if call_s and "numpy-fast" in per_step:
         calls = numpy_fast_calls(ModelSpec(dtype=dtype))
         ratio = min(per_step["numpy-fast"]) / (calls * call_s)
