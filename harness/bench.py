@@ -12,7 +12,9 @@ Prints, measured side by side in one run on this machine:
    meta.json records them; target wall / floor <= 1.2 (``--only-default``);
 3. the fastest paths: per-step time of each framework's eager and fastest
    implementation at 2-4-1 (float64 unless ``--fast-dtype``), interleaved with
-   a scalar C loop of the same step compiled here (``harness.running.c_loop``;
+   a scalar C loop of the same step compiled here (``harness.running.c_loop``,
+   which times its own loop; every other path is timed over back-to-back calls
+   of at least ``ROUND_S`` a round, as many as its previous round says;
    skipped, with the reason, where there is no C compiler), each path's ratio
    to it, its compile time, its agreement with numpy, numpy-fast against its
    call floor, and the ratios the fast paths are held to; ``--csv FILE`` writes
@@ -25,6 +27,7 @@ Prints, measured side by side in one run on this machine:
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import subprocess
 import sys
@@ -66,6 +69,10 @@ C_LOOP = "C loop"  # the yardstick's row (harness.running.c_loop)
 C_TARGETS = {"jax": 1.0, "torch-loop": 6.0}  # each fastest path's per-step time at most this many C loops
 FLOOR_TARGET = 1.25  # numpy-fast at most this many times (its NumPy calls per step x the cheapest call)
 DEFAULT_FLOOR_TARGET = 1.2  # the default compare's wall time at most this many times its floor (meta.json work)
+# Each round times a path over back-to-back calls lasting at least this long, per step = total / steps run:
+# a fused loop's 20,000 steps take 3-7 ms, where waking XLA's thread pool after another path's run (0.1-0.5 ms,
+# measured: jax at 0.13 us/step alone, 0.3 right after numpy) would otherwise be a third of its figure.
+ROUND_S = 0.05
 AGREE = 5e-13  # every fastest path's and the C loop's final parameters within this of numpy's (max relative)
 CSV_COLUMNS = ("path", "dtype", "us_per_step_min", "us_per_step_median", "ratio_to_c", "compile_s",
                "max_rel_err_vs_numpy")
@@ -139,11 +146,13 @@ def fast_paths(steps: int, repeats: int, dtype: str = "float64"
             impls[name] = create(name, spec)
         except Unavailable as exc:
             skipped[name] = str(exc)
+    calls = {}
     for name, impl in impls.items():
         start = time.perf_counter()
         result = impl.train(params, x, y, steps)
         found[name] = Measured(time.perf_counter() - start, [], _rel_err(result.params, reference), steps,
                                exact(impl))
+        calls[name] = 1  # the first round's call decides the next rounds' (the first call compiled)
     c_loop, floors = None, []
     if dtype == "float64":  # the yardstick is written in double
         try:
@@ -156,8 +165,10 @@ def fast_paths(steps: int, repeats: int, dtype: str = "float64"
         for _ in range(repeats):
             for name, impl in impls.items():
                 start = time.perf_counter()
-                impl.train(params, x, y, steps)
-                found[name].per_step.append((time.perf_counter() - start) / steps)
+                for _ in range(calls[name]):
+                    impl.train(params, x, y, steps)
+                found[name].per_step.append((time.perf_counter() - start) / (steps * calls[name]))
+                calls[name] = max(1, math.ceil(ROUND_S / (found[name].per_step[-1] * steps)))
             if c_loop:
                 found[C_LOOP].per_step.append(c_loop.run(params, x, y, steps, spec.lr).seconds / steps)
             if "numpy-fast" in impls:
