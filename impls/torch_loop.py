@@ -14,8 +14,8 @@ index (``index_put``), all inside the loop. Inductor is asked for ``cpp_wrapper`
 code, with libm's tanh and exp: the tensors are a few elements wide) and
 ``cpp.threads=1``. What is left per step is mostly the allocation of each
 step's intermediate tensors, which Inductor does inside the loop body; three
-choices cut it (2.8 to 1.2 us a step at 2-4-1, each measured alone in the
-session's notes): every scheduled node is compiled as a kernel of its own
+choices cut it (2.8 to 1.2 us a step at 2-4-1; README, "Fastest paths"):
+every scheduled node is compiled as a kernel of its own
 (``_kernel_per_node``), so Inductor frees each buffer after its last use and
 reuses it for the next step's (3 tensors allocated a step instead of 7); the
 parameters are slices of the flat tensor, not ``split``, whose backward is a
