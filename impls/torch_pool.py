@@ -1,8 +1,9 @@
 """torch-loop's CPU allocator: ``torch_pool.cpp``, built at run time and made torch's CPU allocator in ``pooled()``.
 
 The source is compiled once per (source, torch build, compiler) into a shared
-library cached under the system's temporary folder (as Inductor caches its own
-builds there), with torch's headers and ``libc10``. Where it cannot be built or
+library cached in a folder of this user's own under the system's temporary
+folder (as Inductor caches its own builds there; a folder another user could
+write to is refused), with torch's headers and ``libc10``. Where it cannot be built or
 loaded (no compiler, no headers, an ABI it does not match), ``pooled()`` does
 nothing and ``unavailable()`` says why: torch-loop then runs on torch's own
 allocator, slower and otherwise the same.
@@ -40,8 +41,11 @@ def _library() -> ctypes.CDLL | str:
                 *(f"-Wl,-rpath,{p}" for p in libs)]
         key = hashlib.sha256("\0".join([SOURCE.read_text(), torch.__version__, *argv]).encode()).hexdigest()[:16]
         built = Path(tempfile.gettempdir()) / f"xor_harness_{os.getuid()}" / f"torch_pool_{key}.so"
+        built.parent.mkdir(mode=0o700, exist_ok=True)
+        folder = built.parent.stat()
+        if folder.st_uid != os.getuid() or folder.st_mode & 0o022:  # a library someone else could have put there
+            return f"{built.parent} is not this user's own folder"
         if not built.exists():
-            built.parent.mkdir(parents=True, exist_ok=True)
             partial = built.with_suffix(f".{os.getpid()}.tmp")
             done = subprocess.run([*argv, "-o", str(partial)], capture_output=True, text=True, timeout=120)
             if done.returncode:
