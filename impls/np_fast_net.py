@@ -24,6 +24,7 @@ Layout (``c`` samples, arrays transposed so that every row block is contiguous):
 """
 from __future__ import annotations
 
+import functools
 from functools import partial
 from typing import Callable, Sequence
 
@@ -71,25 +72,34 @@ def runner(plan: list[Call]) -> Callable[[Sequence[np.ndarray]], None]:
     the argument spreading on every call; the generated function makes the same
     calls in the same order with each function and operand a local variable, as
     ``call_floor_s`` makes its calls (1-8 % off a 2-4-1 step in three side-by-side
-    runs). ``SLOT`` in a call's arguments stands for the step's slot.
+    runs). ``SLOT`` in a call's arguments stands for the step's slot. The source
+    depends only on the plan's shape, so it is compiled once per shape (``_maker``).
     """
-    bound: dict[str, object] = {}
-    lines = []
+    names, values, lines = [], [], []
     for k, (f, args) in enumerate(plan):
-        names = []
+        names.append(f"f{k}")
+        values.append(f)
+        operands = []
         for j, arg in enumerate(args):
             if arg is SLOT:
-                names.append("slot")
+                operands.append("slot")
             else:
-                bound[f"a{k}_{j}"] = arg
                 names.append(f"a{k}_{j}")
-        bound[f"f{k}"] = f
-        lines.append(f"        f{k}({', '.join(names)})")
-    local = ", ".join(f"{name}={name}" for name in bound)
-    source = f"def run(slots, {local}):\n    for slot in slots:\n" + "\n".join(lines or ["        pass"])
+                values.append(arg)
+                operands.append(names[-1])
+        lines.append(f"            f{k}({', '.join(operands)})")
+    return _maker(tuple(names), "\n".join(lines) or "            pass")(*values)
+
+
+@functools.lru_cache(maxsize=64)
+def _maker(names: tuple[str, ...], body: str) -> Callable[..., Callable[[Sequence[np.ndarray]], None]]:
+    """``make(*values)``: binds a plan's functions and operands as the defaults of a generated ``run(slots)``."""
+    bound = ", ".join(names)
+    source = (f"def make({bound}):\n    def run(slots, {', '.join(f'{n}={n}' for n in names)}):\n"
+              f"        for slot in slots:\n{body}\n    return run\n")
     namespace: dict[str, object] = {}
-    exec(compile(source, f"<numpy-fast plan of {len(plan)} calls>", "exec"), dict(bound), namespace)  # noqa: S102
-    return namespace["run"]  # type: ignore[return-value]
+    exec(compile(source, f"<numpy-fast plan of {body.count(chr(10)) + 1} calls>", "exec"), namespace)  # noqa: S102
+    return namespace["make"]  # type: ignore[return-value]
 
 
 class FastNet:
@@ -215,8 +225,11 @@ class FastNet:
         return self.forward + self.backward + self.update
 
     def run(self, plan: list[Call], slots: Sequence[np.ndarray]) -> None:
-        """``plan`` once per slot (see ``runner``)."""
-        runner(plan)(slots)
+        """``plan`` once per slot, call by call: for the one-off passes (forward, loss and gradients), where
+        binding a ``runner`` costs more than it saves."""
+        for slot in slots:
+            for f, args in plan:
+                f(*(slot if arg is SLOT else arg for arg in args))
 
     def set_targets(self, y: np.ndarray) -> None:
         self.y[...] = np.asarray(y, self.dtype).T
