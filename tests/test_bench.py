@@ -72,3 +72,20 @@ def test_a_compare_run_is_set_beside_the_floor_its_meta_records(tmp_path):
     assert code == 0 and set(work) == {"trajectories_s", "oracle_s", "slots", "floor_s"}
     assert 0 < work["floor_s"] == pytest.approx((work["trajectories_s"] + work["oracle_s"]) / work["slots"])
     assert wall > work["floor_s"]  # the whole process: start, workers, checks, report
+
+
+def test_several_default_runs_are_judged_by_their_median_ratio(monkeypatch, capsys):
+    walls = iter([12.0, 13.0, 11.5])  # against a floor of 10 s: ratios 1.2, 1.3, 1.15
+    monkeypatch.setattr(bench, "default_floor", lambda tmp: (next(walls), {
+        "trajectories_s": 18.0, "oracle_s": 2.0, "slots": 2, "floor_s": 10.0}, 0))
+    bench.print_default_floor(3)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4 and "wall / floor 1.30" in lines[1] and "OVER" not in "".join(lines[:3])
+    assert lines[3].startswith("default compare, 3 runs: wall / floor min 1.150, median 1.200, max 1.300")
+    assert lines[3].endswith("target <= 1.2")  # the median is judged: 1.2 meets it
+    walls = iter([12.5, 13.0, 11.5])
+    bench.print_default_floor(3)
+    assert capsys.readouterr().out.splitlines()[3].endswith("OVER")
+    walls = iter([12.5])
+    bench.print_default_floor(1)
+    assert capsys.readouterr().out.rstrip().endswith("target <= 1.2  OVER (and <= 60 s)")
