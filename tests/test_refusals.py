@@ -32,7 +32,9 @@ def test_the_estimate_of_the_default_run_is_of_the_right_size():
     """The default compare takes about 30 s here; the estimate must be within a factor of 3 of that."""
     config = RunConfig()
     found = resources.estimate(config, load(config.dataset)[0])
-    assert 10 < found.seconds < 90 and found.biggest_seconds == "torch float64"
+    # torch's two runs share one overhead per step; which is bigger is decided by the matmul rate measured
+    # in each dtype at that moment (a test beside this one slowed the float32 one once)
+    assert 10 < found.seconds < 90 and found.biggest_seconds in ("torch float64", "torch float32")
     assert found.bytes < 2**30
 
 
