@@ -328,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=3, help="alternating pairs for --against")
     parser.add_argument("--only-against", action="store_true", help="run only the --against section")
     args = parser.parse_args(argv)
+    if args.default_runs < 1:
+        parser.error("--default-runs must be at least 1")
     if args.only_against:
         if not args.against:
             parser.error("--only-against needs --against REV")

@@ -89,3 +89,9 @@ def test_several_default_runs_are_judged_by_their_median_ratio(monkeypatch, caps
     walls = iter([12.5])
     bench.print_default_floor(1)
     assert capsys.readouterr().out.rstrip().endswith("target <= 1.2  OVER (and <= 60 s)")
+
+
+def test_fewer_than_one_default_run_is_bad_usage(capsys):
+    with pytest.raises(SystemExit) as stop:
+        bench.main(["--only-default", "--default-runs", "0"])
+    assert stop.value.code == 2 and "--default-runs must be at least 1" in capsys.readouterr().err
