@@ -199,7 +199,7 @@ def print_fast_paths(steps: int, repeats: int, dtype: str = "float64", csv: str 
         ratio = min(p.per_step) / c_min if c_min else float("nan")
         flag = "" if p.max_rel_err <= AGREE else "  DISAGREES" if p.exact else "  (finite differences)"
         if name in C_TARGETS:
-            flag += f"  target <= {C_TARGETS[name]}" + ("" if ratio <= C_TARGETS[name] else " OVER")
+            flag += f"  target <= {C_TARGETS[name]}" + _over(ratio, C_TARGETS[name])
         print(f"{name:14} {p.compile_s:9.3f} {min(p.per_step) * 1e6:12.3f} {np.median(p.per_step) * 1e6:15.3f}"
               f" {ratio:9.2f} {p.max_rel_err:17.1e}{flag}")
         rows.append((name, dtype, min(p.per_step) * 1e6, np.median(p.per_step) * 1e6, ratio, p.compile_s,
@@ -217,7 +217,7 @@ def print_fast_paths(steps: int, repeats: int, dtype: str = "float64", csv: str 
         ratio = min(per_step["numpy-fast"]) / (calls * call_s)
         print(f"numpy-fast: {calls} NumPy calls per step x {call_s * 1e6:.3f} us (the cheapest call) ="
               f" {calls * call_s * 1e6:.2f} us floor; measured {ratio:.2f}x it, target <= {FLOOR_TARGET}"
-              + ("" if ratio <= FLOOR_TARGET else "  OVER"))
+              + _over(ratio, FLOOR_TARGET))
     torch_paths = [name for name in TORCH_FAST if name in per_step]
     if torch_paths:
         best = min(torch_paths, key=lambda name: min(per_step[name]))
@@ -232,7 +232,7 @@ def print_fast_paths(steps: int, repeats: int, dtype: str = "float64", csv: str 
             continue
         best_ratio = min(per_step[top]) / min(per_step[bottom])
         typical = np.median(per_step[top]) / np.median(per_step[bottom])
-        goal = "" if target is None else f"  <= {target}" + ("" if best_ratio <= target else "  OVER")
+        goal = "" if target is None else f"  <= {target}" + _over(best_ratio, target)
         print(f"{label:42} {best_ratio:7.3f} {typical:7.3f}{goal}")
     if csv:
         pd.DataFrame(rows, columns=CSV_COLUMNS).to_csv(csv, index=False)
@@ -307,7 +307,12 @@ def print_default_floor(count: int = 1) -> None:
 
 
 def _against_floor_target(ratio: float) -> str:
-    return f", target <= {DEFAULT_FLOOR_TARGET}" + ("" if ratio <= DEFAULT_FLOOR_TARGET else "  OVER")
+    return f", target <= {DEFAULT_FLOOR_TARGET}" + _over(ratio, DEFAULT_FLOOR_TARGET)
+
+
+def _over(value: float, target: float) -> str:
+    """The flag every figure past its target carries in the bench's output."""
+    return "" if value <= target else "  OVER"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -346,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'impl':13} {'dtype':8} {'bare s':>12} {'harness s':>12} {'ratio (min)':>11} {'ratio (median)':>14}")
     for name, dtype, bare, harnessed in bookkeeping(args.steps, args.repeats):
         best, typical = min(harnessed) / min(bare), np.median(harnessed) / np.median(bare)
-        flag = "" if best <= BOOKKEEPING_TARGET else "  OVER"
+        flag = _over(best, BOOKKEEPING_TARGET)
         print(f"{name:13} {dtype:8} {min(bare):12.4f} {min(harnessed):12.4f} {best:11.3f} {typical:14.3f}{flag}")
     if not args.skip_default_run:
         print_default_floor(args.default_runs)

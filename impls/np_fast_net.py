@@ -24,8 +24,7 @@ Layout (``c`` samples, arrays transposed so that every row block is contiguous):
 """
 from __future__ import annotations
 
-import functools
-from functools import partial
+from functools import lru_cache, partial
 from typing import Callable, Sequence
 
 import numpy as np
@@ -91,7 +90,7 @@ def runner(plan: list[Call]) -> Callable[[Sequence[np.ndarray]], None]:
     return _maker(tuple(names), "\n".join(lines) or "            pass")(*values)
 
 
-@functools.lru_cache(maxsize=64)
+@lru_cache(maxsize=64)
 def _maker(names: tuple[str, ...], body: str) -> Callable[..., Callable[[Sequence[np.ndarray]], None]]:
     """``make(*values)``: binds a plan's functions and operands as the defaults of a generated ``run(slots)``."""
     bound = ", ".join(names)

@@ -14,7 +14,7 @@ index (``index_put``), all inside the loop. Inductor is asked for ``cpp_wrapper`
 code, with libm's tanh and exp: the tensors are a few elements wide) and
 ``cpp.threads=1``. What is left per step is mostly the allocation of each
 step's intermediate tensors, which Inductor does inside the loop body; three
-choices cut it (2.8 to 1.2 us a step at 2-4-1; README, "Fastest paths"):
+choices cut it (3.1 to 1.2 us a step at 2-4-1; README, "Fastest paths"):
 every scheduled node is compiled as a kernel of its own
 (``_kernel_per_node``), so Inductor frees each buffer after its last use and
 reuses it for the next step's (3 tensors allocated a step instead of 7); the
@@ -53,8 +53,8 @@ with a ``while_loop`` itself, so every process traces and lowers again).
 ``compile_seconds`` holds what this instance spent. Compiled loops are kept per
 (class, spec but lr, data shapes) in this module, so later instances in a
 process reuse them. Per step at 2-4-1 float64, 20,000 steps, min of 5 rounds
-interleaved in ``python -m harness.bench``: 1.16 us, 5.2 times the C loop's 0.225,
-against 66 for torch-compile and 108 for eager torch.
+interleaved in ``python -m harness.bench``: 1.15-1.18 us, 5.0-5.2 times the C loop's
+0.23, against 70 for torch-compile and 105-107 for eager torch (two runs).
 
 Where this torch cannot compile the loop (no C++ compiler, no ``while_loop``,
 any exception from the compile) it raises ``Unavailable``: the cheap probes at
