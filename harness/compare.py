@@ -118,7 +118,7 @@ def _compare(config: RunConfig, extra: dict[str, Factory], timings: bool) -> Out
     conventions = {r.name: getattr(r.impl, "relu_grad_at_zero", None) for r in checked.runs}
     misses = notebook_misses(config, checked.finals)
     verdicts = verdict.decide([(r.name, r.dtype) for r in checked.runs], checked.gradients, checked.divergences,
-                              cast.faults, misses, summary.relu_kink_notes(conventions))
+                              cast.faults, misses, summary.relu_kink_notes(conventions), config.strict)
     tables = {
         "gradients": checked.gradients,
         "trajectory": stored_losses(checked.losses, config.steps, sorted(trained.truth.checkpoints),

@@ -38,6 +38,7 @@ class RunConfig:
     decay_every: int = ModelSpec.decay_every
     decay_factor: float = ModelSpec.decay_factor
     framework_defaults: bool = False  # each native implementation on its library's own default hyperparameters
+    strict: bool = False  # a stated convention (relu'(0), an optimizer's form) fails the run instead of passing
     seed: int | None = None  # None: the notebook's preset (seed 0, 648 draws skipped)
     check_every: int | None = None  # steps between checkpoints (teacher-forced and parameter checks); None: derived
     time_limit: float = 600.0  # seconds one call into an implementation may take before it is stopped
@@ -118,6 +119,7 @@ HELP = {
     "decay_every": "steps between two decays of the step schedule",
     "decay_factor": "factor of each decay of the step schedule",
     "framework_defaults": "run each native implementation on its library's own default hyperparameters",
+    "strict": "fail a run that parts from the spec only by a convention its implementation states (exit 1)",
     "check_every": f"steps between checkpoints (default: --steps / {CHECKPOINTS}, at least 1; 1000 for 100,000 steps)",
     "time_limit": "seconds one call into an implementation may take before it is stopped as hung",
     "max_hours": "refuse a run whose estimated wall time is longer than this",

@@ -6,9 +6,9 @@ Semantics follow the notebook (../shared/seeds, In [191]):
 - the per-element loss is ``sel(y_hat, y) = 0.5 * (y - y_hat) ** 2`` (the notebook's),
   or binary cross-entropy ``bce``, which needs a sigmoid output layer and is
   computed stably from its pre-activation z: ``log(1 + exp(z)) - y * z``;
-- relu'(0): the notebook says H(0) = 0 for w and b and H(0) = 1 for x, and its
-  finite difference gives 1/2; each implementation states its choice as
-  ``relu_grad_at_zero`` and the harness reports divergences it causes;
+- relu'(0) is 0: the notebook says H(0) = 0 for w and b and H(0) = 1 for x, and its
+  finite difference gives 1/2; an implementation that takes another value states it
+  as ``relu_grad_at_zero``, a convention the harness checks like the optimizers' ones;
 - the loss that is *reported* is always the mean over every element (the notebook
   prints ``np.mean(loss_fn(y_pred))``);
 - the gradient that is *followed* is that of the ``reduction`` of the per-element
@@ -49,6 +49,9 @@ CONVENTIONS: dict[str, tuple[str, ...]] = {
     "amsgrad_max": ("over raw v", "over bias-corrected v"),
     "momentum_lr": ("outside the buffer", "inside the buffer"),
     "lr_dtype": ("run dtype", "float32"),
+    # relu'(0), from an implementation's ``relu_grad_at_zero`` (any value in [0, 1], written as "%g"):
+    # the spec's 0 (H(0) = 0, the notebook's w and b derivations), or 0.5 (its central difference), or 1
+    "relu_grad_at_zero": ("0", "0.5", "1"),
 }
 DTYPES = ("float64", "float32")  # what a run can ask for
 DEVICES = ("cpu", "cuda")  # where torch and jax compute; the NumPy implementations always use the CPU

@@ -227,3 +227,24 @@ class DeclinesEverything(NumpyBackprop):
         from impls.interface import Unavailable
 
         raise Unavailable("declines-everything runs nowhere")
+
+
+class ReluHalfAtKink(NumpyBackprop):
+    """Correct, stating relu'(0) = 0.5 and taking it: a convention, not a failure (a failure under --strict)."""
+
+    name = "relu-half-at-kink"
+    relu_grad_at_zero = 0.5
+
+    def activation_grad(self, act, z, out):
+        return (z > 0) + 0.5 * (z == 0) if act == "relu" else super().activation_grad(act, z, out)
+
+
+class ReluClaimsHalfTakesOne(NumpyBackprop):
+    """States relu'(0) = 0.5 but takes 1 at the kink: a bug that sits on the kink, which the stated convention
+    must not excuse."""
+
+    name = "relu-claims-half-takes-one"
+    relu_grad_at_zero = 0.5
+
+    def activation_grad(self, act, z, out):
+        return 1.0 * (z >= 0) if act == "relu" else super().activation_grad(act, z, out)

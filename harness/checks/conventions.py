@@ -22,7 +22,7 @@ import numpy as np
 from harness.checks.trajectory import first_divergence, loss_table, param_table
 from harness.running.roster import FRAMEWORK_DEFAULTS
 from harness.running.runs import Run
-from harness.truth.optimizers import conventions_of, departures
+from harness.truth.optimizers import RELU_CONVENTION, conventions_of, departures
 from harness.truth.oracle import EXTENDED, Oracle
 from harness.truth.references import TRUTH, Envelope, Reference, ReferenceJob, envelope, wider
 from impls.interface import TrainResult
@@ -35,6 +35,18 @@ PHRASES = {  # how the report names each departure
     "momentum_lr": "the momentum buffer holds lr (v = momentum v - lr g), so a changing lr acts late",
     "lr_dtype": "the learning rate is held in float32",
 }
+
+
+def phrase(key: str, value: str) -> str:
+    """How the report names one stated convention."""
+    if key == RELU_CONVENTION:
+        return f"relu'(0) = {value} where a relu pre-activation is exactly 0 (the spec's: 0)"
+    return PHRASES[key]
+
+
+def subject(name: str, spec: ModelSpec, key: str) -> str:
+    """What a convention belongs to: the optimizer's update rule, or the network's relu."""
+    return f"relu derivative of {name}" if key == RELU_CONVENTION else f"update rule of {name} {spec.optimizer}"
 
 
 @dataclass(frozen=True)
@@ -72,7 +84,7 @@ def explain(run: Run, shared: ModelSpec, truth: Reference, rounding: Envelope, e
     shown = []
     for key, value in departed.items():
         alone = _truth_under(shared, {key: value}, truth, params, x, y)
-        shown.append(Shown(f"update rule of {run.name} {own.optimizer}", PHRASES[key],
+        shown.append(Shown(subject(run.name, own, key), phrase(key, value),
                            _first_apart(run, alone, truth, rounding, end)))
     for key, value in changed.items():
         alone = _truth_under(replace(shared, **{key: value}), {}, truth, params, x, y)

@@ -12,19 +12,22 @@ from harness.checks.updates import ExpectedUpdates
 from harness.checks.arrays import along, cast, error_row, fd_directions, finite_difference_grads
 from harness.running.remote import batched
 from harness.truth.oracle import NOTEBOOK_FD_STEP, Oracle
+from harness.checks.conventions import phrase
+from harness.truth.optimizers import RELU_CONVENTION, conventions_of
 from harness.truth.tolerances import FD_CHECK_F64, FD_CHECK_STEP, NOTEBOOK_FD, VS_REFERENCE, allowed
 from impls.interface import Implementation, Params, exact
 
 FD_MAX_DIRECTIONS = 16  # a parameter with more entries is probed along 16 seeded random +-1 directions
 
 COLUMNS = ["check", "impl", "dtype", "step", "param", "max_abs", "rel", "ulps", "allowed", "passed", "judged",
-           "relu_kink"]
+           "relu_kink", "convention"]
 
 
 def table(rows: list[dict]) -> pd.DataFrame:
-    """Typed even when empty, so tables concatenate without turning ``passed`` into objects."""
-    return pd.DataFrame(rows, columns=COLUMNS).astype({"step": int, "passed": bool, "judged": bool,
-                                                      "relu_kink": bool})
+    """Typed even when empty, so tables concatenate without turning ``passed`` into objects. ``convention``
+    names the stated convention under which a failing row's value matches the truth ("" where none does)."""
+    return pd.DataFrame([{"convention": "", **row} for row in rows], columns=COLUMNS).astype(
+        {"step": int, "passed": bool, "judged": bool, "relu_kink": bool, "convention": str})
 
 
 def at_relu_kink(oracle: Oracle, params: Params, x: np.ndarray) -> bool:
@@ -78,12 +81,29 @@ def teacher_forced(impls: list[Implementation], oracle: Oracle, states: Mapping[
                 for name, ref in exact_values.items():
                     error = error_row(got[name], ref, dtype, truth.scale[name])
                     limit = allowed(dtype, plain[name], exact(impl))
+                    ok = bool(error["rel"] <= limit)
                     rows.append({"check": "teacher-forced", "impl": impl.name, "dtype": dtype, "step": step,
-                                 "param": name, **error, "allowed": float(limit), "passed": bool(error["rel"] <= limit),
-                                 "judged": True, "relu_kink": kink})
+                                 "param": name, **error, "allowed": float(limit), "passed": ok,
+                                 "judged": True, "relu_kink": kink,
+                                 "convention": "" if ok or not kink else
+                                 relu_convention(impl, oracle, params, x, y, name, got[name], dtype, limit)})
                 if updates:  # one step from fresh optimizer state
                     rows += ExpectedUpdates(impl).rows(impl, step, params, after, got, truth.scale)
     return table(rows)
+
+
+def relu_convention(impl: Implementation, oracle: Oracle, params: Params, x, y, name: str, got, dtype: str,
+                    limit: float) -> str:
+    """At a relu kink: the implementation's stated relu'(0), named, where the truth under it (the oracle rerun
+    with that slope) matches ``got`` within ``limit``; "" where it states the spec's 0 or that does not hold."""
+    stated = conventions_of(impl).get(RELU_CONVENTION, "0")
+    if float(stated) == 0:
+        return ""
+    under = Oracle(oracle.spec, float(stated)).truth(params, x, y)
+    ref = under.loss if name == "loss" else under.grads[name]
+    if error_row(got, ref, dtype, under.scale[name])["rel"] <= limit:
+        return phrase(RELU_CONVENTION, stated)
+    return ""
 
 
 def plain_errors(oracle: Oracle, params: Params, x, y, dtype: str, exact_grads: bool, truth) -> dict[str, float]:

@@ -12,8 +12,9 @@ import pandas as pd
 
 from harness.checks.trajectory import Divergence
 
-PASS, FAIL, FAULTY = "pass", "fail", "faulty"
-NOT_FAILING = ("convention",)  # findings that are named in the report but do not fail the run
+PASS, CONVENTION, FAIL, FAULTY = "pass", "convention", "fail", "faulty"
+STATUSES = (PASS, CONVENTION, FAIL, FAULTY)
+NOT_FAILING = ("convention",)  # findings that are named in the report but do not fail the run (unless strict)
 
 
 @dataclass(frozen=True)
@@ -42,17 +43,29 @@ class Verdict:
 
     impl: str
     dtype: str
-    status: str  # PASS, FAIL or FAULTY
+    status: str  # PASS, CONVENTION (parted from the spec only by what it states, checked), FAIL or FAULTY
     findings: tuple[Finding, ...] = field(default=())
+    strict: bool = False  # decided under --strict: a convention fails
+
+    @property
+    def failing(self) -> tuple[Finding, ...]:
+        """The findings that fail the run (a convention only when strict)."""
+        return tuple(f for f in self.findings if self.strict or f.check not in NOT_FAILING)
+
+    @property
+    def named(self) -> tuple[Finding, ...]:
+        """The conventions named without failing the run."""
+        return () if self.strict else tuple(f for f in self.findings if f.check in NOT_FAILING)
 
     @property
     def passed(self) -> bool:
-        return self.status == PASS
+        """Whether the run is accepted: it matches the spec, or differs only by a convention it states."""
+        return self.status in (PASS, CONVENTION)
 
 
 def decide(compared: list[tuple[str, str]], gradients: pd.DataFrame, divergences: list[Divergence],
            faults: dict[tuple[str, str], list[str]], notebook_misses: dict[tuple[str, str], str],
-           relu_kink_notes: dict[str, str] | None = None) -> list[Verdict]:
+           relu_kink_notes: dict[str, str] | None = None, strict: bool = False) -> list[Verdict]:
     """One Verdict per implementation and dtype: compared ones in order, then the faulty ones.
 
     A run fails on any failed one-step row (teacher-forced, update, judged
@@ -60,16 +73,23 @@ def decide(compared: list[tuple[str, str]], gradients: pd.DataFrame, divergences
     (whatever the replay names as its cause), on a blow-up that comes before
     every reference run's where rounding cannot explain an overflow, or on a
     missed notebook line. A fault outranks all. A divergence that the implementation's stated conventions
-    explain (``harness.checks.conventions``) is a "convention" finding: named, and not a failure.
+    explain (``harness.checks.conventions``), or a one-step row that the truth under its stated relu'(0)
+    matches, is a "convention" finding: the status is CONVENTION, which passes unless ``strict``.
     """
     findings: dict[tuple[str, str], list[Finding]] = {key: [] for key in compared}
     failed = gradients[~gradients.passed]
-    for (check, impl, dtype), bad in failed.groupby(["check", "impl", "dtype"], sort=False):
+    explained = failed.convention.astype(bool) if "convention" in failed else pd.Series(False, failed.index)
+    for (check, impl, dtype), bad in failed[~explained].groupby(["check", "impl", "dtype"], sort=False):
         first = bad.sort_values("step", kind="stable").iloc[0]
         note = (relu_kink_notes or {}).get(impl, "") if bool(first.relu_kink) else ""
         findings.setdefault((impl, dtype), []).append(Finding(
             check, impl, dtype, int(first.step), str(first.param), float(first.rel), float(first.allowed), len(bad),
             note))
+    for (check, impl, dtype), named in failed[explained].groupby(["check", "impl", "dtype"], sort=False):
+        first = named.sort_values("step", kind="stable").iloc[0]
+        findings.setdefault((impl, dtype), []).append(Finding(
+            "convention", impl, dtype, int(first.step), str(first.param), float(first.rel), float(first.allowed),
+            len(named), f"{check} at a relu kink: {first.convention}", cause=check))
     for d in divergences:
         key = (d.impl, d.dtype)
         if d.nonfinite_at is not None and _before_every_reference(d) and not d.overflow_explained:
@@ -90,9 +110,10 @@ def decide(compared: list[tuple[str, str]], gradients: pd.DataFrame, divergences
         findings.setdefault(key, []).extend(Finding("fault", *key, detail=fault) for fault in found)
     verdicts = []
     for (impl, dtype), found in findings.items():
-        failing = [f for f in found if f.check not in NOT_FAILING]
-        status = FAULTY if any(f.check == "fault" for f in found) else FAIL if failing else PASS
-        verdicts.append(Verdict(impl, dtype, status, tuple(found)))
+        failing = [f for f in found if strict or f.check not in NOT_FAILING]
+        status = FAULTY if any(f.check == "fault" for f in found) else FAIL if failing else \
+            CONVENTION if found else PASS
+        verdicts.append(Verdict(impl, dtype, status, tuple(found), strict))
     return verdicts
 
 

@@ -6,9 +6,9 @@ classified from its verdicts (never from text):
 - ``fail`` / ``faulty``: an implementation failed or crashed: Hypothesis shrinks
   the example, and the smallest configuration in which the same implementation
   still fails is the reproducer (one per failing implementation);
-- ``convention``: runs parted only by what an implementation states (an
-  optimizer convention named by the comparison, or relu'(0) at a state where a
-  relu input is exactly 0): not a failure;
+- ``convention``: the verdict's status: runs parted only by what an
+  implementation states (an optimizer convention, or relu'(0) at a state where a
+  relu input is exactly 0), each checked by rerunning the truth under it: not a failure;
 - ``harness error``: the comparison itself raised (the oracle disagreeing with
   itself, say): a bug of the harness, shrunk and reported like the others;
 - ``pass``; ``invalid`` when nothing could be compared (every implementation
@@ -30,6 +30,7 @@ from hypothesis.control import current_build_context
 from hypothesis.database import ExampleDatabase
 from hypothesis.errors import Unsatisfiable
 
+from harness.checks.verdict import CONVENTION, FAIL, FAULTY, PASS
 from harness.compare import compare
 from harness.fuzzing import space
 from harness.running import plugins
@@ -93,28 +94,23 @@ class Found:
 
 
 def classify(outcome) -> tuple[str, str, list[str]]:
-    """(verdict, cause, failing implementations) of one comparison: the cause names the first failing
-    implementation, dtype, check and step, or the conventions that parted runs."""
+    """(verdict, cause, failing implementations) of one comparison, from the verdicts' statuses alone: the cause
+    names the first failing implementation, dtype, check and step, or the conventions that parted runs."""
     if not outcome.verdicts:
         return "invalid", "nothing compared: " + "; ".join(outcome.skipped.values()), []
-    failing, named = [], []
-    for v in outcome.verdicts:
-        for f in v.findings:
-            if f.check == "convention" or "relu'(0)" in f.detail:
-                named.append(f"{v.impl} {v.dtype}: " + ("relu'(0) at a kink" if "relu'(0)" in f.detail else
-                                                        f.detail.split(":")[-1].strip()))
-            else:
-                failing.append((v, f))
+    failing = [(v, f) for v in outcome.verdicts if v.status in (FAIL, FAULTY) for f in v.failing]
     if failing:
         v, f = failing[0]
         what = f.cause if f.check == "trajectory" and f.cause else f.check
-        kind = "faulty" if any(x.check == "fault" for _, x in failing) else "fail"
+        kind = FAULTY if any(v.status == FAULTY for v, _ in failing) else FAIL
         where_ = f" at step {f.step}" if f.step is not None else ""
-        keys = sorted({x.impl for _, x in failing})
+        keys = sorted({x.impl for x, _ in failing})
         return kind, f"{v.impl} {v.dtype}: {what}{where_} {f.param}".strip(), keys
+    named = [f"{v.impl} {v.dtype}: {f.detail.split(':')[-1].strip()}" for v in outcome.verdicts
+             if v.status == CONVENTION for f in v.named]
     if named:
-        return "convention", "; ".join(dict.fromkeys(named)), []
-    return "pass", "", []
+        return CONVENTION, "; ".join(dict.fromkeys(named)), []
+    return PASS, "", []
 
 
 def run_shard(shard: Shard, progress: Callable[[], None] | None = None) -> Found:

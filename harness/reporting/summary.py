@@ -11,7 +11,7 @@ import pandas as pd
 
 from harness import notebook
 from harness.checks.trajectory import Divergence
-from harness.checks.verdict import NOT_FAILING, Finding, Verdict
+from harness.checks.verdict import CONVENTION, Finding, Verdict
 from harness.config import RunConfig
 from harness.reporting import tables as report
 from harness.running.roster import FRAMEWORK_DEFAULTS
@@ -46,8 +46,7 @@ def _blank(value) -> object:
 def verdict_table(verdicts: list[Verdict]) -> pd.DataFrame:
     """verdicts.csv: one row per implementation and dtype, faulty ones included, with what failed."""
     return pd.DataFrame([{"impl": v.impl, "dtype": v.dtype, "verdict": v.status,
-                          "failed_checks": " ".join(dict.fromkeys(f.check for f in v.findings
-                                                                  if f.check not in NOT_FAILING))}
+                          "failed_checks": " ".join(dict.fromkeys(f.check for f in v.failing))}
                          for v in verdicts], columns=["impl", "dtype", "verdict", "failed_checks"])
 
 
@@ -68,6 +67,9 @@ def failure_line(f: Finding) -> str:
     if f.check == "blow-up":
         return (f"trajectory: {who} diverged at step {f.step} (non-finite loss) before the oracle"
                 f" ({_never(f.oracle_at)}) and the reference runs in {f.dtype} ({_never(f.reference_at)})")
+    if f.check == "convention" and f.cause != "convention":  # a one-step row at a relu kink
+        return (f"convention: {who}: {f.detail}: {f.param} at step {f.step} is {f.rel:.3e} from the spec's truth"
+                f" (allowed {f.allowed:.1e}) and within tolerance of the truth under what it states")
     if f.check == "convention":
         return (f"convention: {who}: {f.detail}; its run leaves the spec's trajectory at step {f.step}"
                 f" (by its {f.detected_by}) and stays within tolerance of the truth under what it states")
@@ -100,13 +102,13 @@ def failure_lines(verdicts: list[Verdict]) -> list[str]:
     """Every finding of every verdict, faults first (or that nothing was compared at all)."""
     if not verdicts:
         return [NOTHING_COMPARED]
-    found = [f for v in verdicts for f in v.findings if f.check not in NOT_FAILING]
+    found = [f for v in verdicts for f in v.failing]
     return [failure_line(f) for f in sorted(found, key=lambda f: f.check != "fault")]
 
 
 def convention_lines(verdicts: list[Verdict]) -> list[str]:
     """Every divergence a stated convention explains (named; not failures)."""
-    return [failure_line(f) for v in verdicts for f in v.findings if f.check == "convention"]
+    return [failure_line(f) for v in verdicts for f in v.named]
 
 
 def headline(verdicts: list[Verdict]) -> str:
@@ -116,7 +118,9 @@ def headline(verdicts: list[Verdict]) -> str:
     named = ("\n\nStated conventions that move a trajectory off the spec's:\n\n" + "\n".join(f"- {line}" for line in named)
              if named else "")
     if all(v.passed for v in verdicts):
-        return f"**PASS**: every check passed ({len(verdicts)} implementation-dtype runs)." + named
+        by_convention = sum(v.status == CONVENTION for v in verdicts)
+        return (f"**PASS**: every check passed ({len(verdicts)} implementation-dtype runs"
+                + (f"; {by_convention} by a stated convention" if by_convention else "") + ")." + named)
     bad = [f"{v.impl} {v.dtype}" for v in verdicts if not v.passed]
     return f"**FAIL** ({', '.join(bad)}):\n\n" + "\n".join(f"- {line}" for line in failure_lines(verdicts)) + named
 

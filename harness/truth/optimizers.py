@@ -21,12 +21,19 @@ import numpy as np
 from impls.spec import CONVENTIONS, ModelSpec
 
 SPEC_CONVENTIONS = {key: choices[0] for key, choices in CONVENTIONS.items()}
+RELU_CONVENTION = "relu_grad_at_zero"  # not an optimizer's: the oracle's slopes follow it (harness.truth.oracle)
 
 
 def conventions_of(impl: object) -> dict[str, str]:
-    """Every convention of ``impl`` (the spec's where it states none), refusing values the harness does not know."""
+    """Every convention of ``impl`` (the spec's where it states none), refusing values the harness does not know.
+
+    relu'(0) comes from the implementation's ``relu_grad_at_zero`` (any value in [0, 1])."""
     stated = dict(getattr(impl, "conventions", None) or {})
+    if getattr(impl, RELU_CONVENTION, None) is not None:
+        stated.setdefault(RELU_CONVENTION, f"{float(getattr(impl, RELU_CONVENTION)):g}")
     for key, value in stated.items():
+        if key == RELU_CONVENTION and _unit_interval(value):
+            continue
         if key not in CONVENTIONS or value not in CONVENTIONS[key]:
             raise ValueError(f"unknown convention {key}={value!r}; choose from"
                              f" {'; '.join(f'{k}: {v}' for k, v in CONVENTIONS.items())}")
@@ -41,8 +48,15 @@ def departures(spec: ModelSpec, conventions: Mapping[str, str]) -> dict[str, str
                 "weight_decay": spec.weight_decay > 0 and spec.optimizer != "adamw",
                 "amsgrad_max": spec.optimizer == "amsgrad",
                 "momentum_lr": spec.optimizer == "momentum" and changing,  # nesterov's form says where its lr goes
-                "lr_dtype": True}
+                "lr_dtype": True, RELU_CONVENTION: "relu" in spec.activations}
     return {k: v for k, v in conventions.items() if relevant[k] and v != SPEC_CONVENTIONS[k]}
+
+
+def _unit_interval(value: str) -> bool:
+    try:
+        return 0 <= float(value) <= 1
+    except ValueError:
+        return False
 
 
 # Decoupled weight decay (AdamW) written four ways, each rounding differently in float32: the spec's, torch's

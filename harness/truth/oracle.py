@@ -28,7 +28,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy.special import expit
 
-from harness.truth.optimizers import DECAY_FORMS, Rule
+from harness.truth.optimizers import DECAY_FORMS, RELU_CONVENTION, Rule
 from harness.truth.tolerances import ORACLE_SELF_CHECK
 from impls.spec import ModelSpec
 
@@ -60,11 +60,16 @@ class Truth:
     method: str  # how the gradients were taken
 
 
-def _relu(z):
-    """relu'(0) = 0. For complex input, a real part within STEP of 0 is the kink: perturbing every entry at once
-    (the directional complex step) gives an exactly-zero pre-activation a real part of O(STEP^2) from products
-    of imaginary parts, whose sign would otherwise pick a branch at random (found by harness.fuzz)."""
-    return z * (z.real > (STEP if np.iscomplexobj(z) else 0))
+def _relu(z, at_zero: float = 0.0):
+    """relu, whose complex step gives relu'(0) = ``at_zero`` (the spec's 0, or what an implementation states).
+
+    For complex input, a real part within STEP of 0 is the kink: perturbing every entry at once (the
+    directional complex step) gives an exactly-zero pre-activation a real part of O(STEP^2) from products of
+    imaginary parts, whose sign would otherwise pick a branch at random (found by harness.fuzz). There the
+    value is at_zero * z: its real part is O(STEP^2), its imaginary part carries the slope at_zero."""
+    if not np.iscomplexobj(z):
+        return z * (z > 0)
+    return z * np.where(z.real > STEP, 1, np.where(z.real >= -STEP, at_zero, 0))
 
 
 def _sigmoid(z):
@@ -82,12 +87,14 @@ def _softplus(z):
 ACTIVATIONS = {"relu": _relu, "tanh": np.tanh, "sigmoid": _sigmoid, "identity": lambda z: z}
 
 
-def _activation_slope(name: str, z: np.ndarray, out: np.ndarray, textbook: bool = False) -> np.ndarray:
-    """d out / d z (relu'(0) = 0). The truth takes it from z, in forms that stay accurate where the
+def _activation_slope(name: str, z: np.ndarray, out: np.ndarray, textbook: bool = False,
+                      relu0: float = 0.0) -> np.ndarray:
+    """d out / d z (relu'(0) = ``relu0``). The truth takes it from z, in forms that stay accurate where the
     activation saturates; ``textbook`` takes it from the output (1 - tanh^2, s (1 - s)), which cancels
     there, as plain implementations do: the reference runs in float64 and float32 round like them."""
     if name == "relu":
-        return (z > 0).astype(z.dtype)
+        slope = (z > 0).astype(z.dtype)
+        return slope + z.dtype.type(relu0) * (z == 0) if relu0 else slope
     if name == "tanh":
         if textbook:
             return 1 - out * out
@@ -99,10 +106,13 @@ def _activation_slope(name: str, z: np.ndarray, out: np.ndarray, textbook: bool 
 
 
 class Oracle:
-    """The truth for one ``ModelSpec`` (its dtype is ignored: the oracle picks its own)."""
+    """The truth for one ``ModelSpec`` (its dtype is ignored: the oracle picks its own).
 
-    def __init__(self, spec: ModelSpec) -> None:
-        self.spec = spec
+    ``relu0`` is relu'(0): the spec's 0, or the value an implementation states, for the truth under its
+    convention (``harness.checks.conventions``)."""
+
+    def __init__(self, spec: ModelSpec, relu0: float = 0.0) -> None:
+        self.spec, self.relu0 = spec, float(relu0)
         self.names = list(spec.param_shapes())
         self.shapes = spec.param_shapes()
         self._cache: dict[tuple, Truth] = {}
@@ -113,7 +123,7 @@ class Oracle:
         h = x[None]
         for i, act in enumerate(self.spec.activations):
             z = h @ q[f"w{i}"] + q[f"b{i}"]
-            h = ACTIVATIONS[act](z)
+            h = _relu(z, self.relu0) if act == "relu" else ACTIVATIONS[act](z)
         per_element = _softplus(z) - y * z if self.spec.loss == "bce" else 0.5 * (y - h) ** 2
         weight = 1 if self.spec.reduction == "sum" else 1 / y.size
         return per_element.sum(axis=-1) * weight, per_element
@@ -182,14 +192,15 @@ class Oracle:
                 h = np.nextafter(h, np.zeros((), dtype))
             outs.append(h)
         if fd_step is not None:  # slopes of the smooth activations by (f(z + h) - f(z - h)) / 2h, in dtype
-            step = dtype(fd_step)  # (relu's at its kink would be 1/2: a convention, not rounding, so it stays 0)
-            slopes = [(ACTIVATIONS[a](z + step) - ACTIVATIONS[a](z - step)) / (2 * step) if a in ("tanh", "sigmoid")
-                      else _activation_slope(a, z, out, textbook) for a, z, out in zip(self.spec.activations, zs, outs)]
+            step = dtype(fd_step)
+            slopes = [_difference_slope(a, z, step, self.relu0) if a in BY_DIFFERENCE
+                      else _activation_slope(a, z, out, textbook, self.relu0)
+                      for a, z, out in zip(self.spec.activations, zs, outs)]
             if self.spec.loss == "bce" and self.spec.activations[-1] == "sigmoid":  # prime(sigmoid) at the output
                 slopes[-1] = (_sigmoid(z + step) - _sigmoid(z - step)) / (2 * step)
             slope = lambda i, name, z, out: slopes[i]  # noqa: E731
         else:
-            slope = lambda i, name, z, out: _activation_slope(name, z, out, textbook)  # noqa: E731
+            slope = lambda i, name, z, out: _activation_slope(name, z, out, textbook, self.relu0)  # noqa: E731
         z, out = zs[-1], outs[-1]
         if self.spec.loss == "bce":
             per_element = _softplus(z) - y * z
@@ -302,12 +313,13 @@ class Oracle:
         by_difference = [j for j, flag in enumerate(fd_slopes) if flag]
         fd_h = np.asarray(NOTEBOOK_FD_STEP, dtype)
 
+        relu0 = float((conventions or {}).get(RELU_CONVENTION, self.relu0))
+
         def slope(i: int, z, out):
-            found = _activation_slope(acts[i], z, out, textbook)
-            if by_difference and acts[i] in ("tanh", "sigmoid"):
-                f = ACTIVATIONS[acts[i]]
+            found = _activation_slope(acts[i], z, out, textbook, relu0)
+            if by_difference and acts[i] in BY_DIFFERENCE:
                 for j in by_difference:
-                    found[j] = (f(z[j] + fd_h) - f(z[j] - fd_h)) / (2 * fd_h)
+                    found[j] = _difference_slope(acts[i], z[j], fd_h, relu0)
             return found
         toward = np.zeros((), dtype)
         losses, checkpoints = np.empty((steps, count), dtype), [{} for _ in starts]
@@ -361,6 +373,18 @@ class Oracle:
             for j, kept in enumerate(checkpoints):
                 kept[steps] = state(j)
         return [(losses[:, j].copy(), state(j), checkpoints[j]) for j in range(count)]
+
+
+BY_DIFFERENCE = ("tanh", "sigmoid", "relu")  # the activations whose slope numpy-fd takes by central difference
+
+
+def _difference_slope(name: str, z: np.ndarray, h, relu0: float) -> np.ndarray:
+    """The notebook's prime(): (f(z + h) - f(z - h)) / 2h. For relu, a pre-activation within h of the kink gets
+    (|z| + h) / 2h or less (the method's own error there), while one exactly at 0 keeps ``relu0``: the 1/2
+    the difference gives there is a convention, stated and checked as one, not rounding."""
+    f = ACTIVATIONS[name]
+    found = (f(z + h) - f(z - h)) / (2 * h)
+    return np.where(z == 0, z.dtype.type(relu0), found) if name == "relu" else found
 
 
 def _loss_difference(loss: str, out: np.ndarray, y: np.ndarray, h) -> np.ndarray:
