@@ -46,6 +46,9 @@ class Implementation(Protocol):
     spec: ModelSpec
     exact: bool  # False for finite-difference gradients (held to NOTEBOOK_FD); optional: exact() defaults to True
     # optional: conventions, {key: value} from impls.spec.CONVENTIONS where its optimizer departs from the spec
+    # optional: kernel(name, z) -> its framework's element-wise activation ``name`` of ``z`` (a NumPy array in
+    # the run's dtype), as its loop computes it: the harness measures how many ulps each kernel is off at the
+    # states it checks and sizes what rounding may do there by it (without it, the fixed floors apply)
 
     def forward(self, params: Params, x: np.ndarray) -> np.ndarray:
         """Predictions of shape (k, layers[-1])."""

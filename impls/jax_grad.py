@@ -117,6 +117,11 @@ class JaxGrad:
 
     # The boundary: the only place arrays change type. Compiled functions take NumPy
     # arrays directly: jit's dispatch transfers them faster than jnp.asarray per array.
+    def kernel(self, name: str, z: np.ndarray) -> np.ndarray:
+        """XLA's element-wise activation, compiled as in the loop, on the spec's device."""
+        with self._scope():
+            return np.asarray(jax.jit(ACTIVATION[name])(self._array(z)))
+
     def _array(self, a: np.ndarray) -> np.ndarray:
         return np.asarray(a, dtype=self.spec.dtype)
 

@@ -111,6 +111,13 @@ class KerasNative:
         extra = {} if spec.optimizer == "adamw" else {"amsgrad": spec.optimizer == "amsgrad"}
         return cls(lr, beta_1=spec.beta1, beta_2=spec.beta2, epsilon=spec.eps, weight_decay=wd, **extra)
 
+    def kernel(self, name: str, z: np.ndarray) -> np.ndarray:
+        """The Dense layers' element-wise activation (keras's on jax, or jax.numpy.tanh where the model uses
+        it), compiled, on the spec's device."""
+        fn = jnp.tanh if name == "tanh" and not self._own_ops else keras.activations.get(name)
+        with self._scope():
+            return np.asarray(jax.jit(fn)(self._array(z)))
+
     # The boundary: NumPy arrays in the spec's layout <-> the model's variable values (bias of shape (m,)).
     def _trainable(self, params: Params) -> list:
         for i, layer in enumerate(self.model.layers):

@@ -94,6 +94,10 @@ class NumpyFast:
     exact = True
     relu_grad_at_zero = 0.0  # sign(out) with out = max(z, 0): H(0) = 0, as numpy's relu_prime
 
+    def kernel(self, name: str, z: np.ndarray) -> np.ndarray:
+        """NumPy's element-wise activation, as the loop computes it."""
+        return ACTIVATION[name](np.asarray(z, self.spec.dtype))
+
     def __init__(self, spec: ModelSpec) -> None:
         require_dtype(self.name, spec, DTYPES)
         require_plain_sgd(self.name, spec)

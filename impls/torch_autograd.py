@@ -30,6 +30,11 @@ class TorchAutograd:
         self.dtype = getattr(torch, spec.dtype)
         self.device = torch.device(spec.device)
 
+    def kernel(self, name: str, z: np.ndarray) -> np.ndarray:
+        """torch's element-wise activation on the spec's device."""
+        with torch.no_grad():
+            return ACTIVATION[name](self._tensor(z)).cpu().numpy()
+
     # The boundary: the only place NumPy arrays become tensors and back.
     def _tensor(self, a: np.ndarray, grad: bool = False) -> torch.Tensor:
         return torch.tensor(np.asarray(a), dtype=self.dtype, device=self.device, requires_grad=grad)

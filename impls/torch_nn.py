@@ -61,6 +61,11 @@ class TorchNN:
         self.criterion = self._objective(self.model)
 
     # The boundary: numpy arrays become a Sequential, and its Linear layers become arrays again.
+    def kernel(self, name: str, z: np.ndarray) -> np.ndarray:
+        """The nn module's element-wise activation on the spec's device."""
+        with torch.no_grad():
+            return ACTIVATION[name]()(self._tensor(z)).cpu().numpy()
+
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
         return torch.tensor(np.asarray(a), dtype=self.dtype, device=self.device)
 

@@ -14,6 +14,8 @@ steps are checked one by one.
 """
 from __future__ import annotations
 
+from typing import Mapping
+
 import numpy as np
 import pandas as pd
 
@@ -24,13 +26,16 @@ from harness.checks.trajectory import Divergence
 from harness.running.runs import Run
 from harness.truth.oracle import EXTENDED, Oracle
 from harness.truth.tolerances import REPRODUCE_ULPS
+from impls.interface import Params
 
 STATEFUL_WINDOW = 1000  # steps checked one by one in a replay from step 0 (about a second at 2-4-1)
 
 
 def name_cause(found: Divergence, run: Run, losses: pd.DataFrame, params: pd.DataFrame, oracle: Oracle,
-               x: np.ndarray, y: np.ndarray, initial: dict[str, np.ndarray]) -> Divergence:
-    """``found`` with its cause, the state, the parameter and the error that explain the divergence."""
+               x: np.ndarray, y: np.ndarray, initial: dict[str, np.ndarray],
+               truth_states: Mapping[int, Params] | None = None) -> Divergence:
+    """``found`` with its cause, the state, the parameter and the error that explain the divergence
+    (``truth_states``: the truth's checkpoints, to tell a relu branch taken apart from rounding beyond the envelope)."""
     for name, value in initial.items():  # the loop must start from the weights it was given
         rel = float(rel_diff(run.state(0)[name], np.asarray(value, run.dtype)))
         if rel != 0:
@@ -59,10 +64,16 @@ def name_cause(found: Divergence, run: Run, losses: pd.DataFrame, params: pd.Dat
         worst = first.loc[(first.rel / first.allowed).idxmax()]
         found.cause = "update" if worst.check == "update" else ("forward" if worst.param == "loss" else "gradient")
         found.relu_kink = bool(worst.relu_kink)  # the state has a relu pre-activation exactly at 0
+        diagnosis = worst.get("diagnosis", "")  # e.g. a schedule that acts one step late
+        found.diagnosis = diagnosis if isinstance(diagnosis, str) else ""
         _name(found, int(worst.step), str(worst.param), float(worst.rel), float(worst.allowed))
         return found
     # every single step is right, yet the run left what rounding explains (or the steps checked one by one
     # end before the divergence)
+    if window == span and truth_states and (branch := relu_branch(run, truth_states, oracle, x, found.step)):
+        found.cause = RELU_BRANCH
+        _name(found, *branch)
+        return found
     found.cause = "rounding beyond the envelope" if window == span else \
         f"not located (replayed from step 0, its first {window} steps are right)"
     later = params[(params.step >= found.step) & ~(params.rel_err <= params.allowed)]
@@ -74,6 +85,26 @@ def name_cause(found: Divergence, run: Run, losses: pd.DataFrame, params: pd.Dat
         worst["param"] = "loss"
     _name(found, int(worst.step), str(worst.param), float(worst.rel_err), float(worst.allowed))
     return found
+
+
+RELU_BRANCH = "relu branch"  # every step right, and the run and the truth part on two sides of a relu kink
+
+
+def relu_branch(run: Run, truth: Mapping[int, Params], oracle: Oracle, x: np.ndarray, step: int
+                ) -> tuple[int, str, float, float] | None:
+    """(checkpoint, "layer i", the truth's pre-activation there, 0) where the run's state and the truth's put a
+    relu pre-activation on two sides of 0, at the last checkpoint before ``step`` or at ``step`` itself; None
+    where they take the same branches. Past such a state the two follow different pieces of a piecewise
+    function, so their distance says nothing about the implementation (rounding decided the side)."""
+    relu = [i for i, act in enumerate(oracle.spec.activations) if act == "relu"]
+    before = max((k for k in run.result.checkpoints if k < step), default=None)
+    for k in sorted({k for k in (before, step) if k is not None and k in run.result.checkpoints and k in truth}):
+        exact, mine = oracle.preactivations(truth[k], x), oracle.preactivations(run.state(k), x)
+        for i in relu:
+            apart = (exact[i] > 0) != (mine[i] > 0)
+            if np.any(apart):
+                return k, f"relu layer {i}", float(np.min(np.abs(exact[i][apart]))), 0.0
+    return None
 
 
 def _name(found: Divergence, step: int, param: str, rel: float, allowed: float) -> None:

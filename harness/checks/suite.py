@@ -11,6 +11,7 @@ from harness import notebook
 from harness.checks.gradcheck import finite_differences, table, teacher_forced
 from harness.checks.conventions import explain
 from harness.checks.replay import name_cause
+from harness.checks.rounding import kernel_ulps
 from harness.checks.arrays import cast
 from harness.checks.trajectory import Divergence, first_divergence, horizon, loss_table, overflow_explained, param_table
 from harness.running.guard import Fault, guarded
@@ -167,19 +168,38 @@ def follow(config, roster: Roster, oracle: Oracle, trained: Trained, run: Run, p
         rounding = trained.fd_envelope(config.spec(run.dtype), params, x, y)
         losses, params_err = loss_table(run, truth, rounding, end), param_table(run, truth, rounding, end)
         div = first_divergence(run, losses, params_err)
+    shown = explain(run, config.spec(run.dtype), truth, rounding, end, params, x, y) \
+        if div.step is not None else None
+    if div.step is not None and not shown:  # judged again within runs that round as its own kernels do
+        ulps = _kernel_ulps(run, oracle, truth, div.step, x)
+        if ulps is not None:
+            rounding = trained.sampled_envelope(config.spec(run.dtype), params, x, y, ulps, not exact(run.impl))
+            losses, params_err = loss_table(run, truth, rounding, end), param_table(run, truth, rounding, end)
+            div = first_divergence(run, losses, params_err)
+            shown = explain(run, config.spec(run.dtype), truth, rounding, end, params, x, y) \
+                if div.step is not None else None
     div.nonfinite_at, div.oracle_nonfinite_at = run.nonfinite_at, truth.nonfinite_at
     div.reference_nonfinite_at = min([r.nonfinite_at for r in plain if r.nonfinite_at is not None], default=None)
     div.overflow_explained = overflow_explained(run, truth, rounding, y.size)
-    shown = explain(run, config.spec(run.dtype), truth, rounding, end, params, x, y) \
-        if div.step is not None else None
     if shown:  # the run follows the truth under its framework's stated conventions
         div.cause, div.conventions = "convention", tuple(shown)
         div.cause_step = next((s.step for s in shown if s.step is not None), div.step)
     elif div.step is not None and roster.attempt(
-            run.impl, "train", lambda: name_cause(div, run, losses, params_err, oracle, x, y, params)) is None:
+            run.impl, "train", lambda: name_cause(div, run, losses, params_err, oracle, x, y, params,
+                                                  truth.checkpoints)) is None:
         return None
     final = roster.attempt(run.impl, "forward", lambda: final_row(run, config.steps, x, y))
     return None if final is None else (losses, params_err, div, final)
+
+
+def _kernel_ulps(run: Run, oracle: Oracle, truth, step: int, x: np.ndarray) -> float | None:
+    """The run's kernels' largest error in ulps at the truth's states around ``step`` (the last checkpoint
+    before it, and the first one from it), None without a ``kernel`` method."""
+    kept = sorted(truth.checkpoints)
+    near = {max([k for k in kept if k <= step], default=kept[0]), min([k for k in kept if k >= step],
+                                                                      default=kept[-1])}
+    found = [kernel_ulps(run.impl, oracle, cast(truth.state(k), run.dtype), x, run.dtype) for k in sorted(near)]
+    return None if None in found else max(found)
 
 
 def _states(truth, plain: list, dtype: str) -> dict[int, dict[str, np.ndarray]]:

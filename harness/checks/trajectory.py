@@ -39,6 +39,7 @@ class Divergence:
     overflow_explained: bool = False  # at nonfinite_at, what is allowed reaches past the dtype's largest number
     conventions: tuple = ()  # cause "convention": the stated conventions (harness.checks.conventions.Shown)
     relu_kink: bool = False  # the cause was found at a state where a relu pre-activation is exactly 0
+    diagnosis: str = ""  # what the failing step is instead (harness.checks.updates: a schedule one step late)
 
 
 def overflow_explained(run: Run, truth: Reference, rounding: Envelope, size: int) -> bool:

@@ -71,6 +71,8 @@ class ExpectedUpdates:
         dtype = impl.spec.dtype
         p, expected, allowance = self.next(before, grads, scale)
         new = self._flat(after)
+        late = _late_schedule(impl.spec, step)  # the step as it would be at the lr before this step's decay
+        shifted = None if late is None else p + late * (expected - p)
         rows, at = [], 0
         for name in self.names:
             part = slice(at, at + np.asarray(before[name]).size)
@@ -86,8 +88,24 @@ class ExpectedUpdates:
                          "max_abs": float(diff), "rel": float(diff / size) if finite else float("inf"),
                          "ulps": float(diff / ulp) if ulp > 0 else float("inf"), "allowed": float(limit / size),
                          "passed": bool(not comparable or (finite and diff <= limit)), "judged": comparable,
-                         "relu_kink": False})
+                         "relu_kink": False,
+                         "late": shifted is not None and bool(np.max(np.abs(new[part] - shifted[part]), initial=0.0)
+                                                              <= limit * late)})
+        if shifted is not None and any(not r["passed"] for r in rows) and all(r.pop("late") for r in rows):
+            lr = impl.spec.lr * impl.spec.decay_factor ** ((step - 1) // impl.spec.decay_every)
+            for r in rows:  # every parameter moved as the rule at the earlier lr moves it
+                r["diagnosis"] = (f"its step {step} is the rule's at the learning rate of step {step - 1}"
+                                  f" ({lr:g}): the step schedule decays one step late")
+        for r in rows:
+            r.pop("late", None)
         return rows
+
+
+def _late_schedule(spec, step: int) -> float | None:
+    """lr_{t-1} / lr_t where the step schedule decays at step t (t > 0), else None."""
+    if spec.schedule != "step" or step < 1 or step % spec.decay_every:
+        return None
+    return 1 / spec.decay_factor
 
 
 def _ulp(value, dtype: str) -> np.longdouble:

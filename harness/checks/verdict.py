@@ -10,11 +10,13 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from harness.checks.replay import RELU_BRANCH
 from harness.checks.trajectory import Divergence
 
 PASS, CONVENTION, FAIL, FAULTY = "pass", "convention", "fail", "faulty"
 STATUSES = (PASS, CONVENTION, FAIL, FAULTY)
 NOT_FAILING = ("convention",)  # findings that are named in the report but do not fail the run (unless strict)
+NEVER_FAILING = ("branch",)  # a relu branch taken apart from the truth where every step is right: compared up to it
 
 
 @dataclass(frozen=True)
@@ -50,12 +52,14 @@ class Verdict:
     @property
     def failing(self) -> tuple[Finding, ...]:
         """The findings that fail the run (a convention only when strict)."""
-        return tuple(f for f in self.findings if self.strict or f.check not in NOT_FAILING)
+        return tuple(f for f in self.findings if f.check not in NEVER_FAILING
+                     and (self.strict or f.check not in NOT_FAILING))
 
     @property
     def named(self) -> tuple[Finding, ...]:
         """The conventions named without failing the run."""
-        return () if self.strict else tuple(f for f in self.findings if f.check in NOT_FAILING)
+        return tuple(f for f in self.findings if f.check in NEVER_FAILING or (not self.strict
+                                                                               and f.check in NOT_FAILING))
 
     @property
     def passed(self) -> bool:
@@ -95,12 +99,15 @@ def decide(compared: list[tuple[str, str]], gradients: pd.DataFrame, divergences
         if d.nonfinite_at is not None and _before_every_reference(d) and not d.overflow_explained:
             findings[key].append(Finding("blow-up", d.impl, d.dtype, d.nonfinite_at, "loss",
                                          oracle_at=d.oracle_nonfinite_at, reference_at=d.reference_nonfinite_at))
-        if d.step is not None and d.cause == "convention":  # named, and not a failure
+        if d.step is not None and d.cause == RELU_BRANCH:  # compared up to there; named, never a failure
+            findings[key].append(Finding("branch", d.impl, d.dtype, d.step, d.param, d.rel, d.allowed,
+                                         detected_by=d.detected_by, cause=d.cause, cause_step=d.cause_step))
+        elif d.step is not None and d.cause == "convention":  # named, and not a failure
             findings[key].append(Finding("convention", d.impl, d.dtype, d.step, d.param, d.rel, d.allowed,
                                          detail="; ".join(map(str, d.conventions)),
                                          detected_by=d.detected_by, cause=d.cause, cause_step=d.cause_step))
         elif d.step is not None:
-            note = (relu_kink_notes or {}).get(d.impl, "") if d.relu_kink else ""
+            note = (relu_kink_notes or {}).get(d.impl, "") if d.relu_kink else d.diagnosis
             findings[key].append(Finding("trajectory", d.impl, d.dtype, d.step, d.param, d.rel, d.allowed,
                                          detail=note, detected_by=d.detected_by, cause=d.cause,
                                          cause_step=d.cause_step))
@@ -110,9 +117,9 @@ def decide(compared: list[tuple[str, str]], gradients: pd.DataFrame, divergences
         findings.setdefault(key, []).extend(Finding("fault", *key, detail=fault) for fault in found)
     verdicts = []
     for (impl, dtype), found in findings.items():
-        failing = [f for f in found if strict or f.check not in NOT_FAILING]
+        failing = [f for f in found if f.check not in NEVER_FAILING and (strict or f.check not in NOT_FAILING)]
         status = FAULTY if any(f.check == "fault" for f in found) else FAIL if failing else \
-            CONVENTION if found else PASS
+            CONVENTION if any(f.check in NOT_FAILING for f in found) else PASS
         verdicts.append(Verdict(impl, dtype, status, tuple(found), strict))
     return verdicts
 

@@ -67,6 +67,11 @@ def failure_line(f: Finding) -> str:
     if f.check == "blow-up":
         return (f"trajectory: {who} diverged at step {f.step} (non-finite loss) before the oracle"
                 f" ({_never(f.oracle_at)}) and the reference runs in {f.dtype} ({_never(f.reference_at)})")
+    if f.check == "branch":
+        return (f"relu branch: {who} compared up to step {f.cause_step}: there its state and the truth's put a"
+                f" {f.param} pre-activation on two sides of 0 (the truth's is {f.rel:.1e} from it), with every step"
+                f" checked right; past it they follow different pieces of the network, so its trajectory from step"
+                f" {f.step} is not judged")
     if f.check == "convention" and f.cause != "convention":  # a one-step row at a relu kink
         return (f"convention: {who}: {f.detail}: {f.param} at step {f.step} is {f.rel:.3e} from the spec's truth"
                 f" (allowed {f.allowed:.1e}) and within tolerance of the truth under what it states")

@@ -1,6 +1,7 @@
 """Training: the truth, the reference runs in each dtype, and every implementation's native loop."""
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -10,7 +11,8 @@ from harness.running.roster import Roster
 from harness.running.plugins import run_faults
 from harness.running.runs import OracleWorkers, Run, checkpoint_steps, oracle_workers, slots, train_all
 from harness.truth.oracle import Oracle
-from harness.truth.references import FD_TWIN, TRUTH, Envelope, Reference, ReferenceJob, envelope
+from harness.truth.references import FD_TWIN, SAMPLED, TRUTH, Envelope, Reference, ReferenceJob, envelope, wider
+from harness.truth.tolerances import MC_TRAJECTORIES
 from impls.spec import ORACLE_DTYPE
 
 
@@ -23,6 +25,7 @@ class Trained:
     envelopes: dict[str, Envelope]  # dtype -> the rounding envelope
     runs: list[Run]
     fd_envelopes: dict[str, Envelope] = field(default_factory=dict)  # dtype -> with the difference-quotient twin
+    sampled: dict[tuple, Envelope] = field(default_factory=dict)  # (dtype, ulps, by difference) -> widened
 
     def fd_envelope(self, spec, params, x: np.ndarray, y: np.ndarray) -> Envelope:
         """The envelope of a finite-difference run (numpy-fd): the dtype's reference runs and one more that takes
@@ -36,6 +39,25 @@ class Trained:
             twin = Reference(FD_TWIN, dtype, losses, checkpoints, 0.0)
             self.fd_envelopes[dtype] = envelope(self.truth, [*self.references[dtype], twin])
         return self.fd_envelopes[dtype]
+
+    def sampled_envelope(self, spec, params, x: np.ndarray, y: np.ndarray, ulps: float, by_difference: bool
+                         ) -> Envelope:
+        """The dtype's envelope widened by ``MC_TRAJECTORIES`` runs in Monte Carlo arithmetic (every tanh and
+        sigmoid output up to ``ulps`` off each step, as the run's own kernels measure; products by half an ulp
+        of their terms), with slopes by difference where ``by_difference``. Trained only for a run that leaves
+        the envelope without them; seeded from the spec, so a rerun is identical."""
+        key = (spec.dtype, round(ulps, 3), by_difference)
+        if key not in self.sampled:
+            dtype = np.dtype(spec.dtype).type
+            seeds = [(zlib.crc32(repr((spec, j)).encode()), ulps) for j in range(MC_TRAJECTORIES)]
+            found = Oracle(spec).train([params] * MC_TRAJECTORIES, x, y, len(self.truth.losses),
+                                       sorted(self.truth.checkpoints), dtype, textbook=True,
+                                       fd_slopes=[by_difference] * MC_TRAJECTORIES, noise=seeds)
+            runs = [Reference(f"{SAMPLED} {j}", spec.dtype, losses, checkpoints, 0.0)
+                    for j, (losses, _, checkpoints) in enumerate(found)]
+            base = self.fd_envelope(spec, params, x, y) if by_difference else self.envelopes[spec.dtype]
+            self.sampled[key] = wider(base, envelope(self.truth, runs))
+        return self.sampled[key]
 
 
 def oracle_jobs(config) -> list[ReferenceJob]:

@@ -106,7 +106,7 @@ def _serve(conn: Connection, factory: Callable, args: tuple) -> None:
 
 
 PLAIN = (str, int, float, bool, type(None))
-METHODS = ("forward", "loss_and_grads", "train")  # the common interface's calls
+METHODS = ("forward", "loss_and_grads", "train", "kernel")  # the common interface's calls (kernel: optional)
 
 
 def kind_of(exc: BaseException) -> str:

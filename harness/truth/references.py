@@ -38,6 +38,7 @@ from impls.spec import ORACLE_DTYPE, ModelSpec
 TRUTH = "oracle"  # the longdouble run
 PLAIN, WEIGHTS_TWIN, KERNEL_TWIN = "reference", "reference, weights +1 ulp", "reference, kernels 1 ulp off"
 TWINS = (WEIGHTS_TWIN, KERNEL_TWIN)
+SAMPLED = "reference, monte carlo"  # runs in Monte Carlo arithmetic, trained only for a run that parts (training.py)
 FD_TWIN = "reference, slopes by the notebook's difference"  # trained only for a finite-difference run that parts
 DECAY_TWINS = tuple(f"reference, decay as {form}" for form in DECAY_FORMS[1:])  # AdamW's other rounding forms
 COMPLEMENTS_TWIN = "reference, 1 - beta from the exact betas"  # Adam's family in float32: optax, torch round so

@@ -120,6 +120,21 @@ ORACLE_SELF_CHECK = Tolerance(
 )
 
 
+ORACLE_SAMPLES = 4  # reverse-mode evaluations in Monte Carlo arithmetic that measure a state's conditioning
+
+ORACLE_CONDITIONED = Factor(
+    16.0,
+    "where the oracle's two methods differ by more than ORACLE_SELF_CHECK, each entry may differ by up to 16"
+    " times how far its reverse mode moves when every activation output is one longdouble ulp off and every"
+    " product half an ulp of its terms (ORACLE_SAMPLES seeded samples): at a trained state whose outputs"
+    " nearly equal their targets, the residual out - y cancels and both exact methods lose digits alike"
+    " (measured on 2-1-60-1 tanh, amsgrad lr 0.1: the gap up to 1.3 times the spread of 4 samples, and"
+    " 5.6e-16 of the term scale; mpmath at 50 digits put reverse mode 1.7e-19 and complex step 6.3e-19 from the"
+    " exact -3.26e-4, thousands of longdouble ulps of it, so neither method is wrong there); a slip in"
+    " either method is off by far more than rounding moves it",
+)
+
+
 def floor(dtype: str, exact: bool = True) -> Tolerance:
     """The one-step error always allowed: finite-difference gradients get the notebook's own tolerance."""
     return SAME_MATH[dtype] if exact else NOTEBOOK_FD
@@ -138,3 +153,27 @@ def allowed(dtype: str, reference_error: float, exact: bool = True) -> float:
 def trajectory_allowed(dtype: str, rounding: np.ndarray, exact: bool = True) -> np.ndarray:
     """Largest free-running relative error that passes, given the rounding envelope at each point."""
     return np.maximum(trajectory_floor(dtype, exact).rel, ROUNDING_FACTOR.times * np.asarray(rounding, np.float64))
+
+
+KERNEL_ULPS = Factor(
+    16.0,
+    "the most ulps an activation kernel may be off and still count as another library's rounding (measured"
+    " at the states checked: XLA's float32 tanh up to 4.3, its float64 tanh 2.6, NumPy's 1.4, torch's 0.5);"
+    " a kernel further off is a wrong activation (a planted tanh x (1 + 1e-3) is 8,000 float64 ulps off),"
+    " so nothing is widened for it",
+)
+
+MC_SAMPLES = 8  # Monte Carlo evaluations per state (harness.checks.rounding): the spread's max settles by 8
+MC_TRAJECTORIES = 4  # runs in Monte Carlo arithmetic that widen a dtype's envelope (trained as one stack)
+
+MONTE_CARLO = Factor(
+    10.0,
+    "at a state where a one-step value exceeds the floor and the oracle's plain evaluations, it may be up to 10"
+    " times further from the truth than the farthest of MC_SAMPLES evaluations in the run's dtype with every"
+    " activation output moved at random by up to the implementation's own kernel error, measured there, and"
+    " every product by half an ulp of its terms: the same factor as VS_REFERENCE, since the samples model"
+    " the same rounding; 8 samples of a random walk can undershoot its extremes by a few times, and a real"
+    " bug still costs orders of magnitude more (measured: at the saturated 2-60-1-1 state where XLA's tanh,"
+    " 2.6 ulps off, moves jax's b1 gradient 3.5e-12 from the truth, the samples spread to 5.5e-12, while"
+    " NumPy's plain evaluation is 3e-14 off)",
+)
