@@ -24,8 +24,8 @@ from harness.running.roster import FRAMEWORK_DEFAULTS
 from harness.running.runs import Run
 from harness.truth.optimizers import RELU_CONVENTION, conventions_of, departures
 from harness.truth.oracle import EXTENDED, Oracle
-from harness.truth.references import TRUTH, Envelope, Reference, ReferenceJob, envelope, wider
-from impls.interface import TrainResult
+from harness.truth.references import FD_TWIN, TRUTH, Envelope, Reference, ReferenceJob, envelope, wider
+from impls.interface import TrainResult, exact
 from impls.spec import ModelSpec
 PHRASES = {  # how the report names each departure
     "eps": "eps is added before bias correction (effective eps = eps / sqrt(1 - beta2^t))",
@@ -40,7 +40,7 @@ PHRASES = {  # how the report names each departure
 def phrase(key: str, value: str) -> str:
     """How the report names one stated convention."""
     if key == RELU_CONVENTION:
-        return f"relu'(0) = {value} where a relu pre-activation is exactly 0 (the spec's: 0)"
+        return f"relu'(0) = {value} where a relu pre-activation is exactly 0 (the spec's is 0)"
     return PHRASES[key]
 
 
@@ -78,6 +78,11 @@ def explain(run: Run, shared: ModelSpec, truth: Reference, rounding: Envelope, e
     if departed:  # judged within the rounding of reference runs that follow the same conventions, or the spec's
         job = ReferenceJob(own, run.dtype, tuple(sorted(departed.items())))
         stack = job(params, x, y, len(truth.losses), sorted(truth.checkpoints))
+        if not exact(run.impl):  # a finite-difference run: one more that takes its slopes by difference too
+            (losses, _, kept), = Oracle(own).train([params], x, y, len(truth.losses), sorted(truth.checkpoints),
+                                                   np.dtype(run.dtype).type, textbook=True, fd_slopes=[True],
+                                                   conventions=departed)
+            stack.append(Reference(FD_TWIN, run.dtype, losses, kept, 0.0))
         rounding = wider(rounding, envelope(under_all, stack))
     if first_divergence(run, *_tables(run, under_all, rounding, end)).step is not None:
         return None

@@ -93,7 +93,7 @@ def decide(compared: list[tuple[str, str]], gradients: pd.DataFrame, divergences
         first = named.sort_values("step", kind="stable").iloc[0]
         findings.setdefault((impl, dtype), []).append(Finding(
             "convention", impl, dtype, int(first.step), str(first.param), float(first.rel), float(first.allowed),
-            len(named), f"{check} at a relu kink: {first.convention}", cause=check))
+            len(named), first.convention, cause=check))
     for d in divergences:
         key = (d.impl, d.dtype)
         if d.nonfinite_at is not None and _before_every_reference(d) and not d.overflow_explained:

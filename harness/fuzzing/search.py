@@ -106,11 +106,16 @@ def classify(outcome) -> tuple[str, str, list[str]]:
         where_ = f" at step {f.step}" if f.step is not None else ""
         keys = sorted({x.impl for x, _ in failing})
         return kind, f"{v.impl} {v.dtype}: {what}{where_} {f.param}".strip(), keys
-    named = [f"{v.impl} {v.dtype}: {f.detail.split(':')[-1].strip()}" for v in outcome.verdicts
-             if v.status == CONVENTION for f in v.named]
+    named = [f"{v.impl} {v.dtype}: {_short(f)}" for v in outcome.verdicts if v.status == CONVENTION
+             for f in v.named if f.check == "convention"]
     if named:
         return CONVENTION, "; ".join(dict.fromkeys(named)), []
     return PASS, "", []
+
+
+def _short(f) -> str:
+    """A convention as the fuzz tables name it: the phrase of a one-step row, or the last of a trajectory's."""
+    return f.detail if f.cause != "convention" else f.detail.split(":")[-1].strip()
 
 
 def run_shard(shard: Shard, progress: Callable[[], None] | None = None) -> Found:

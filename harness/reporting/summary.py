@@ -73,7 +73,8 @@ def failure_line(f: Finding) -> str:
                 f" checked right; past it they follow different pieces of the network, so its trajectory from step"
                 f" {f.step} is not judged")
     if f.check == "convention" and f.cause != "convention":  # a one-step row at a relu kink
-        return (f"convention: {who}: {f.detail}: {f.param} at step {f.step} is {f.rel:.3e} from the spec's truth"
+        return (f"convention: {who}: {f.cause} at a relu kink: {f.detail}: {f.param} at step {f.step} is {f.rel:.3e}"
+                f" from the spec's truth"
                 f" (allowed {f.allowed:.1e}) and within tolerance of the truth under what it states")
     if f.check == "convention":
         return (f"convention: {who}: {f.detail}; its run leaves the spec's trajectory at step {f.step}"

@@ -156,6 +156,16 @@ class Oracle:
             h = ACTIVATIONS[act](h @ np.asarray(params[f"w{i}"], dtype) + np.asarray(params[f"b{i}"], dtype))
         return h
 
+    def loss_scale(self, params: Params, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """What the reported loss's rounding is judged against: the loss itself for sel; for bce the mean of
+        its two terms' magnitudes, log(1 + e^z) + |y z|, which cancel where the logits saturate the right way
+        (a well-trained net): any formula of the element, z + log1p(e^-z) - z or torch's (1 - y) z -
+        log_sigmoid(z), rounds to a few ulps of these terms, not of their tiny difference."""
+        if self.spec.loss != "bce":
+            return np.asarray(self.loss(params, x, y))
+        z, y = self.preactivations(params, x)[-1], np.asarray(y, EXTENDED)
+        return np.asarray((_softplus(z) + np.abs(y * z)).mean())
+
     def preactivations(self, params: Params, x: np.ndarray) -> list[np.ndarray]:
         """z of every layer, in longdouble (to tell when a relu sits exactly at its kink)."""
         h, zs = np.asarray(x, EXTENDED), []
@@ -273,7 +283,7 @@ class Oracle:
             _agree(directions @ rev_flat, along, np.abs(directions) @ scale_flat,
                    f"along {VERIFY_DIRECTIONS} random directions", lambda: np.abs(directions) @ spread())
             grads, method = rev, f"reverse mode, checked by complex step along {VERIFY_DIRECTIONS} directions"
-        scale = {"loss": np.asarray(self.loss(params, x, y)), **self._unflat(scale_flat)}
+        scale = {"loss": self.loss_scale(params, x, y), **self._unflat(scale_flat)}
         found = Truth(self.loss(params, x, y), {k: np.asarray(grads[k], EXTENDED) for k in self.names}, scale, method)
         if len(self._cache) < 4096:
             self._cache[key] = found
