@@ -108,3 +108,24 @@ def test_a_saturated_bce_loss_is_judged_against_its_terms_not_their_difference()
                              loss="bce", dtype=("float32",), seed=8038, lr=0.01, steps=499, check_every=49,
                              optimizer="momentum")
     assert verdicts["torch-nn"].passed, outcome.failures
+
+
+EXPLODING = dict(layers=(5, 1, 1, 1), activations=("sigmoid", "relu", "identity"), dataset="parity:5",
+                 dtype=("float64",), seed=2742, lr=0.1, steps=300, check_every=30, optimizer="nesterov",
+                 schedule="step", decay_every=215)
+
+
+def test_an_exploding_net_overflows_within_the_headroom_of_a_loss_formula():
+    # fuzz seed 31337: torch's MSELoss sums (y - p)^2 before the halving, so it overflows at step 277, a step
+    # before the reference runs, where the truth's summed loss is 1.05e308
+    outcome, verdicts = _run(impls=("torch-nn",), **EXPLODING)
+    assert verdicts["torch-nn"].status == "pass", outcome.failures
+
+
+def test_a_finite_difference_run_is_compared_while_its_difference_resolves_the_derivative():
+    # fuzz seed 31337: outputs of 1.7e8 by step 2 quantise the notebook's central difference of the loss to
+    # multiples of 1e8; numpy-fd is compared up to there, and the verdict says so
+    outcome, verdicts = _run(impls=("numpy-fd",), **{**EXPLODING, "layers": (5, 3, 5, 1),
+                                                      "activations": ("identity", "relu", "identity")})
+    verdict = verdicts["numpy-fd"]
+    assert verdict.status == "pass" and [(f.check, f.step) for f in verdict.findings] == [("resolution", 2)]

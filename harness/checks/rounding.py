@@ -20,9 +20,9 @@ import numpy as np
 
 from harness.checks.arrays import along, error_row, fd_directions, finite_difference_grads
 from harness.running.remote import batched
-from harness.truth.oracle import ACTIVATIONS, EXTENDED, Oracle
+from harness.truth.oracle import ACTIVATIONS, EXTENDED, NOTEBOOK_FD_STEP, Oracle
 from harness.truth.tolerances import KERNEL_ULPS, MC_SAMPLES, MONTE_CARLO, VS_REFERENCE
-from impls.interface import Implementation, Params
+from impls.interface import Implementation, Params, exact
 
 MEASURED = ("tanh", "sigmoid")  # relu and identity are exact in every framework
 FLOOR_ULPS = 1.0  # a correctly rounded kernel is half an ulp off, NumPy's about one: never assume less
@@ -55,16 +55,19 @@ def seed_of(spec, step: int) -> int:
 
 
 def monte_carlo(oracle: Oracle, params: Params, x: np.ndarray, y: np.ndarray, dtype: str, ulps: float, seed: int,
-                truth) -> dict[str, float]:
+                truth, exact_grads: bool = True) -> dict[str, float]:
     """Per value (loss, each gradient): the largest error from the truth over ``MC_SAMPLES`` perturbed plain
-    evaluations in ``dtype`` (``Oracle.reverse``'s ``noise``)."""
-    key = (oracle.spec, dtype, round(ulps, 3), seed, *(np.asarray(params[k]).tobytes() for k in sorted(params)))
+    evaluations in ``dtype`` (``Oracle.reverse``'s ``noise``); for finite-difference gradients, evaluations
+    that take their slopes by the notebook's differences, whose rounding the noise samples too."""
+    key = (oracle.spec, dtype, round(ulps, 3), seed, exact_grads,
+           *(np.asarray(params[k]).tobytes() for k in sorted(params)))
     if key in _SAMPLED:
         return _SAMPLED[key]
     worst: dict[str, float] = {}
     for sample in range(MC_SAMPLES):
         loss, grads, _ = oracle.reverse(params, x, y, np.dtype(dtype).type, textbook=True,
-                                        noise=(seed + sample, ulps))
+                                        noise=(seed + sample, ulps),
+                                        fd_step=None if exact_grads else NOTEBOOK_FD_STEP)
         for name, value in {"loss": loss, **grads}.items():
             ref = truth.loss if name == "loss" else truth.grads[name]
             worst[name] = max(worst.get(name, 0.0), error_row(value, ref, dtype, truth.scale[name])["rel"])
@@ -86,7 +89,7 @@ def allowance(impl: Implementation, oracle: Oracle, params: Params, x, y, dtype:
     ulps = kernels[impl.name, step]
     if ulps is None:
         return None
-    spread = monte_carlo(oracle, params, x, y, dtype, ulps, seed_of(oracle.spec, step), truth)
+    spread = monte_carlo(oracle, params, x, y, dtype, ulps, seed_of(oracle.spec, step), truth, exact(impl))
     return ({k: MONTE_CARLO.times * v for k, v in spread.items()},
             f"monte carlo: {MC_SAMPLES} samples, kernels {ulps:.2g} ulps off (measured), x{MONTE_CARLO.times:g}")
 

@@ -13,7 +13,8 @@ from harness.checks.conventions import explain
 from harness.checks.replay import name_cause
 from harness.checks.rounding import kernel_ulps
 from harness.checks.arrays import cast
-from harness.checks.trajectory import Divergence, first_divergence, horizon, loss_table, overflow_explained, param_table
+from harness.checks.trajectory import (Divergence, first_divergence, horizon, loss_table, overflow_explained,
+                                      param_table, resolution_horizon)
 from harness.running.guard import Fault, guarded
 from harness.running.roster import Roster
 from harness.running.plugins import run_faults
@@ -161,6 +162,8 @@ def follow(config, roster: Roster, oracle: Oracle, trained: Trained, run: Run, p
     truth = trained.truth
     plain = trained.references[run.dtype]
     end = horizon(run, [truth, *plain], config.steps)
+    unresolved = None if exact(run.impl) else resolution_horizon(truth.losses[:end], run.impl.spec)
+    end = end if unresolved is None else unresolved
     rounding = trained.envelopes[run.dtype]
     losses, params_err = loss_table(run, truth, rounding, end), param_table(run, truth, rounding, end)
     div = first_divergence(run, losses, params_err)
@@ -178,6 +181,7 @@ def follow(config, roster: Roster, oracle: Oracle, trained: Trained, run: Run, p
             div = first_divergence(run, losses, params_err)
             shown = explain(run, config.spec(run.dtype), truth, rounding, end, params, x, y) \
                 if div.step is not None else None
+    div.unresolved_at = unresolved
     div.nonfinite_at, div.oracle_nonfinite_at = run.nonfinite_at, truth.nonfinite_at
     div.reference_nonfinite_at = min([r.nonfinite_at for r in plain if r.nonfinite_at is not None], default=None)
     div.overflow_explained = overflow_explained(run, truth, rounding, y.size)

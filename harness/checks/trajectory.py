@@ -16,7 +16,8 @@ import pandas as pd
 
 from harness.running.runs import Run
 from harness.truth.references import Envelope, Reference, loss_error, param_errors
-from harness.truth.tolerances import trajectory_allowed
+from harness.truth.oracle import NOTEBOOK_FD_STEP
+from harness.truth.tolerances import FD_RESOLUTION, OVERFLOW_HEADROOM, trajectory_allowed
 from impls.interface import exact
 
 
@@ -40,22 +41,37 @@ class Divergence:
     conventions: tuple = ()  # cause "convention": the stated conventions (harness.checks.conventions.Shown)
     relu_kink: bool = False  # the cause was found at a state where a relu pre-activation is exactly 0
     diagnosis: str = ""  # what the failing step is instead (harness.checks.updates: a schedule one step late)
+    unresolved_at: int | None = None  # a finite-difference run: compared up to here (resolution_horizon)
 
 
 def overflow_explained(run: Run, truth: Reference, rounding: Envelope, size: int) -> bool:
     """Whether the run's first non-finite loss lies within what is allowed there: the truth's summed loss,
-    grown by the allowed relative error, passes the dtype's largest finite number (so overflow is rounding's)."""
+    grown by the allowed relative error and by the headroom a loss formula's intermediates need
+    (``OVERFLOW_HEADROOM``), passes the dtype's largest finite number (so overflow is rounding's)."""
     step = run.nonfinite_at
     if step is None or step >= len(truth.losses) or not np.isfinite(truth.losses[step]):
         return False
     limit = float(trajectory_allowed(run.dtype, rounding.loss[min(step, len(rounding.loss) - 1)], exact(run.impl)))
     biggest = float(np.finfo(np.dtype(run.dtype)).max)
-    return float(truth.losses[step]) * size * (1 + limit) >= biggest
+    return float(truth.losses[step]) * size * (1 + limit) * OVERFLOW_HEADROOM.times >= biggest
 
 
 def horizon(run: Run, references: list[Reference], steps: int) -> int:
     """Steps compared: up to the first non-finite loss of the run or of any reference run."""
     return min([k for k in (run.nonfinite_at, *(r.nonfinite_at for r in references)) if k is not None] + [steps])
+
+
+def resolution_horizon(losses: np.ndarray, spec) -> int | None:
+    """The first step whose loss is so large that the notebook's central difference (h = 1e-8) cannot resolve its
+    derivative: rounding in two evaluations of the loss costs u |loss| / h, against a derivative of
+    sqrt(2 loss) (sel) or about 1 (bce); past FD_RESOLUTION of it a finite-difference run follows rounding, not
+    gradients, so it is compared only up to there. None where that never happens."""
+    loss = np.abs(np.asarray(losses, np.float64))
+    with np.errstate(all="ignore"):
+        size = np.sqrt(2 * loss) if spec.loss == "sel" else np.ones_like(loss)
+        lost = np.finfo(np.dtype(spec.dtype)).eps / 2 * loss / NOTEBOOK_FD_STEP
+        bad = np.flatnonzero(~(lost <= FD_RESOLUTION.rel * size) & np.isfinite(loss))
+    return int(bad[0]) if bad.size else None
 
 
 def loss_table(run: Run, truth: Reference, rounding: Envelope, end: int) -> pd.DataFrame:

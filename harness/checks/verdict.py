@@ -16,7 +16,7 @@ from harness.checks.trajectory import Divergence
 PASS, CONVENTION, FAIL, FAULTY = "pass", "convention", "fail", "faulty"
 STATUSES = (PASS, CONVENTION, FAIL, FAULTY)
 NOT_FAILING = ("convention",)  # findings that are named in the report but do not fail the run (unless strict)
-NEVER_FAILING = ("branch",)  # a relu branch taken apart from the truth where every step is right: compared up to it
+NEVER_FAILING = ("branch", "resolution")  # a relu branch taken apart from the truth where every step is right: compared up to it
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,8 @@ def decide(compared: list[tuple[str, str]], gradients: pd.DataFrame, divergences
             len(named), first.convention, cause=check))
     for d in divergences:
         key = (d.impl, d.dtype)
+        if d.unresolved_at is not None:  # named; the trajectory was judged up to there
+            findings[key].append(Finding("resolution", d.impl, d.dtype, d.unresolved_at, "loss"))
         if d.nonfinite_at is not None and _before_every_reference(d) and not d.overflow_explained:
             findings[key].append(Finding("blow-up", d.impl, d.dtype, d.nonfinite_at, "loss",
                                          oracle_at=d.oracle_nonfinite_at, reference_at=d.reference_nonfinite_at))

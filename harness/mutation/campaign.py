@@ -150,8 +150,15 @@ def rows_of(chosen: list[Mutant], pristine: Path, records: Path, done: dict) -> 
             "wall_s": record.get("wall_s", ""), "failures": [ln for cmp in record.get("comparisons", [])
                                                             for ln in cmp["failures"][:4]],
             "diff": m.unified_diff(original, mutated, mu.path),
+            "by_model": by_model(record, using[module]),
         })
     return rows
+
+
+def by_model(record: dict, expected: tuple[str, ...]) -> dict[str, str]:
+    """model -> the mutant's category from that model's comparison alone (what each configuration catches)."""
+    return {cmp["model"]: c.classify([runone.VerdictRow(v) for v in cmp["verdicts"]], expected)
+            for cmp in record.get("comparisons", [])}
 
 
 def failing_text(record: dict) -> str:

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-MIN_PER_MODULE = 6  # every module is sampled, even one with few mutation sites
+MIN_PER_MODULE = 10  # every module is sampled, even one with few mutation sites
 MUTANT_TIMEOUT = 420  # s; run-one's honest work is ~10-30 s, a hung call stops at runone.TIME_LIMIT (60 s)
 PROGRESS_EVERY = 60  # s between progress lines on stderr
 COPIED = ("impls", "harness", "tests", "examples", "pyproject.toml", "README.md", "constraints.txt")

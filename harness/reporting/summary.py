@@ -67,6 +67,10 @@ def failure_line(f: Finding) -> str:
     if f.check == "blow-up":
         return (f"trajectory: {who} diverged at step {f.step} (non-finite loss) before the oracle"
                 f" ({_never(f.oracle_at)}) and the reference runs in {f.dtype} ({_never(f.reference_at)})")
+    if f.check == "resolution":
+        return (f"resolution: {who} compared up to step {f.step}: from there the truth's loss is so large that"
+                f" the notebook's central difference cannot resolve its derivative (its rounding, u |loss| / h, is"
+                f" over 1 % of it), so the run follows rounding, not its method")
     if f.check == "branch":
         return (f"relu branch: {who} compared up to step {f.cause_step}: there its state and the truth's put a"
                 f" {f.param} pre-activation on two sides of 0 (the truth's is {f.rel:.1e} from it), with every step"

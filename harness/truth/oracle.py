@@ -220,7 +220,7 @@ class Oracle:
             outs.append(h)
         if fd_step is not None:  # slopes of the smooth activations by (f(z + h) - f(z - h)) / 2h, in dtype
             step = dtype(fd_step)
-            slopes = [_difference_slope(a, z, step, self.relu0) if a in BY_DIFFERENCE
+            slopes = [_difference_slope(a, z, step, self.relu0, rng) if a in BY_DIFFERENCE
                       else _activation_slope(a, z, out, textbook, self.relu0)
                       for a, z, out in zip(self.spec.activations, zs, outs)]
             if self.spec.loss == "bce" and self.spec.activations[-1] == "sigmoid":  # prime(sigmoid) at the output
@@ -236,7 +236,7 @@ class Oracle:
             per_element = (y - out) * (y - out) / 2
             delta = (out - y) * slope(self.spec.depth - 1, self.spec.activations[-1], z, out)
         if fd_step is not None:  # the notebook's prime(loss_fn, y_pred) times prime(activation, z)
-            delta = _loss_difference(self.spec.loss, out, y, dtype(fd_step)) * slopes[-1]
+            delta = _loss_difference(self.spec.loss, out, y, dtype(fd_step), rng) * slopes[-1]
         if self.spec.reduction == "mean":
             delta = delta / dtype(y.size)
         grads, scale = {}, {}
@@ -355,6 +355,8 @@ class Oracle:
         nudged = [j for j, flag in enumerate(kernel_ulp) if flag]
         noisy = [(j, np.random.default_rng(found[0]), found[1]) for j, found in enumerate(noise) if found]
         unit = dtype(np.finfo(dtype).eps / 2)
+        rngs = {j: rng for j, rng, _ in noisy}  # a noisy start's differences round at random too
+        rngs = {j: rng for j, rng, _ in noisy}  # a noisy start's differences round at random too
         by_difference = [j for j, flag in enumerate(fd_slopes) if flag]
         fd_h = np.asarray(NOTEBOOK_FD_STEP, dtype)
 
@@ -364,7 +366,7 @@ class Oracle:
             found = _activation_slope(acts[i], z, out, textbook, relu0)
             if by_difference and acts[i] in BY_DIFFERENCE:
                 for j in by_difference:
-                    found[j] = _difference_slope(acts[i], z[j], fd_h, relu0)
+                    found[j] = _difference_slope(acts[i], z[j], fd_h, relu0, rngs.get(j))
             return found
         toward = np.zeros((), dtype)
         losses, checkpoints = np.empty((steps, count), dtype), [{} for _ in starts]
@@ -408,7 +410,8 @@ class Oracle:
                 delta = out - y if bce else (out - y) * slope(depth - 1, z, out)
                 if by_difference:  # the notebook's prime(loss_fn, y_pred) too: a difference of the loss's values
                     for j in by_difference:
-                        delta[j] = _loss_difference(self.spec.loss, out[j], y, fd_h) * slope(depth - 1, z, out)[j]
+                        delta[j] = (_loss_difference(self.spec.loss, out[j], y, fd_h, rngs.get(j))
+                                    * slope(depth - 1, z, out)[j])
                 if mean:
                     delta = delta / size
                 for i in range(depth - 1, -1, -1):
@@ -429,23 +432,35 @@ class Oracle:
 BY_DIFFERENCE = ("tanh", "sigmoid", "relu")  # the activations whose slope numpy-fd takes by central difference
 
 
-def _difference_slope(name: str, z: np.ndarray, h, relu0: float) -> np.ndarray:
-    """The notebook's prime(): (f(z + h) - f(z - h)) / 2h. For relu, a pre-activation within h of the kink gets
+def _rounded(values: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+    """``values``, or (Monte Carlo arithmetic) each moved at random by up to half an ulp of itself."""
+    if rng is None:
+        return values
+    unit = np.finfo(values.dtype).eps / 2
+    return values * (1 + (rng.uniform(-1, 1, values.shape) * unit).astype(values.dtype))
+
+
+def _difference_slope(name: str, z: np.ndarray, h, relu0: float, rng: np.random.Generator | None = None
+                      ) -> np.ndarray:
+    """The notebook's prime(): (f(z + h) - f(z - h)) / 2h (each evaluation of f rounded at random under ``rng``:
+    the difference of two values |f| apart loses u |f| / h). For relu, a pre-activation within h of the kink gets
     (|z| + h) / 2h or less (the method's own error there), while one exactly at 0 keeps ``relu0``: the 1/2
     the difference gives there is a convention, stated and checked as one, not rounding."""
     f = ACTIVATIONS[name]
-    found = (f(z + h) - f(z - h)) / (2 * h)
+    found = (_rounded(f(z + h), rng) - _rounded(f(z - h), rng)) / (2 * h)
     return np.where(z == 0, z.dtype.type(relu0), found) if name == "relu" else found
 
 
-def _loss_difference(loss: str, out: np.ndarray, y: np.ndarray, h) -> np.ndarray:
-    """d loss / d y_hat by the notebook's central difference of the per-element loss of the output."""
+def _loss_difference(loss: str, out: np.ndarray, y: np.ndarray, h, rng: np.random.Generator | None = None
+                     ) -> np.ndarray:
+    """d loss / d y_hat by the notebook's central difference of the per-element loss of the output (each
+    evaluation rounded at random under ``rng``)."""
     def per_element(v):
         if loss == "bce":
             return -(y * np.log(v) + (1 - y) * np.log1p(-v))
         return (y - v) * (y - v) / 2
     with np.errstate(all="ignore"):
-        return (per_element(out + h) - per_element(out - h)) / (2 * h)
+        return (_rounded(per_element(out + h), rng) - _rounded(per_element(out - h), rng)) / (2 * h)
 
 
 def _agree(reverse: np.ndarray, complex_step: np.ndarray, scale: np.ndarray, how: str,
