@@ -22,7 +22,7 @@ import pandas as pd
 from harness.checks.arrays import rel_diff
 from harness.checks.gradcheck import loss_and_grads, teacher_forced
 from harness.checks.updates import ExpectedUpdates
-from harness.checks.trajectory import Divergence
+from harness.checks.trajectory import RELU_BRANCH, Divergence
 from harness.running.runs import Run
 from harness.truth.oracle import EXTENDED, Oracle
 from harness.truth.tolerances import REPRODUCE_ULPS
@@ -85,9 +85,6 @@ def name_cause(found: Divergence, run: Run, losses: pd.DataFrame, params: pd.Dat
         worst["param"] = "loss"
     _name(found, int(worst.step), str(worst.param), float(worst.rel_err), float(worst.allowed))
     return found
-
-
-RELU_BRANCH = "relu branch"  # every step right, and the run and the truth part on two sides of a relu kink
 
 
 def relu_branch(run: Run, truth: Mapping[int, Params], oracle: Oracle, x: np.ndarray, step: int

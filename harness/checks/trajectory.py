@@ -21,6 +21,9 @@ from harness.truth.tolerances import FD_RESOLUTION, OVERFLOW_HEADROOM, trajector
 from impls.interface import exact
 
 
+RELU_BRANCH = "relu branch"  # a cause: every step right, and the run and the truth on two sides of a relu kink
+
+
 @dataclass
 class Divergence:
     """Where and why a run first left what is allowed; ``step`` is None when it never did."""
@@ -29,7 +32,8 @@ class Divergence:
     dtype: str
     step: int | None = None  # first step whose loss or parameters are out of tolerance
     detected_by: str = ""  # "loss" or "parameters"
-    cause: str = ""  # "gradient", "forward", "update", "replay differs", "rounding beyond the envelope", "convention"
+    cause: str = ""  # "gradient", "forward", "update", "replay differs", "rounding beyond the envelope", "convention",
+    # RELU_BRANCH
     cause_step: int | None = None  # the state at which the cause was found
     param: str = ""  # the parameter (or "loss") named
     rel: float = 0.0  # its relative error there

@@ -10,13 +10,14 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from harness.checks.replay import RELU_BRANCH
-from harness.checks.trajectory import Divergence
+from harness.checks.trajectory import RELU_BRANCH, Divergence
 
 PASS, CONVENTION, FAIL, FAULTY = "pass", "convention", "fail", "faulty"
 STATUSES = (PASS, CONVENTION, FAIL, FAULTY)
 NOT_FAILING = ("convention",)  # findings that are named in the report but do not fail the run (unless strict)
-NEVER_FAILING = ("branch", "resolution")  # a relu branch taken apart from the truth where every step is right: compared up to it
+# compared up to there, named, never failing: a relu branch taken apart from the truth with every step right, and
+# a finite-difference run past where its difference resolves the loss's derivative
+NEVER_FAILING = ("branch", "resolution")
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class Verdict:
 
     @property
     def named(self) -> tuple[Finding, ...]:
-        """The conventions named without failing the run."""
+        """The findings named without failing the run: conventions (unless strict), relu branches, resolution."""
         return tuple(f for f in self.findings if f.check in NEVER_FAILING or (not self.strict
                                                                                and f.check in NOT_FAILING))
 
@@ -98,7 +99,8 @@ def decide(compared: list[tuple[str, str]], gradients: pd.DataFrame, divergences
         key = (d.impl, d.dtype)
         if d.unresolved_at is not None:  # named; the trajectory was judged up to there
             findings[key].append(Finding("resolution", d.impl, d.dtype, d.unresolved_at, "loss"))
-        if d.nonfinite_at is not None and _before_every_reference(d) and not d.overflow_explained:
+        judged = d.unresolved_at is None or (d.nonfinite_at or 0) < d.unresolved_at  # past it nothing is judged
+        if d.nonfinite_at is not None and judged and _before_every_reference(d) and not d.overflow_explained:
             findings[key].append(Finding("blow-up", d.impl, d.dtype, d.nonfinite_at, "loss",
                                          oracle_at=d.oracle_nonfinite_at, reference_at=d.reference_nonfinite_at))
         if d.step is not None and d.cause == RELU_BRANCH:  # compared up to there; named, never a failure

@@ -39,8 +39,9 @@ def summary(title: str, rows: pd.DataFrame, reproducers: pd.DataFrame) -> str:
             f"- {r.cause}\n\n  `{r.command}`" for r in reproducers.itertuples())
     sections["How to read this"] = (
         "Every example is a full comparison (teacher-forced, finite differences, trajectories) of the chosen"
-        " implementations against the oracle. `convention`: runs parted only by a stated convention (an"
-        " optimizer's, or relu'(0) at a state where a relu input is exactly 0), not a failure. `invalid`:"
+        " implementations against the oracle, classified from the verdicts' statuses. `convention`: runs parted"
+        " only by a stated convention (an optimizer's, or relu'(0) at a state where a relu input is exactly 0),"
+        " each checked by rerunning the truth under it: not a failure. `invalid`:"
         " every implementation declined the configuration. fuzz.csv has one row per example run, shrinking"
         " steps included; a rerun with the same --out replays the failures kept in " + DATABASE + " first.")
     return tables.summary(title, verdict, sections)
