@@ -40,6 +40,16 @@ def test_negative_controls_are_caught_and_named(cls, model, expected):
     assert expected in str(caught.value)
 
 
+def test_a_stated_convention_passes_the_api_unless_strict():
+    model = {"steps": 200, "activations": ("relu", "sigmoid")}  # the notebook's init puts a relu at its kink
+    assert_matches_reference(broken.ReluHalfAtKink, **model)
+    with pytest.raises(AssertionError, match=r"convention: relu-half-at-kink float64: teacher-forced at a relu"
+                                             r" kink: relu'\(0\) = 0.5"):
+        assert_matches_reference(broken.ReluHalfAtKink, strict=True, **model)
+    with pytest.raises(AssertionError, match="teacher-forced: relu-claims-half-takes-one float64 step 0 b0"):
+        assert_matches_reference(broken.ReluClaimsHalfTakesOne, **model)
+
+
 def test_a_mis_shaped_gradient_is_named_by_validation():
     with pytest.raises(AssertionError, match=r"faulty: mis-shaped-weight-grad float64: loss_and_grads\(\) returned"
                                              r" w0 of shape \(4, 2\), expected \(2, 4\)"):

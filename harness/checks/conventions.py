@@ -15,16 +15,18 @@ is judged as any other (its replay names the cause).
 """
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from harness.checks.trajectory import first_divergence, loss_table, param_table
+from harness.checks.trajectory import first_divergence, loss_table, param_table, relu_branch
 from harness.running.roster import FRAMEWORK_DEFAULTS
 from harness.running.runs import Run
 from harness.truth.optimizers import RELU_CONVENTION, conventions_of, departures
 from harness.truth.oracle import EXTENDED, Oracle
-from harness.truth.references import FD_TWIN, TRUTH, Envelope, Reference, ReferenceJob, envelope, wider
+from harness.truth.references import FD_TWIN, SAMPLED, TRUTH, Envelope, Reference, ReferenceJob, envelope, wider
+from harness.truth.tolerances import MC_TRAJECTORIES
 from impls.interface import TrainResult, exact
 from impls.spec import ModelSpec
 PHRASES = {  # how the report names each departure
@@ -63,12 +65,15 @@ class Shown:
         return f"{self.subject} {when}: {self.phrase}"
 
 
-def explain(run: Run, shared: ModelSpec, truth: Reference, rounding: Envelope, end: int, params, x, y
-            ) -> list[Shown] | None:
+def explain(run: Run, shared: ModelSpec, truth: Reference, rounding: Envelope, end: int, params, x, y,
+            ulps: float | None = None, oracle: Oracle | None = None) -> list[Shown] | None:
     """Why the run parts from the truth of the ``shared`` spec, if it stays within what is allowed of the truth
     trained with its own hyperparameters (``--framework-defaults``) under its stated conventions: each stated
     convention and each differing default with the step it shows. None when that does not hold (or there is
-    nothing stated)."""
+    nothing stated). With ``ulps`` (its kernels' measured error), the runs that measure the rounding under its
+    conventions include ``MC_TRAJECTORIES`` in Monte Carlo arithmetic; with ``oracle``, a run that parts from
+    the truth under its conventions where the two take different branches of a relu is explained up to there
+    (its one-step checks still judge every state the truth visits)."""
     own = run.impl.spec
     departed = departures(own, conventions_of(run.impl))
     changed = {k: getattr(own, k) for k in FRAMEWORK_DEFAULTS if getattr(own, k) != getattr(shared, k)}
@@ -83,9 +88,18 @@ def explain(run: Run, shared: ModelSpec, truth: Reference, rounding: Envelope, e
                                                    np.dtype(run.dtype).type, textbook=True, fd_slopes=[True],
                                                    conventions=departed)
             stack.append(Reference(FD_TWIN, run.dtype, losses, kept, 0.0))
+        if ulps is not None:  # Adam's first steps take sign(g): rounding alone can flip one, under any convention
+            seeds = [(zlib.crc32(repr((own, j)).encode()), ulps) for j in range(MC_TRAJECTORIES)]
+            found = Oracle(own).train([params] * MC_TRAJECTORIES, x, y, len(truth.losses),
+                                      sorted(truth.checkpoints), np.dtype(run.dtype).type, textbook=True,
+                                      fd_slopes=[not exact(run.impl)] * MC_TRAJECTORIES, conventions=departed,
+                                      noise=seeds)
+            stack += [Reference(f"{SAMPLED} {j}", run.dtype, losses, kept, 0.0)
+                      for j, (losses, _, kept) in enumerate(found)]
         rounding = wider(rounding, envelope(under_all, stack))
-    if first_divergence(run, *_tables(run, under_all, rounding, end)).step is not None:
-        return None
+    apart = first_divergence(run, *_tables(run, under_all, rounding, end)).step
+    if apart is not None and (oracle is None or relu_branch(run, under_all.checkpoints, oracle, x, apart) is None):
+        return None  # (a run that follows its conventions up to a relu branch rounding chose is explained)
     shown = []
     for key, value in departed.items():
         alone = _truth_under(shared, {key: value}, truth, params, x, y)

@@ -22,7 +22,7 @@ import pandas as pd
 from harness.checks.arrays import rel_diff
 from harness.checks.gradcheck import loss_and_grads, teacher_forced
 from harness.checks.updates import ExpectedUpdates
-from harness.checks.trajectory import RELU_BRANCH, Divergence
+from harness.checks.trajectory import RELU_BRANCH, Divergence, relu_branch
 from harness.running.runs import Run
 from harness.truth.oracle import EXTENDED, Oracle
 from harness.truth.tolerances import REPRODUCE_ULPS
@@ -85,23 +85,6 @@ def name_cause(found: Divergence, run: Run, losses: pd.DataFrame, params: pd.Dat
         worst["param"] = "loss"
     _name(found, int(worst.step), str(worst.param), float(worst.rel_err), float(worst.allowed))
     return found
-
-
-def relu_branch(run: Run, truth: Mapping[int, Params], oracle: Oracle, x: np.ndarray, step: int
-                ) -> tuple[int, str, float, float] | None:
-    """(checkpoint, "layer i", the truth's pre-activation there, 0) where the run's state and the truth's put a
-    relu pre-activation on two sides of 0, at the last checkpoint before ``step`` or at ``step`` itself; None
-    where they take the same branches. Past such a state the two follow different pieces of a piecewise
-    function, so their distance says nothing about the implementation (rounding decided the side)."""
-    relu = [i for i, act in enumerate(oracle.spec.activations) if act == "relu"]
-    before = max((k for k in run.result.checkpoints if k < step), default=None)
-    for k in sorted({k for k in (before, step) if k is not None and k in run.result.checkpoints and k in truth}):
-        exact, mine = oracle.preactivations(truth[k], x), oracle.preactivations(run.state(k), x)
-        for i in relu:
-            apart = (exact[i] > 0) != (mine[i] > 0)
-            if np.any(apart):
-                return k, f"relu layer {i}", float(np.min(np.abs(exact[i][apart]))), 0.0
-    return None
 
 
 def _name(found: Divergence, step: int, param: str, rel: float, allowed: float) -> None:

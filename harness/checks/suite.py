@@ -179,7 +179,7 @@ def follow(config, roster: Roster, oracle: Oracle, trained: Trained, run: Run, p
             rounding = trained.sampled_envelope(config.spec(run.dtype), params, x, y, ulps, not exact(run.impl))
             losses, params_err = loss_table(run, truth, rounding, end), param_table(run, truth, rounding, end)
             div = first_divergence(run, losses, params_err)
-            shown = explain(run, config.spec(run.dtype), truth, rounding, end, params, x, y) \
+            shown = explain(run, config.spec(run.dtype), truth, rounding, end, params, x, y, ulps, oracle) \
                 if div.step is not None else None
     div.unresolved_at = unresolved
     div.nonfinite_at, div.oracle_nonfinite_at = run.nonfinite_at, truth.nonfinite_at

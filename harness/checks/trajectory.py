@@ -10,15 +10,16 @@ run or of any reference run.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
 
 from harness.running.runs import Run
 from harness.truth.references import Envelope, Reference, loss_error, param_errors
-from harness.truth.oracle import NOTEBOOK_FD_STEP
+from harness.truth.oracle import NOTEBOOK_FD_STEP, Oracle
 from harness.truth.tolerances import FD_RESOLUTION, OVERFLOW_HEADROOM, trajectory_allowed
-from impls.interface import exact
+from impls.interface import Params, exact
 
 
 RELU_BRANCH = "relu branch"  # a cause: every step right, and the run and the truth on two sides of a relu kink
@@ -95,6 +96,25 @@ def param_table(run: Run, truth: Reference, rounding: Envelope, end: int) -> pd.
             rows.append({"impl": run.name, "dtype": run.dtype, "step": step, "param": name, "rel_err": err,
                          "allowed": limit})
     return pd.DataFrame(rows, columns=["impl", "dtype", "step", "param", "rel_err", "allowed"])
+
+
+def relu_branch(run: Run, truth: Mapping[int, Params], oracle: Oracle, x: np.ndarray, step: int
+                ) -> tuple[int, str, float, float] | None:
+    """(checkpoint, "layer i", the truth's pre-activation there, 0) where the run's state and the truth's put a
+    relu pre-activation on two sides of 0, at the last checkpoint before ``step``, at ``step`` itself or (a
+    divergence found by the loss between checkpoints) at the first checkpoint after it; None where they take
+    the same branches. Past such a state the two follow different pieces of a piecewise function, so their
+    distance says nothing about the implementation (rounding decided the side)."""
+    relu = [i for i, act in enumerate(oracle.spec.activations) if act == "relu"]
+    before = max((k for k in run.result.checkpoints if k < step), default=None)
+    after = min((k for k in run.result.checkpoints if k >= step), default=None)
+    for k in sorted({k for k in (before, after) if k is not None and k in truth}):
+        exact, mine = oracle.preactivations(truth[k], x), oracle.preactivations(run.state(k), x)
+        for i in relu:
+            apart = (exact[i] > 0) != (mine[i] > 0)
+            if np.any(apart):
+                return k, f"relu layer {i}", float(np.min(np.abs(exact[i][apart]))), 0.0
+    return None
 
 
 def first_divergence(run: Run, losses: pd.DataFrame, params: pd.DataFrame) -> Divergence:

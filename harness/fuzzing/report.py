@@ -34,6 +34,8 @@ def summary(title: str, rows: pd.DataFrame, reproducers: pd.DataFrame) -> str:
     causes = rows[rows.cause.astype(bool)].groupby(["verdict", "cause"]).size().rename("examples").reset_index() \
         if len(rows) else rows
     sections: dict = {"Examples by verdict": counts, "Examples by cause": causes if len(causes) else "None."}
+    if "phase" in rows:  # generated examples apart from shrinking and the final replays
+        sections["Examples by phase"] = rows.groupby("phase").size().rename("examples").reset_index()
     if failed:
         sections["Minimal reproducers"] = "\n\n".join(
             f"- {r.cause}\n\n  `{r.command}`" for r in reproducers.itertuples())

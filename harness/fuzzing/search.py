@@ -124,6 +124,7 @@ def run_shard(shard: Shard, progress: Callable[[], None] | None = None) -> Found
     extra = {reference: plugins.load(reference) for reference in shard.plugins}
     found, db = Found(), Examples(shard.database)
     ran_on = where()
+    failed: list[dict] = []  # this shard's failing rows so far: rows after the first count as shrinking
 
     @hsettings(max_examples=shard.max_examples, database=db, deadline=None, derandomize=False,
                phases=(Phase.reuse, Phase.generate, Phase.shrink), report_multiple_bugs=True, print_blob=False,
@@ -142,11 +143,12 @@ def run_shard(shard: Shard, progress: Callable[[], None] | None = None) -> Found
             verdict, cause, keys = "harness error", f"{type(exc).__name__}: {one_line(exc)}", ["harness"]
         row = {**{k: ",".join(map(str, v)) if isinstance(v, tuple) else v for k, v in chosen.items()},
                "verdict": verdict, "cause": cause, "seconds": round(time.perf_counter() - start, 3),
-               "shard": shard.seed, **ran_on}
+               "shard": shard.seed, "phase": "replay" if final else "shrink" if failed else "generate", **ran_on}
         found.rows.append(row)
         if progress is not None:
             progress()
         if verdict in FAILING:
+            failed.append(row)  # from here Hypothesis generates for at most 10 s more, then shrinks
             if final:  # Hypothesis replays each minimal failing example once more, at the end
                 found.reproducers.append({**row, "command": space.command(chosen, _named(keys, shard),
                                                                           shard.plugins)})
