@@ -22,6 +22,7 @@ from harness.running.runs import Run, checkpoint_steps
 from harness.running.training import Trained
 from harness.truth.references import envelope
 from harness.truth.oracle import Oracle
+from harness.truth.tolerances import MC_TRAJECTORIES
 from impls.interface import exact
 from impls.spec import ORACLE_DTYPE
 
@@ -167,10 +168,12 @@ def follow(config, roster: Roster, oracle: Oracle, trained: Trained, run: Run, p
     rounding = trained.envelopes[run.dtype]
     losses, params_err = loss_table(run, truth, rounding, end), param_table(run, truth, rounding, end)
     div = first_divergence(run, losses, params_err)
+    source = "the floor or 10x the reference runs' envelope"
     if div.step is not None and not exact(run.impl):  # judged again within its own method's rounding
         rounding = trained.fd_envelope(config.spec(run.dtype), params, x, y)
         losses, params_err = loss_table(run, truth, rounding, end), param_table(run, truth, rounding, end)
         div = first_divergence(run, losses, params_err)
+        source = "10x the envelope with a run by the notebook's differences"
     shown = explain(run, config.spec(run.dtype), truth, rounding, end, params, x, y) \
         if div.step is not None else None
     if div.step is not None and not shown:  # judged again within runs that round as its own kernels do
@@ -179,9 +182,10 @@ def follow(config, roster: Roster, oracle: Oracle, trained: Trained, run: Run, p
             rounding = trained.sampled_envelope(config.spec(run.dtype), params, x, y, ulps, not exact(run.impl))
             losses, params_err = loss_table(run, truth, rounding, end), param_table(run, truth, rounding, end)
             div = first_divergence(run, losses, params_err)
+            source = f"10x the envelope with {MC_TRAJECTORIES} runs in monte carlo arithmetic (kernels {ulps:.2g} ulps)"
             shown = explain(run, config.spec(run.dtype), truth, rounding, end, params, x, y, ulps, oracle) \
                 if div.step is not None else None
-    div.unresolved_at = unresolved
+    div.unresolved_at, div.allowed_by = unresolved, source
     div.nonfinite_at, div.oracle_nonfinite_at = run.nonfinite_at, truth.nonfinite_at
     div.reference_nonfinite_at = min([r.nonfinite_at for r in plain if r.nonfinite_at is not None], default=None)
     div.overflow_explained = overflow_explained(run, truth, rounding, y.size)

@@ -47,6 +47,7 @@ class Divergence:
     relu_kink: bool = False  # the cause was found at a state where a relu pre-activation is exactly 0
     diagnosis: str = ""  # what the failing step is instead (harness.checks.updates: a schedule one step late)
     unresolved_at: int | None = None  # a finite-difference run: compared up to here (resolution_horizon)
+    allowed_by: str = ""  # the envelope the run was last judged within (plain, differences, monte carlo)
 
 
 def overflow_explained(run: Run, truth: Reference, rounding: Envelope, size: int) -> bool:

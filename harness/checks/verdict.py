@@ -36,6 +36,7 @@ class Finding:
     detected_by: str = ""  # trajectory: "loss" or "parameters"
     cause: str = ""  # trajectory: what the replay names (see harness.checks.replay)
     cause_step: int | None = None  # trajectory: the state at which the cause was found
+    allowed_by: str = ""  # where the allowance at that state came from (floor, plain evaluations, monte carlo...)
     oracle_at: int | None = None  # blow-up: the truth's first non-finite loss
     reference_at: int | None = None  # blow-up: the dtype's reference runs' first non-finite loss
 
@@ -89,7 +90,7 @@ def decide(compared: list[tuple[str, str]], gradients: pd.DataFrame, divergences
         note = (relu_kink_notes or {}).get(impl, "") if bool(first.relu_kink) else ""
         findings.setdefault((impl, dtype), []).append(Finding(
             check, impl, dtype, int(first.step), str(first.param), float(first.rel), float(first.allowed), len(bad),
-            note))
+            note, allowed_by=str(first.get("allowed_by", "") or "")))
     for (check, impl, dtype), named in failed[explained].groupby(["check", "impl", "dtype"], sort=False):
         first = named.sort_values("step", kind="stable").iloc[0]
         findings.setdefault((impl, dtype), []).append(Finding(
@@ -114,7 +115,7 @@ def decide(compared: list[tuple[str, str]], gradients: pd.DataFrame, divergences
             note = (relu_kink_notes or {}).get(d.impl, "") if d.relu_kink else d.diagnosis
             findings[key].append(Finding("trajectory", d.impl, d.dtype, d.step, d.param, d.rel, d.allowed,
                                          detail=note, detected_by=d.detected_by, cause=d.cause,
-                                         cause_step=d.cause_step))
+                                         cause_step=d.cause_step, allowed_by=d.allowed_by))
     for key, line in notebook_misses.items():
         findings.setdefault(key, []).append(Finding("notebook", *key, detail=line))
     for key, found in faults.items():

@@ -87,11 +87,16 @@ def failure_line(f: Finding) -> str:
         where = f"{f.cause} of {f.param} at step {f.cause_step}" if f.param else f.cause
         note = f"; {f.detail}" if f.detail else ""
         return (f"trajectory: {who} diverges at step {f.step} (by its {f.detected_by}); first disagreement: {where},"
-                f" {_exceeds('relative error', f.rel, f.allowed, '.3e')}{note}")
+                f" {_exceeds('relative error', f.rel, f.allowed, '.3e')}{_source(f)}{note}")
     what = "relative error" if f.check != "update" else "error relative to the step"
     note = f"; {f.detail}" if f.detail else ""
-    return (f"{f.check}: {who} step {f.step} {f.param}: {_exceeds(what, f.rel, f.allowed, '.1e')}"
+    return (f"{f.check}: {who} step {f.step} {f.param}: {_exceeds(what, f.rel, f.allowed, '.1e')}{_source(f)}"
             f" ({f.count} values out of tolerance){note}")
+
+
+def _source(f: Finding) -> str:
+    """Where the allowance at that state came from, when something was measured there."""
+    return f" (allowed by {f.allowed_by})" if f.allowed_by and f.allowed_by != "floor" else ""
 
 
 def _exceeds(what: str, rel: float, allowed: float, digits: str) -> str:
