@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from impls.interface import Unavailable
-from impls.np_notebook import ACTIVATION, LOSS, NotebookNumpy, prime
+from impls.np_notebook import ACTIVATION, LOSS, NotebookNumpy, bce_logits, prime
 from impls.spec import ModelSpec
 
 
@@ -30,6 +30,8 @@ class NumpyFiniteDiff(NotebookNumpy):
         super().__init__(spec)
 
     def output_delta(self, z: np.ndarray, out: np.ndarray, y: np.ndarray) -> np.ndarray:
+        if self.spec.loss == "bce":  # the spec's bce is a function of the logits, so it is differenced there:
+            return prime(lambda v: bce_logits(v, y), z)  # log(1 - y_hat) overflows once y_hat rounds to 1
         loss = LOSS[self.spec.loss]
         return prime(lambda v: loss(v, y), out) * prime(ACTIVATION[self.spec.activations[-1]], z)
 

@@ -138,3 +138,12 @@ def test_a_convention_run_is_explained_up_to_a_relu_branch_rounding_chose():
                              loss="bce", reduction="mean", dataset="parity:4", dtype=("float64",), seed=3600,
                              lr=0.01, steps=250, check_every=25, optimizer="adam")
     assert verdicts["numpy-fd"].status == "convention", outcome.failures
+
+
+def test_numpy_fd_differences_bce_of_the_logits_as_the_spec_defines_it():
+    # fuzz seed 61207, a bug of this project's numpy-fd: it differenced bce of its predictions, and once a sigmoid
+    # output rounds to 1, log(1 - y_hat) is not finite (its gradients were, where the truth's are finite)
+    outcome, verdicts = _run(impls=("numpy-fd",), layers=(5, 49, 41, 41, 1),
+                             activations=("relu", "identity", "tanh", "sigmoid"), loss="bce", dataset="parity:5",
+                             dtype=("float64",), seed=0, lr=0.1, steps=20, check_every=2)
+    assert verdicts["numpy-fd"].passed, outcome.failures

@@ -235,8 +235,9 @@ class Oracle:
         else:
             per_element = (y - out) * (y - out) / 2
             delta = (out - y) * slope(self.spec.depth - 1, self.spec.activations[-1], z, out)
-        if fd_step is not None:  # the notebook's prime(loss_fn, y_pred) times prime(activation, z)
-            delta = _loss_difference(self.spec.loss, out, y, dtype(fd_step), rng) * slopes[-1]
+        if fd_step is not None:  # the notebook's prime(loss_fn, y_pred) times prime(activation, z); bce's of z
+            delta = _logit_difference(z, y, dtype(fd_step), rng) if self.spec.loss == "bce" else \
+                _loss_difference(self.spec.loss, out, y, dtype(fd_step), rng) * slopes[-1]
         if self.spec.reduction == "mean":
             delta = delta / dtype(y.size)
         grads, scale = {}, {}
@@ -410,8 +411,8 @@ class Oracle:
                 delta = out - y if bce else (out - y) * slope(depth - 1, z, out)
                 if by_difference:  # the notebook's prime(loss_fn, y_pred) too: a difference of the loss's values
                     for j in by_difference:
-                        delta[j] = (_loss_difference(self.spec.loss, out[j], y, fd_h, rngs.get(j))
-                                    * slope(depth - 1, z, out)[j])
+                        delta[j] = _logit_difference(z[j], y, fd_h, rngs.get(j)) if bce else \
+                            _loss_difference(self.spec.loss, out[j], y, fd_h, rngs.get(j)) * slope(depth - 1, z, out)[j]
                 if mean:
                     delta = delta / size
                 for i in range(depth - 1, -1, -1):
@@ -449,6 +450,14 @@ def _difference_slope(name: str, z: np.ndarray, h, relu0: float, rng: np.random.
     f = ACTIVATIONS[name]
     found = (_rounded(f(z + h), rng) - _rounded(f(z - h), rng)) / (2 * h)
     return np.where(z == 0, z.dtype.type(relu0), found) if name == "relu" else found
+
+
+def _logit_difference(z: np.ndarray, y: np.ndarray, h, rng: np.random.Generator | None = None) -> np.ndarray:
+    """d bce / d z by the notebook's central difference of the spec's stable bce of the logits."""
+    def per_element(v):
+        return _softplus(v) - y * v
+    with np.errstate(all="ignore"):
+        return (_rounded(per_element(z + h), rng) - _rounded(per_element(z - h), rng)) / (2 * h)
 
 
 def _loss_difference(loss: str, out: np.ndarray, y: np.ndarray, h, rng: np.random.Generator | None = None
