@@ -15,7 +15,6 @@ is judged as any other (its replay names the cause).
 """
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -25,8 +24,8 @@ from harness.running.roster import FRAMEWORK_DEFAULTS
 from harness.running.runs import Run
 from harness.truth.optimizers import RELU_CONVENTION, conventions_of, departures
 from harness.truth.oracle import EXTENDED, Oracle
-from harness.truth.references import FD_TWIN, SAMPLED, TRUTH, Envelope, Reference, ReferenceJob, envelope, wider
-from harness.truth.tolerances import MC_TRAJECTORIES
+from harness.truth.references import (FD_TWIN, TRUTH, Envelope, Reference, ReferenceJob, envelope, sampled_runs,
+                                      wider)
 from impls.interface import TrainResult, exact
 from impls.spec import ModelSpec
 PHRASES = {  # how the report names each departure
@@ -89,13 +88,8 @@ def explain(run: Run, shared: ModelSpec, truth: Reference, rounding: Envelope, e
                                                    conventions=departed)
             stack.append(Reference(FD_TWIN, run.dtype, losses, kept, 0.0))
         if ulps is not None:  # Adam's first steps take sign(g): rounding alone can flip one, under any convention
-            seeds = [(zlib.crc32(repr((own, j)).encode()), ulps) for j in range(MC_TRAJECTORIES)]
-            found = Oracle(own).train([params] * MC_TRAJECTORIES, x, y, len(truth.losses),
-                                      sorted(truth.checkpoints), np.dtype(run.dtype).type, textbook=True,
-                                      fd_slopes=[not exact(run.impl)] * MC_TRAJECTORIES, conventions=departed,
-                                      noise=seeds)
-            stack += [Reference(f"{SAMPLED} {j}", run.dtype, losses, kept, 0.0)
-                      for j, (losses, _, kept) in enumerate(found)]
+            stack += sampled_runs(replace(own, dtype=run.dtype), params, x, y, len(truth.losses),
+                                  sorted(truth.checkpoints), ulps, not exact(run.impl), departed)
         rounding = wider(rounding, envelope(under_all, stack))
     apart = first_divergence(run, *_tables(run, under_all, rounding, end)).step
     if apart is not None and (oracle is None or relu_branch(run, under_all.checkpoints, oracle, x, apart) is None):

@@ -3,6 +3,7 @@ single update against the truth's rule fed its own gradient, and gradients again
 forward pass."""
 from __future__ import annotations
 
+import functools
 from typing import Mapping
 
 import numpy as np
@@ -109,11 +110,17 @@ def relu_convention(impl: Implementation, oracle: Oracle, params: Params, x, y, 
     stated = conventions_of(impl).get(RELU_CONVENTION, "0")
     if float(stated) == 0:
         return ""
-    under = Oracle(oracle.spec, float(stated)).truth(params, x, y)
+    under = _oracle_under(oracle.spec, float(stated)).truth(params, x, y)
     ref = under.loss if name == "loss" else under.grads[name]
     if error_row(got, ref, dtype, under.scale[name])["rel"] <= limit:
         return phrase(RELU_CONVENTION, stated)
     return ""
+
+
+@functools.lru_cache(maxsize=8)
+def _oracle_under(spec, relu0: float) -> Oracle:
+    """One oracle per spec and stated relu'(0), so its truths are cached across the rows of a state."""
+    return Oracle(spec, relu0)
 
 
 def plain_errors(oracle: Oracle, params: Params, x, y, dtype: str, exact_grads: bool, truth) -> dict[str, float]:

@@ -13,7 +13,6 @@ that would fail pay for it. An implementation without ``kernel`` (a plugin) keep
 """
 from __future__ import annotations
 
-import zlib
 from typing import Mapping
 
 import numpy as np
@@ -21,6 +20,7 @@ import numpy as np
 from harness.checks.arrays import along, error_row, fd_directions, finite_difference_grads
 from harness.running.remote import batched
 from harness.truth.oracle import ACTIVATIONS, EXTENDED, NOTEBOOK_FD_STEP, Oracle
+from harness.truth.references import seed_of
 from harness.truth.tolerances import KERNEL_ULPS, MC_SAMPLES, MONTE_CARLO, VS_REFERENCE
 from impls.interface import Implementation, Params, exact
 
@@ -47,11 +47,6 @@ def kernel_ulps(impl: Implementation, oracle: Oracle, params: Params, x: np.ndar
             ulps = np.abs(np.asarray(value, EXTENDED) - exact) / spacing
         worst = max(worst, float(np.nanmax(ulps, initial=0.0)))
     return worst if worst <= KERNEL_ULPS.times else None
-
-
-def seed_of(spec, step: int) -> int:
-    """The Monte Carlo seed of one state: from the run's spec and the step, so reruns are byte-identical."""
-    return zlib.crc32(repr((spec, step)).encode())
 
 
 def monte_carlo(oracle: Oracle, params: Params, x: np.ndarray, y: np.ndarray, dtype: str, ulps: float, seed: int,
@@ -92,8 +87,6 @@ def allowance(impl: Implementation, oracle: Oracle, params: Params, x, y, dtype:
     spread = monte_carlo(oracle, params, x, y, dtype, ulps, seed_of(oracle.spec, step), truth, exact(impl))
     return ({k: MONTE_CARLO.times * v for k, v in spread.items()},
             f"monte carlo: {MC_SAMPLES} samples, kernels {ulps:.2g} ulps off (measured), x{MONTE_CARLO.times:g}")
-
-
 
 
 class _PlainForward:

@@ -1,7 +1,6 @@
 """Training: the truth, the reference runs in each dtype, and every implementation's native loop."""
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -11,8 +10,8 @@ from harness.running.roster import Roster
 from harness.running.plugins import run_faults
 from harness.running.runs import OracleWorkers, Run, checkpoint_steps, oracle_workers, slots, train_all
 from harness.truth.oracle import Oracle
-from harness.truth.references import FD_TWIN, SAMPLED, TRUTH, Envelope, Reference, ReferenceJob, envelope, wider
-from harness.truth.tolerances import MC_TRAJECTORIES
+from harness.truth.references import (FD_TWIN, TRUTH, Envelope, Reference, ReferenceJob, envelope, sampled_runs,
+                                      wider)
 from impls.spec import ORACLE_DTYPE
 
 
@@ -48,13 +47,8 @@ class Trained:
         the envelope without them; seeded from the spec, so a rerun is identical."""
         key = (spec.dtype, round(ulps, 3), by_difference)
         if key not in self.sampled:
-            dtype = np.dtype(spec.dtype).type
-            seeds = [(zlib.crc32(repr((spec, j)).encode()), ulps) for j in range(MC_TRAJECTORIES)]
-            found = Oracle(spec).train([params] * MC_TRAJECTORIES, x, y, len(self.truth.losses),
-                                       sorted(self.truth.checkpoints), dtype, textbook=True,
-                                       fd_slopes=[by_difference] * MC_TRAJECTORIES, noise=seeds)
-            runs = [Reference(f"{SAMPLED} {j}", spec.dtype, losses, checkpoints, 0.0)
-                    for j, (losses, _, checkpoints) in enumerate(found)]
+            runs = sampled_runs(spec, params, x, y, len(self.truth.losses), sorted(self.truth.checkpoints), ulps,
+                                by_difference)
             base = self.fd_envelope(spec, params, x, y) if by_difference else self.envelopes[spec.dtype]
             self.sampled[key] = wider(base, envelope(self.truth, runs))
         return self.sampled[key]

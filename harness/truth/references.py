@@ -25,6 +25,7 @@ within ``ROUNDING_FACTOR`` times it (``harness.truth.tolerances``).
 from __future__ import annotations
 
 import time
+import zlib
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Mapping
@@ -33,6 +34,7 @@ import numpy as np
 
 from harness.truth.optimizers import DECAY_FORMS
 from harness.truth.oracle import EXTENDED, Oracle
+from harness.truth.tolerances import MC_TRAJECTORIES
 from impls.spec import ORACLE_DTYPE, ModelSpec
 
 TRUTH = "oracle"  # the longdouble run
@@ -124,6 +126,23 @@ class ReferenceJob:
             return False
         d = np.dtype(self.dtype).type
         return any(d(1) - d(b) != d(1 - b) for b in (self.spec.beta1, self.spec.beta2))
+
+
+def seed_of(spec: ModelSpec, index: int) -> int:
+    """A Monte Carlo seed from the run's spec and an index (a step, a run), so a rerun is byte-identical."""
+    return zlib.crc32(repr((spec, index)).encode())
+
+
+def sampled_runs(spec: ModelSpec, params, x, y, steps: int, record, ulps: float, by_difference: bool,
+                 conventions: Mapping[str, str] | None = None) -> list[Reference]:
+    """``MC_TRAJECTORIES`` runs of the oracle's loop in ``spec.dtype`` in Monte Carlo arithmetic (every tanh and
+    sigmoid output up to ``ulps`` off each step, products by half an ulp of their terms; slopes by the notebook's
+    differences where ``by_difference``), under ``conventions`` if given, trained as one stack."""
+    seeds = [(seed_of(spec, j), ulps) for j in range(MC_TRAJECTORIES)]
+    found = Oracle(spec).train([params] * MC_TRAJECTORIES, x, y, steps, record, np.dtype(spec.dtype).type,
+                               textbook=True, fd_slopes=[by_difference] * MC_TRAJECTORIES,
+                               conventions=conventions, noise=seeds)
+    return [Reference(f"{SAMPLED} {j}", spec.dtype, losses, kept, 0.0) for j, (losses, _, kept) in enumerate(found)]
 
 
 def loss_error(losses: np.ndarray, target: np.ndarray, truth: np.ndarray) -> np.ndarray:
