@@ -1,15 +1,17 @@
 """python -m harness.fuzz [--impls ...] [--impl MODULE:ATTR] [--dtype float64,float32] [--max-examples 100]
-    [--time-budget SECONDS] [--max-steps 500] [--seed 0] [--shards N] [--jobs 1 | --scheduler tcp://HOST:PORT]
+    [--time-budget SECONDS] [--shrink-budget SECONDS] [--max-steps 500] [--seed 0] [--shards N] [--jobs 1 | --scheduler tcp://HOST:PORT]
     [--out DIR] [--overwrite] [--quiet]
 
 Differential fuzzing: Hypothesis searches the space of valid configurations
 (``harness.fuzzing.space``: depth, widths, activations, loss and reduction,
 dataset, dtype, seed, learning rate, steps, optimizer and schedule); each
-example is a full comparison against the oracle, and each disagreement is
-shrunk to a minimal configuration, printed as a ready-to-run
-``python -m harness.compare`` line. The search is split into ``--shards``
-independent seeded searches, run by local processes (``--jobs``) or on a Dask
-cluster (``--scheduler``): the rows are the same either way.
+example is a full comparison against the oracle. The search is split into
+``--shards`` independent seeded searches that generate all their examples,
+failures or not; then each distinct failure (an implementation and the check it
+failed) is shrunk once to a minimal configuration, printed as a ready-to-run
+``python -m harness.compare`` line. Shards and shrink tasks run in local
+processes (``--jobs``) or on a Dask cluster (``--scheduler``): the rows are the
+same either way.
 Writes fuzz.csv, summary.md, meta.json and the examples database (replayed
 first when the same --out is fuzzed again).
 Exit codes: 0 no disagreement, 1 a disagreement (or a crash) was found, 2 bad usage, 3 an internal error,
@@ -29,8 +31,8 @@ from tqdm import tqdm
 
 from harness import internal
 from harness.config import UsageError, repeated
-from harness.fuzzing import report, space
-from harness.fuzzing.search import Shard, run_shard
+from harness.fuzzing import campaign, report, space
+from harness.fuzzing.search import Shard
 from harness.meta import run_metadata
 from harness.reporting import results
 from harness.running import plugins
@@ -46,11 +48,15 @@ class Plan:
     scheduler: str | None
     out: Path
     quiet: bool
+    database: dict
 
 
 # Compiles each new network for 7 to 18 s (torch.compile of a while_loop, never cached): named, it fuzzes too,
 # but by default it would spend most of a search compiling.
 SLOW_TO_BUILD = ("torch-loop",)
+# Each distinct failure is shrunk for at most this long: most reach their minimum in 1 to 3 minutes (an example
+# takes about 12 s with every implementation), and Hypothesis itself gives up after 5.
+SHRINK_SECONDS = 300.0
 
 
 def parse(argv: list[str] | None) -> Plan:
@@ -60,7 +66,10 @@ def parse(argv: list[str] | None) -> Plan:
     parser.add_argument("--impl", action="append", default=[], metavar="MODULE:ATTR", help="your own (repeatable)")
     parser.add_argument("--dtype", default=",".join(DTYPES), help="dtypes an example may take (default: both)")
     parser.add_argument("--max-examples", type=int, default=100, help="examples searched in all (default: 100)")
-    parser.add_argument("--time-budget", type=float, default=None, help="seconds after which no new example starts")
+    parser.add_argument("--time-budget", type=float, default=None,
+                        help="seconds after which no new example is generated (shrinking still runs)")
+    parser.add_argument("--shrink-budget", type=float, default=SHRINK_SECONDS,
+                        help=f"seconds each failure is shrunk for at most (default: {SHRINK_SECONDS:g})")
     parser.add_argument("--max-steps", type=int, default=space.MAX_STEPS, help="longest run (default: 500)")
     parser.add_argument("--seed", type=int, default=0, help="the search's seed (default: 0)")
     parser.add_argument("--shards", type=int, default=None, help="independent searches (default: --jobs)")
@@ -86,8 +95,9 @@ def parse(argv: list[str] | None) -> Plan:
                              ("--max-steps", args.max_steps, space.MIN_STEPS), ("--shards", args.shards or 1, 1)):
         if value < low:
             raise UsageError(f"{flag} must be >= {low}, got {value}")
-    if args.time_budget is not None and not 0 < args.time_budget < math.inf:
-        raise UsageError(f"--time-budget must be a number of seconds > 0, got {args.time_budget}")
+    for flag, budget in (("--time-budget", args.time_budget), ("--shrink-budget", args.shrink_budget)):
+        if budget is not None and not 0 < budget < math.inf:
+            raise UsageError(f"{flag} must be a number of seconds > 0, got {budget}")
     for reference in args.impl:
         try:
             plugins.load(reference)
@@ -100,8 +110,8 @@ def parse(argv: list[str] | None) -> Plan:
     per_shard = math.ceil(args.max_examples / count)
     deadline = None if args.time_budget is None else time.time() + args.time_budget
     shards = [Shard(args.seed * 1000 + i, per_shard, deadline, impls, tuple(args.impl), dtypes, args.max_steps,
-                    database) for i in range(count)]
-    return Plan(shards, args.jobs, args.scheduler, out, args.quiet)
+                    args.shrink_budget) for i in range(count)]
+    return Plan(shards, args.jobs, args.scheduler, out, args.quiet, database)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,35 +135,29 @@ def _fuzz(plan: Plan, pool) -> int:
     if not plan.quiet:
         print(f"harness.fuzz: up to {total} examples in {len(plan.shards)} shard(s) on {ran_on};"
               f" results go to {plan.out}", file=sys.stderr, flush=True)
-    # one tick per example where the search runs here, one per shard where it runs elsewhere
-    bar = tqdm(total=total if pool.in_process else len(plan.shards), unit="example" if pool.in_process else "shard",
-               disable=plan.quiet or not sys.stderr.isatty(), file=sys.stderr)
+    # one tick per example where the search runs here (shrinking runs past the total); none elsewhere
+    bar = tqdm(total=total if pool.in_process else None, unit="example",
+               disable=plan.quiet or not sys.stderr.isatty() or not pool.in_process, file=sys.stderr)
     try:
-        found = pool.run(_tracked, plan.shards, bar if pool.in_process else None)
-        if not pool.in_process:
-            bar.update(len(plan.shards))
+        found = campaign.run(plan.shards, pool, plan.database, bar.update)
     finally:
         pool.close()
         bar.close()
-    rows = pd.DataFrame([r for f in found for r in f.rows])
-    reproducers = pd.DataFrame([r for f in found for r in f.reproducers], columns=[*rows.columns, "command"])
+    rows = pd.DataFrame(found.rows)
+    reproducers = pd.DataFrame(found.reproducers, columns=[*rows.columns, "command"])
     shard = plan.shards[0]
     title = f"harness.fuzz: {len(rows)} examples, {len(plan.shards)} shard(s), seed {shard.seed // 1000}"
     text = report.summary(title, rows, reproducers)
     meta = {"config": {"impls": list(shard.impls), "impl": list(shard.plugins), "dtypes": list(shard.dtypes),
                        "max_examples": total, "max_steps": shard.max_steps, "shards": len(plan.shards),
+                       "shrink_budget_s": shard.shrink_seconds,
                        "seeds": [s.seed for s in plan.shards], "ran_on": ran_on},
             "environment": run_metadata()}
     written = results.write(plan.out, {"fuzz": rows, "reproducers": reproducers}, meta, text,
-                            data={report.DATABASE: report.to_json(report.merge([f.database for f in found]))})
+                            data={report.DATABASE: report.to_json(found.database)})
     print(text if not plan.quiet else ("\n".join(reproducers.command) if len(reproducers) else "PASS"))
     print(f"results: {written}")
     return 1 if len(reproducers) else 0
-
-
-def _tracked(shard: Shard, bar):
-    """One shard, ticking the progress bar after each example when it runs in this process."""
-    return run_shard(shard, None if bar is None else bar.update)
 
 
 if __name__ == "__main__":

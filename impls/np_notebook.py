@@ -45,8 +45,9 @@ def relu(x: np.ndarray) -> np.ndarray:
 
 
 def relu_prime(y: np.ndarray) -> np.ndarray:
-    """Derivative in terms of the output: H(z) with H(0) = 0."""
-    return 1 * (y > 0)
+    """Derivative in terms of the output: H(z) with H(0) = 0. The notebook's ``1 * (y > 0)`` is an int64 array,
+    which NumPy promotes float32 to float64 with: in y's dtype, so a float32 run stays float32."""
+    return (y > 0).astype(y.dtype)
 
 
 def tanh(x: np.ndarray) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from impls.np_backprop import NumpyBackprop
+from impls.np_optim import NumpyOptimizer
 
 WIDE = 8  # WideLayerBug is wrong in layers wider than this
 
@@ -52,3 +53,21 @@ class MeanBug(NumpyBackprop):
             last = f"b{self.spec.depth - 1}"
             grads[last] = grads[last] * y.size
         return grads
+
+
+class _LateSchedule(NumpyOptimizer):
+    """The staircase schedule one step late: step k * decay_every still takes the undecayed rate."""
+
+    def lr(self) -> np.floating:
+        if self.spec.schedule == "step":
+            return self.lr0 * self.decay_factor ** (max(self.t - 1, 0) // self.spec.decay_every)
+        return self.lr0
+
+
+class TwoBugs(Float32Bug):
+    """Float32Bug's gradient, and a schedule one step late: two bugs of one implementation, two reproducers."""
+
+    name = "two-bugs"
+
+    def optimizer(self) -> NumpyOptimizer:
+        return _LateSchedule(self.spec, self.dtype)

@@ -41,6 +41,18 @@ def test_a_planted_bug_is_found_and_shrunk_to_its_trigger(tmp_path, monkeypatch,
     assert minimal.steps == 20 and minimal.dataset == "xor" and minimal.lr == 0.001 and minimal.seed <= 1
     assert minimal.command.startswith("python -m harness.compare --impls numpy --impl tests.broken_fuzz:")
     assert (rows.verdict == "pass").any()  # right elsewhere: the search had to look for it
+    assert (rows.phase == "generate").sum() == 25  # a failure does not end the search: every example is drawn
+
+
+def test_two_bugs_of_one_implementation_give_two_reproducers(tmp_path, monkeypatch):
+    monkeypatch.setattr(remote, "ENABLED", False)
+    code, rows, reproducers = _fuzz(tmp_path, "--impls", "", "--impl", "tests.broken_fuzz:TwoBugs")
+    assert code == 1 and len(reproducers) == 2, reproducers
+    by_check = {r.cause.split(": ")[1].split(" at ")[0]: r for _, r in reproducers.iterrows()}
+    assert set(by_check) == {"teacher-forced", "update"}, by_check
+    gradient, schedule = by_check["teacher-forced"], by_check["update"]
+    assert gradient["dtype"] == "float32" and gradient.layers == "2,1" and gradient.schedule != "step"
+    assert schedule["dtype"] == "float64" and schedule.schedule == "step"  # the other bug, shrunk on its own
 
 
 def test_a_rerun_replays_the_failures_it_kept_first(tmp_path, monkeypatch):
@@ -69,7 +81,7 @@ def test_conventions_are_classified_from_the_verdict_status_not_text():
     assert classify(outcome)[0] == "convention"
     outcome.verdicts.append(Verdict("mine", "float64", "fail", (bug,)))
     verdict, cause, keys = classify(outcome)
-    assert verdict == "fail" and cause == "mine float64: update at step 3 w0" and keys == ["mine"]
+    assert verdict == "fail" and cause == "mine float64: update at step 3 w0" and keys == [("mine", "update")]
     # a failure whose note mentions relu'(0) is still a failure: nothing is decided from text
     noted = Finding("teacher-forced", "numpy-fd", "float64", 0, "b0", 0.4, 1e-6,
                     detail="a relu pre-activation is exactly 0 at this state, where numpy-fd takes relu'(0) = 0.5")

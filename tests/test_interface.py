@@ -119,3 +119,13 @@ def test_jax_runs_equal_segments_as_one_call():
 
     assert segments([0, 1000, 2000, 2999, 3000], 3000) == [(0, 1000, 2), (2000, 999, 1), (2999, 1, 1)]
     assert segments([], 5) == [(0, 5, 1)]
+
+
+@pytest.mark.parametrize("name, dtype", CASES, ids=[f"{n}-{d}" for n, d in CASES])
+def test_a_relu_network_keeps_the_spec_dtype_inside(name, dtype, data, notebook_params):
+    """Found by the fuzzer: numpy's relu' was an int64 array, which made a float32 run compute in float64 past its
+    first relu (the worker's cast at the boundary hid it; a plugin built on numpy was called faulty)."""
+    impl = make(name, ModelSpec(dtype=dtype, activations=("relu", "relu")))
+    x, y = data
+    _, grads = impl.loss_and_grads(_frozen(notebook_params), x, y)
+    assert {g.dtype for g in grads.values()} == {np.dtype(dtype)}

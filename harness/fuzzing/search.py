@@ -1,11 +1,12 @@
-"""One search shard: Hypothesis draws configurations, each is compared in full, and a disagreement is shrunk.
+"""The fuzzer's two stages: seeded shards generate configurations and compare each in full; then every distinct
+failure is shrunk on its own.
 
 Every example runs ``harness.compare`` on the chosen implementations and is
 classified from its verdicts (never from text):
 
-- ``fail`` / ``faulty``: an implementation failed or crashed: Hypothesis shrinks
-  the example, and the smallest configuration in which the same implementation
-  still fails is the reproducer (one per failing implementation);
+- ``fail`` / ``faulty``: an implementation failed or crashed. The failure's key
+  is the implementation and the first check it failed (a trajectory's cause),
+  so a bug in its gradient and one in its optimizer are shrunk apart;
 - ``convention``: the verdict's status: runs parted only by what an
   implementation states (an optimizer convention, or relu'(0) at a state where a
   relu input is exactly 0), each checked by rerunning the truth under it: not a failure;
@@ -14,10 +15,17 @@ classified from its verdicts (never from text):
 - ``pass``; ``invalid`` when nothing could be compared (every implementation
   declined the configuration).
 
-A shard is deterministic: its seed fixes what it draws, and the examples
-database it starts from (failures of earlier runs, replayed first) travels
-with it as plain bytes, so a shard gives the same rows in this process, in a
-local worker or on a Dask worker.
+Generation never stops at a failure: a shard draws all its examples and keeps,
+for each failure key, the choices of the first example that showed it. Shrinking
+then starts from those choices (one task per key, however many shards saw it):
+Hypothesis looks for the smallest configuration in which the same
+implementation still fails the same check, and replays it once more; that is the
+reproducer. Failures kept from an earlier run (the examples database) are
+replayed before anything else.
+
+A stage is deterministic: a shard's seed fixes what it draws, and a shrink task
+carries its starting choices and database as plain bytes, so the rows are the
+same in this process, in a local worker or on a Dask worker.
 """
 from __future__ import annotations
 
@@ -27,7 +35,7 @@ from typing import Callable
 
 from hypothesis import HealthCheck, Phase, given, reject, seed, settings as hsettings
 from hypothesis.control import current_build_context
-from hypothesis.database import ExampleDatabase
+from hypothesis.database import ExampleDatabase, choices_to_bytes
 from hypothesis.errors import Unsatisfiable
 
 from harness.checks.verdict import CONVENTION, FAIL, FAULTY, PASS
@@ -38,18 +46,25 @@ from harness.running.executors import where
 from harness.running.guard import one_line
 
 FAILING = ("fail", "faulty", "harness error")
+# Where the shrink stage keeps minimal failures in the examples database (Hypothesis's primary corpus), and where
+# it puts the choices a shrink task starts from (its secondary corpus: replayed and then shrunk; a primary entry
+# that still fails as it was is taken as already minimal and is not shrunk again).
+KEY = b"harness.fuzz"
+START = KEY + b".secondary"
+
+Key = tuple[str, str]  # (implementation, the check it failed)
 
 
 class Disagreement(AssertionError):
-    """An example that fails; one subclass per failing implementation, so Hypothesis shrinks each on its own."""
+    """An example that fails; one subclass per failure key, so Hypothesis shrinks each on its own."""
 
 
-_KINDS: dict[str, type] = {}
+_KINDS: dict[Key, type] = {}
 
 
-def _kind(key: str) -> type:
+def _kind(key: Key) -> type:
     if key not in _KINDS:
-        _KINDS[key] = type(f"Disagreement[{key}]", (Disagreement,), {"key": key})
+        _KINDS[key] = type(f"Disagreement[{' '.join(key)}]", (Disagreement,), {"key": key})
     return _KINDS[key]
 
 
@@ -76,36 +91,47 @@ class Shard:
 
     seed: int
     max_examples: int
-    deadline: float | None  # time.time() after which no new example starts (the final replay still runs)
+    deadline: float | None  # time.time() after which no new example is generated
     impls: tuple[str, ...]
     plugins: tuple[str, ...] = ()
     dtypes: tuple[str, ...] = space.DTYPES
     max_steps: int = space.MAX_STEPS
-    database: dict = field(default_factory=dict)
+    shrink_seconds: float | None = None  # per shrink task: no new shrinking step after this long
+
+
+@dataclass(frozen=True)
+class Shrink:
+    """One shrink task: the failure key it keeps (None: any failure), the database it starts from, its shard."""
+
+    key: Key | None
+    database: dict
+    shard: Shard
 
 
 @dataclass
 class Found:
-    """A shard's rows (one per example run), its minimal reproducers, and its database to keep."""
+    """A stage's rows (one per example run), minimal reproducers, the database to keep, and (from generation) the
+    choices of the first example that showed each failure key."""
 
     rows: list[dict] = field(default_factory=list)
     reproducers: list[dict] = field(default_factory=list)
     database: dict = field(default_factory=dict)
+    failures: dict[Key, bytes] = field(default_factory=dict)
 
 
-def classify(outcome) -> tuple[str, str, list[str]]:
-    """(verdict, cause, failing implementations) of one comparison, from the verdicts' statuses alone: the cause
-    names the first failing implementation, dtype, check and step, or the conventions that parted runs."""
+def classify(outcome) -> tuple[str, str, list[Key]]:
+    """(verdict, cause, failure keys) of one comparison, from the verdicts' statuses alone: the cause names the
+    first failing implementation, dtype, check and step, or the conventions that parted runs; a key is
+    (implementation, the first check it failed) of each failing implementation."""
     if not outcome.verdicts:
         return "invalid", "nothing compared: " + "; ".join(outcome.skipped.values()), []
     failing = [(v, f) for v in outcome.verdicts if v.status in (FAIL, FAULTY) for f in v.failing]
     if failing:
         v, f = failing[0]
-        what = f.cause if f.check == "trajectory" and f.cause else f.check
         kind = FAULTY if any(v.status == FAULTY for v, _ in failing) else FAIL
         where_ = f" at step {f.step}" if f.step is not None else ""
-        keys = sorted({x.impl for x, _ in failing})
-        return kind, f"{v.impl} {v.dtype}: {what}{where_} {f.param}".strip(), keys
+        keys = list(dict.fromkeys((x.impl, _check(x.failing[0])) for x, _ in failing))
+        return kind, f"{v.impl} {v.dtype}: {_check(f)}{where_} {f.param}".strip(), keys
     named = [f"{v.impl} {v.dtype}: {_short(f)}" for v in outcome.verdicts if v.status == CONVENTION
              for f in v.named if f.check == "convention"]
     if named:
@@ -113,47 +139,94 @@ def classify(outcome) -> tuple[str, str, list[str]]:
     return PASS, "", []
 
 
+def _check(f) -> str:
+    """The check a failure names: a trajectory's cause where it found one."""
+    return f.cause if f.check == "trajectory" and f.cause else f.check
+
+
 def _short(f) -> str:
     """A convention as the fuzz tables name it: the phrase of a one-step row, or the last of a trajectory's."""
     return f.detail if f.cause != "convention" else f.detail.split(":")[-1].strip()
 
 
-def run_shard(shard: Shard, progress: Callable[[], None] | None = None) -> Found:
-    """Search ``shard.max_examples`` configurations (fewer past ``shard.deadline``), shrinking each failure;
-    ``progress`` is called after each example (where the shard runs in the caller's process)."""
-    extra = {reference: plugins.load(reference) for reference in shard.plugins}
-    found, db = Found(), Examples(shard.database)
-    ran_on = where()
-    failed: list[dict] = []  # this shard's failing rows so far: rows after the first count as shrinking
+def _judge(chosen: dict, shard: Shard, extra: dict) -> tuple[str, str, list[Key], float]:
+    start = time.perf_counter()
+    try:
+        outcome = compare(space.config(chosen, shard.impls, shard.plugins), extra, timings=False)
+        verdict, cause, keys = classify(outcome)
+    except Exception as exc:  # noqa: BLE001 -- the harness itself failed here: a finding, shrunk like the rest
+        verdict, cause, keys = "harness error", f"{type(exc).__name__}: {one_line(exc)}", [("harness", "error")]
+    return verdict, cause, keys, round(time.perf_counter() - start, 3)
 
-    @hsettings(max_examples=shard.max_examples, database=db, deadline=None, derandomize=False,
-               phases=(Phase.reuse, Phase.generate, Phase.shrink), report_multiple_bugs=True, print_blob=False,
-               suppress_health_check=list(HealthCheck))
+
+def _row(chosen: dict, shard: Shard, phase: str, verdict: str, cause: str, seconds: float) -> dict:
+    return {**{k: ",".join(map(str, v)) if isinstance(v, tuple) else v for k, v in chosen.items()},
+            "verdict": verdict, "cause": cause, "seconds": seconds, "shard": shard.seed, "phase": phase, **where()}
+
+
+def _settings(**kwargs):
+    return hsettings(deadline=None, derandomize=False, print_blob=False, suppress_health_check=list(HealthCheck),
+                     **kwargs)
+
+
+def generate(shard: Shard, progress: Callable[[], None] | None = None) -> Found:
+    """Compare ``shard.max_examples`` drawn configurations (fewer past ``shard.deadline``), failures included,
+    and keep the choices of the first example of each failure key; ``progress`` ticks after each example."""
+    extra = {reference: plugins.load(reference) for reference in shard.plugins}
+    found = Found()
+
+    @_settings(max_examples=shard.max_examples, database=None, phases=(Phase.generate,))
+    @seed(shard.seed)
+    @given(space.settings(shard.dtypes, max_steps=shard.max_steps))
+    def example(chosen: dict) -> None:
+        if shard.deadline is not None and time.time() > shard.deadline:
+            reject()  # out of time: no new comparisons
+        verdict, cause, keys, seconds = _judge(chosen, shard, extra)
+        found.rows.append(_row(chosen, shard, "generate", verdict, cause, seconds))
+        if progress is not None:
+            progress()
+        if verdict in FAILING:
+            choices = choices_to_bytes(current_build_context().data.choices)
+            for key in keys:
+                found.failures.setdefault(key, choices)
+
+    try:
+        example()
+    except Unsatisfiable:  # every draw past the deadline
+        pass
+    return found
+
+
+def shrink(task: Shrink, progress: Callable[[], None] | None = None) -> Found:
+    """Replay the task's database, shrink what fails (as ``task.key``, or any failure where it is None) for at most
+    ``shrink_seconds``, and replay each minimal example once more: those are the reproducers."""
+    shard = task.shard
+    extra = {reference: plugins.load(reference) for reference in shard.plugins}
+    found, db = Found(), Examples(task.database)
+    stop = None if shard.shrink_seconds is None else time.time() + shard.shrink_seconds
+
+    @_settings(max_examples=max(2, len(task.database.get(START, ()))), database=db,
+               phases=(Phase.reuse, Phase.shrink), report_multiple_bugs=True)
     @seed(shard.seed)  # inside the settings: @seed alone would turn the examples database off
     @given(space.settings(shard.dtypes, max_steps=shard.max_steps))
     def example(chosen: dict) -> None:
         final = current_build_context().is_final
-        if not final and shard.deadline is not None and time.time() > shard.deadline:
-            reject()  # out of time: no new comparisons, and shrinking stops where it is
-        start = time.perf_counter()
-        try:
-            outcome = compare(space.config(chosen, shard.impls, shard.plugins), extra, timings=False)
-            verdict, cause, keys = classify(outcome)
-        except Exception as exc:  # noqa: BLE001 -- the harness itself failed here: a finding, shrunk like the rest
-            verdict, cause, keys = "harness error", f"{type(exc).__name__}: {one_line(exc)}", ["harness"]
-        row = {**{k: ",".join(map(str, v)) if isinstance(v, tuple) else v for k, v in chosen.items()},
-               "verdict": verdict, "cause": cause, "seconds": round(time.perf_counter() - start, 3),
-               "shard": shard.seed, "phase": "replay" if final else "shrink" if failed else "generate", **ran_on}
+        if not final and stop is not None and time.time() > stop:
+            reject()  # out of time: shrinking stops where it is
+        verdict, cause, keys, seconds = _judge(chosen, shard, extra)
+        row = _row(chosen, shard, "replay" if final else "shrink", verdict, cause, seconds)
         found.rows.append(row)
         if progress is not None:
             progress()
-        if verdict in FAILING:
-            failed.append(row)  # from here Hypothesis generates for at most 10 s more, then shrinks
+        kept = [k for k in keys if task.key is None or k == task.key]
+        if verdict in FAILING and kept:
             if final:  # Hypothesis replays each minimal failing example once more, at the end
-                found.reproducers.append({**row, "command": space.command(chosen, _named(keys, shard),
+                found.failures[kept[0]] = choices_to_bytes(current_build_context().data.choices)
+                found.reproducers.append({**row, "command": space.command(chosen, _named(kept[:1], shard),
                                                                           shard.plugins)})
-            raise _kind(keys[0])(cause)
+            raise _kind(kept[0])(cause)
 
+    example._hypothesis_internal_database_key = KEY  # the same key in every task and every run
     try:
         example()
     except (Disagreement, Unsatisfiable):
@@ -162,11 +235,12 @@ def run_shard(shard: Shard, progress: Callable[[], None] | None = None) -> Found
         _, unexpected = group.split(Disagreement)
         if unexpected is not None:
             raise unexpected
-    found.database = db.entries
+    found.database = {KEY: db.entries.get(KEY, set())}
     return found
 
 
-def _named(keys: list[str], shard: Shard) -> tuple[str, ...]:
-    """The built-in implementations a reproducer names: those that failed (plugins come with --impl)."""
-    named = tuple(name for name in shard.impls if name in keys)
+def _named(keys: list[Key], shard: Shard) -> tuple[str, ...]:
+    """The built-in implementations a reproducer names: the one that failed (plugins come with --impl)."""
+    failed = {impl for impl, _ in keys}
+    named = tuple(name for name in shard.impls if name in failed)
     return named or (("numpy",) if shard.plugins else ())  # a plugin alone: beside the hand-written reference
