@@ -133,6 +133,9 @@ def _compare(config: RunConfig, extra: dict[str, Factory], timings: bool) -> Out
     environment = {k: v for impl in cast.impls for k, v in getattr(impl, "environment", {}).items()}
     environment.update({f"{impl.name} {impl.spec.dtype}": impl.framework_settings for impl in cast.impls
                         if getattr(impl, "framework_settings", None)})  # e.g. keras: its backend and floatx
+    environment["matmul_precision"] = {  # what float32 products ran under, and how far the probe landed
+        f"{impl.name} {impl.spec.dtype}": {"setting": impl.matmul_precision, "probe_rel_error": impl.matmul_error}
+        for impl in cast.impls if getattr(impl, "matmul_error", None) is not None}
     return Outcome(tables, verdicts, cast.skipped, conventions,
                    {(f["impl"], f["dtype"]): f["notebook_line"] for f in checked.finals}, environment,
                    {r.name: conventions_of(r.impl) for r in checked.runs},

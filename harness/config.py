@@ -37,6 +37,7 @@ class RunConfig:
     schedule: str = ModelSpec.schedule  # constant or step
     decay_every: int = ModelSpec.decay_every
     decay_factor: float = ModelSpec.decay_factor
+    matmul_precision: str = ModelSpec.matmul_precision  # default, highest, high or medium (float32 products)
     framework_defaults: bool = False  # each native implementation on its library's own default hyperparameters
     strict: bool = False  # a stated convention (relu'(0), an optimizer's form) fails the run instead of passing
     seed: int | None = None  # None: the notebook's preset (seed 0, 648 draws skipped)
@@ -62,7 +63,7 @@ class RunConfig:
         """The model spec of this run in ``dtype`` (raises ValueError on a bad combination)."""
         return ModelSpec(self.layers, self.activations, self.loss, self.reduction, dtype, self.lr, self.device,
                          self.optimizer, self.momentum, self.beta1, self.beta2, self.eps, self.weight_decay,
-                         self.schedule, self.decay_every, self.decay_factor)
+                         self.schedule, self.decay_every, self.decay_factor, self.matmul_precision)
 
     def preset(self) -> InitPreset:
         return NOTEBOOK if self.seed is None else InitPreset(seed=self.seed)
@@ -118,6 +119,9 @@ HELP = {
     "schedule": "learning-rate schedule: constant or step (lr times --decay-factor every --decay-every steps)",
     "decay_every": "steps between two decays of the step schedule",
     "decay_factor": "factor of each decay of the step schedule",
+    "matmul_precision": "how float32 matmuls may compute: default (each framework as its users get it), highest,"
+                        " high or medium, as torch.set_float32_matmul_precision says (jax: float32,"
+                        " tensorfloat32, bfloat16)",
     "framework_defaults": "run each native implementation on its library's own default hyperparameters",
     "strict": "fail a run that parts from the spec only by a convention its implementation states (exit 1)",
     "check_every": f"steps between checkpoints (default: --steps / {CHECKPOINTS}, at least 1; 1000 for 100,000 steps)",
@@ -131,7 +135,8 @@ HELP = {
 KIND = {"impls": _csv(str), "dtype": _csv(str), "layers": _csv(int), "activations": _csv(str),
         "steps": int, "lr": float, "reduction": str, "loss": str, "dataset": str, "device": str, "seed": int,
         "check_every": int, "out": str, "optimizer": str, "momentum": float, "beta1": float, "beta2": float,
-        "eps": float, "weight_decay": float, "schedule": str, "decay_every": int, "decay_factor": float, "time_limit": float, "max_hours": float}
+        "eps": float, "weight_decay": float, "schedule": str, "decay_every": int, "decay_factor": float,
+        "matmul_precision": str, "time_limit": float, "max_hours": float}
 SHOWN = {"seed": "the notebook's preset", "out": "a new folder under results/"}
 SETTLED = ("check_every", "impls", "weight_decay")  # derived from the other options when not given
 

@@ -99,3 +99,16 @@ def check_record(steps: int, record: Sequence[int]) -> list[int]:
     if wanted and not (0 <= wanted[0] and wanted[-1] <= steps):
         raise ValueError(f"checkpoint steps must lie in 0..{steps}, got {wanted}")
     return wanted
+
+
+PROBE_DEPTH = 256  # inner dimension of the matmul probe: deep enough that a TF32 or bfloat16 pass shows
+
+
+def matmul_error(product) -> float:
+    """How far ``product(a, b)`` (a framework's float32 matmul, returning a NumPy array) lands from the exact
+    product of two fixed float32 matrices, relative to its largest entry: about 1e-7 to 1e-6 where float32
+    matmuls compute in float32, 1e-4 and above where they pass through TF32 or bfloat16."""
+    rng = np.random.default_rng(PROBE_DEPTH)
+    a, b = (rng.standard_normal((PROBE_DEPTH, PROBE_DEPTH)).astype(np.float32) for _ in range(2))
+    exact = a.astype(np.float64) @ b.astype(np.float64)  # each term exact in float64; the sum to 1e-16
+    return float(np.abs(np.asarray(product(a, b), np.float64) - exact).max() / np.abs(exact).max())

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from impls.jax_common import device_of, segments
+from impls.jax_common import device_of, matmul_setting, scope, segments
 from impls.interface import Params, TrainResult, check_record, require_dtype, require_plain_sgd
 from impls.spec import DTYPES, ModelSpec
 
@@ -105,14 +105,15 @@ class JaxGrad:
         self.spec = spec
         self.x64 = spec.dtype == "float64"
         self.device = device_of(self.name, spec.device)
+        self.matmul_precision, self.matmul_error = matmul_setting(spec, self.device)
         self._forward_jit = jax.jit(self._forward)
         self._value_and_grad = jax.jit(jax.value_and_grad(self._objective, has_aux=True))
         self._scan = jax.jit(self._run_many, static_argnums=(3, 4))
 
     @contextmanager
     def _scope(self):
-        """x64 as the dtype needs, and the spec's device, for this call only (both thread-local)."""
-        with jax.enable_x64(self.x64), jax.default_device(self.device):
+        """x64 as the dtype needs, the spec's device and matmul precision, for this call only."""
+        with scope(self.spec, self.device):
             yield
 
     # The boundary: the only place arrays change type. Compiled functions take NumPy

@@ -26,7 +26,7 @@ import numpy as np
 import optax
 from jax import lax
 
-from impls.jax_common import device_of, segments
+from impls.jax_common import device_of, matmul_setting, scope, segments
 from impls.interface import Params, TrainResult, check_record, require_dtype
 from impls.spec import DTYPES, ModelSpec
 
@@ -59,6 +59,7 @@ class JaxOptax:
         self.spec = spec
         self.x64 = spec.dtype == "float64"
         self.device = device_of(self.name, spec.device)
+        self.matmul_precision, self.matmul_error = matmul_setting(spec, self.device)
         # optax.amsgrad keeps nu_max = max(nu_max, bias-corrected nu) (optax/_src/transform.py,
         # scale_by_amsgrad: bias_correction_nu=True, then jax.tree.map(jnp.maximum, state.nu_max, nu_eff)).
         self.conventions: dict[str, str] = (
@@ -91,8 +92,8 @@ class JaxOptax:
 
     @contextmanager
     def _scope(self):
-        """x64 as the dtype needs, and the spec's device, for this call only (both thread-local)."""
-        with jax.enable_x64(self.x64), jax.default_device(self.device):
+        """x64 as the dtype needs, the spec's device and matmul precision, for this call only."""
+        with scope(self.spec, self.device):
             yield
 
     def kernel(self, name: str, z: np.ndarray) -> np.ndarray:

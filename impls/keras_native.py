@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 from jax import lax  # noqa: E402
 
 from impls.interface import Params, TrainResult, Unavailable, check_record, require_dtype  # noqa: E402
-from impls.jax_common import device_of, segments  # noqa: E402
+from impls.jax_common import device_of, matmul_setting, scope, segments  # noqa: E402
 from impls.spec import DTYPES, ModelSpec  # noqa: E402
 
 VELOCITY = "velocity v = momentum v - lr g; p += momentum v - lr g"
@@ -56,6 +56,7 @@ class KerasNative:
         self.spec = spec
         self.x64 = spec.dtype == "float64"
         self.device = device_of(self.name, spec.device)
+        self.matmul_precision, self.matmul_error = matmul_setting(spec, self.device)
         self.conventions = _conventions(spec)
         self.framework_defaults = _defaults(_OPTIMIZER[spec.optimizer])
         self.framework_settings = {"keras": keras.__version__, "backend": keras.backend.backend(),
@@ -86,8 +87,8 @@ class KerasNative:
 
     @contextmanager
     def _scope(self):
-        """x64 as the dtype needs, and the spec's device, for this call only (both thread-local)."""
-        with jax.enable_x64(self.x64), jax.default_device(self.device):
+        """x64 as the dtype needs, the spec's device and matmul precision, for this call only."""
+        with scope(self.spec, self.device):
             yield
 
     def _build_model(self) -> keras.Sequential:

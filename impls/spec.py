@@ -56,6 +56,10 @@ CONVENTIONS: dict[str, tuple[str, ...]] = {
 DTYPES = ("float64", "float32")  # what a run can ask for
 DEVICES = ("cpu", "cuda")  # where torch and jax compute; the NumPy implementations always use the CPU
 ORACLE_DTYPE = "longdouble"  # the extended-precision truth; only numpy computes in it
+# How float32 matmuls may compute, in torch.set_float32_matmul_precision's words: "default" leaves each framework
+# as its users get it; each framework maps the others to its own setting (impls/torch_common.py,
+# impls/jax_common.py) and reports what is in effect as ``matmul_precision``. float64 products never change.
+MATMUL_PRECISIONS = ("default", "highest", "high", "medium")
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ class ModelSpec:
     schedule: str = "constant"  # constant, or step: lr times decay_factor every decay_every steps
     decay_every: int = 1000
     decay_factor: float = 0.5
+    matmul_precision: str = "default"  # one of MATMUL_PRECISIONS: how float32 products may compute
 
     def __post_init__(self) -> None:
         if len(self.layers) < 2 or any(int(n) != n or n < 1 for n in self.layers):
@@ -94,6 +99,7 @@ class ModelSpec:
         _one_of("reduction", (self.reduction,), REDUCTIONS)
         _one_of("dtype", (self.dtype,), DTYPES + (ORACLE_DTYPE,))
         _one_of("device", (self.device,), DEVICES)
+        _one_of("matmul precision", (self.matmul_precision,), MATMUL_PRECISIONS)
         if not 0 < self.lr < float("inf"):
             raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
         _one_of("optimizer", (self.optimizer,), OPTIMIZERS)

@@ -9,10 +9,12 @@ import torch.nn.functional as F
 
 from impls.interface import Params, TrainResult, Unavailable, check_record, require_dtype, require_plain_sgd
 from impls.spec import DTYPES, ModelSpec
+from impls.torch_common import under_matmul_precision
 
 ACTIVATION = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "identity": lambda z: z}
 
 
+@under_matmul_precision
 class TorchAutograd:
     """Forward in torch ops; gradients by ``torch.autograd.grad``; SGD under ``no_grad``."""
 

@@ -31,11 +31,12 @@ import torch
 from impls.interface import Params, TrainResult, check_record
 from impls.spec import ModelSpec
 from impls.torch_autograd import TorchAutograd
-from impls.torch_common import own_code
+from impls.torch_common import own_code, under_matmul_precision
 
 Step = Callable[[tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor], tuple]
 
 
+@under_matmul_precision
 class TorchCompile(TorchAutograd):
     """``TorchAutograd._objective`` under ``torch.func.grad_and_value``, the whole step ``torch.compile``d."""
 

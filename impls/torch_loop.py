@@ -74,7 +74,7 @@ from impls.interface import Params, TrainResult, Unavailable, check_record
 from impls import torch_pool
 from impls.spec import ModelSpec
 from impls.torch_autograd import ACTIVATION, TorchAutograd
-from impls.torch_common import own_code
+from impls.torch_common import own_code, under_matmul_precision
 
 UNROLL = 8  # steps traced into one iteration of the main while_loop
 BUFFER = 1000  # the most steps one compiled call runs: the length of its loss buffer
@@ -85,6 +85,7 @@ Loop = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 _LOOPS: dict[tuple, Loop] = {}  # compiled loops that have run, shared by this process's instances
 
 
+@under_matmul_precision
 class TorchLoop(TorchAutograd):
     """Many SGD steps per call of one ``torch.compile``d ``while_loop``; see the module docstring."""
 

@@ -16,6 +16,7 @@ from torch import nn
 
 from impls.interface import Params, TrainResult, Unavailable, check_record, require_dtype
 from impls.spec import DTYPES, ModelSpec
+from impls.torch_common import under_matmul_precision
 
 ACTIVATION = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "identity": nn.Identity}
 OPTIMIZER = {"sgd": torch.optim.SGD, "momentum": torch.optim.SGD, "nesterov": torch.optim.SGD,
@@ -36,6 +37,7 @@ def _defaults(cls: type) -> dict[str, float]:
     return found
 
 
+@under_matmul_precision
 class TorchNN:
     """nn.Sequential + torch.nn loss + torch.optim, eager."""
 

@@ -15,6 +15,7 @@ from harness.checks.verdict import CONVENTION, Finding, Verdict
 from harness.config import RunConfig
 from harness.reporting import tables as report
 from harness.running.roster import FRAMEWORK_DEFAULTS
+from harness.truth import tolerances
 from harness.truth.optimizers import SPEC_CONVENTIONS, departures
 from impls.spec import ORACLE_DTYPE
 
@@ -181,6 +182,10 @@ def summary_md(config: RunConfig, outcome: "Outcome", short: bool = False) -> st
         sections["Library defaults (--framework-defaults)"] = report.markdown(defaults_table(
             config.spec("float64"), outcome.specs)) + "\n\nEach run trained on its library's own defaults; the lines" \
             " above give the first step at which each default that differs moves the truth beyond what is allowed."
+    if matmuls := outcome.environment.get("matmul_precision"):
+        sections["Float32 matmuls"] = matmul_section(matmuls, config.matmul_precision)
+        if reduced := reduced_matmuls(matmuls):
+            verdict += "\n\n" + "\n".join(f"- note: {line}" for line in reduced)
     sections["Timings"] = report.timing_table(t["timings"])
     if outcome.skipped:
         sections["Unavailable"] = "\n".join(f"- {k}: {v}" for k, v in outcome.skipped.items())
@@ -190,6 +195,26 @@ def summary_md(config: RunConfig, outcome: "Outcome", short: bool = False) -> st
     if not config.spec("float64").plain_sgd:
         title += f", {config.optimizer}" + (f" ({config.schedule} schedule)" if config.schedule != "constant" else "")
     return report.summary(title, verdict, sections)
+
+
+def reduced_matmuls(matmuls: dict[str, dict]) -> list[str]:
+    """One line per float32 run whose matmul probe shows products computed below float32 (TF32, bfloat16)."""
+    limit = tolerances.REDUCED_MATMUL.rel
+    return [f"{run}: float32 matmuls compute below float32 here (a 256-deep probe product is off by"
+            f" {m['probe_rel_error']:.1e} > {limit:.0e}; setting {m['setting']}); --matmul-precision highest asks"
+            " for float32" for run, m in matmuls.items() if m["probe_rel_error"] > limit]
+
+
+def matmul_section(matmuls: dict[str, dict], asked: str) -> str:
+    """What each float32 run's matmuls ran under and how far its probe landed from the exact product."""
+    limit = tolerances.REDUCED_MATMUL.rel
+    rows = [{"run": run, "setting in effect": m["setting"], "probe rel error": f"{m['probe_rel_error']:.1e}",
+             "products in": "float32" if m["probe_rel_error"] <= limit else "below float32 (TF32 or bfloat16)"}
+            for run, m in matmuls.items()]
+    return report.markdown(pd.DataFrame(rows)) + (
+        f"\n\n--matmul-precision {asked}. The probe multiplies two fixed 256 x 256 float32 matrices where each"
+        f" implementation runs; an error above {limit:.0e} (REDUCED_MATMUL, under Tolerances) means its products"
+        " were not computed in float32. float64 products are never reduced.")
 
 
 CONVENTIONS_NOTE = ("Each implementation states where its optimizer departs from the spec (impls/spec.py); `*` marks"
