@@ -4,13 +4,14 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, fields
 
+import ml_dtypes
 import numpy as np
 
 from harness.data import load
 from harness.init import NOTEBOOK, InitPreset
 from harness.notebook import STEPS
 from impls.registry import DEFAULT, DEFAULT_OPTIMIZING, default_for, names
-from impls.spec import DTYPES, ModelSpec
+from impls.spec import DTYPES, RUN_DTYPES, ModelSpec
 
 
 @dataclass(frozen=True)
@@ -200,9 +201,9 @@ def validate(config: RunConfig) -> None:
     unknown = [name for name in config.impls if name not in names()]
     if unknown:
         raise UsageError(f"unknown implementation {unknown[0]!r}; choose from {', '.join(names())}")
-    bad_dtype = [d for d in config.dtype if d not in DTYPES]
+    bad_dtype = [d for d in config.dtype if d not in RUN_DTYPES]
     if bad_dtype:
-        raise UsageError(f"unknown dtype {bad_dtype[0]!r}; choose from {', '.join(DTYPES)}")
+        raise UsageError(f"unknown dtype {bad_dtype[0]!r}; choose from {', '.join(RUN_DTYPES)}")
     if config.steps < 1:
         raise UsageError(f"--steps must be >= 1, got {config.steps}")
     if not 1 <= config.check_every <= config.steps:
@@ -216,8 +217,9 @@ def validate(config: RunConfig) -> None:
     if config.seed is not None and not 0 <= config.seed < 2**32:
         raise UsageError(f"--seed must be in 0..2**32-1, got {config.seed}")
     for dtype in config.dtype:
-        if dtype in DTYPES and np.isfinite(config.lr) and abs(config.lr) > float(np.finfo(dtype).max):
-            raise UsageError(f"--lr {config.lr:g} overflows {dtype} (largest {np.finfo(dtype).max:.3g})")
+        largest = float(ml_dtypes.finfo(dtype).max)
+        if dtype in RUN_DTYPES and np.isfinite(config.lr) and abs(config.lr) > largest:
+            raise UsageError(f"--lr {config.lr:g} overflows {dtype} (largest {largest:.3g})")
     try:
         for dtype in config.dtype:
             config.spec(dtype)

@@ -38,7 +38,7 @@ from harness.reporting import results
 from harness.running import plugins
 from harness.running.executors import SchedulerError, executor
 from impls.registry import names
-from impls.spec import DTYPES
+from impls.spec import DTYPES, RUN_DTYPES
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def parse(argv: list[str] | None) -> Plan:
     parser.add_argument("--impls", default=",".join(n for n in names() if n not in SLOW_TO_BUILD),
                         help=f"built-in implementations (default: all but {', '.join(SLOW_TO_BUILD)})")
     parser.add_argument("--impl", action="append", default=[], metavar="MODULE:ATTR", help="your own (repeatable)")
-    parser.add_argument("--dtype", default=",".join(DTYPES), help="dtypes an example may take (default: both)")
+    parser.add_argument("--dtype", default=",".join(DTYPES), help="dtypes an example may take (default: float64,float32; bfloat16 and float16 opt-in)")
     parser.add_argument("--max-examples", type=int, default=100, help="examples searched in all (default: 100)")
     parser.add_argument("--time-budget", type=float, default=None,
                         help="seconds after which no new example is generated (shrinking still runs)")
@@ -87,8 +87,8 @@ def parse(argv: list[str] | None) -> Plan:
             raise UsageError(f"{flag} lists {twice!r} more than once")
     if unknown := [n for n in impls if n not in names()]:
         raise UsageError(f"unknown implementation {unknown[0]!r}; choose from {', '.join(names())}")
-    if bad := [d for d in dtypes if d not in DTYPES]:
-        raise UsageError(f"unknown dtype {bad[0]!r}; choose from {', '.join(DTYPES)}")
+    if bad := [d for d in dtypes if d not in RUN_DTYPES]:
+        raise UsageError(f"unknown dtype {bad[0]!r}; choose from {', '.join(RUN_DTYPES)}")
     if not impls and not args.impl:
         raise UsageError("nothing to fuzz: give --impls or --impl")
     for flag, value, low in (("--max-examples", args.max_examples, 1), ("--jobs", args.jobs, 1),

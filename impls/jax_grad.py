@@ -42,7 +42,7 @@ from jax import lax
 
 from impls.jax_common import device_of, matmul_setting, scope, segments
 from impls.interface import Params, TrainResult, check_record, require_dtype, require_plain_sgd
-from impls.spec import DTYPES, ModelSpec
+from impls.spec import RUN_DTYPES, ModelSpec
 
 ACTIVATION = {"relu": jax.nn.relu, "tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid, "identity": lambda z: z}
 
@@ -100,7 +100,7 @@ class JaxGrad:
     relu_grad_at_zero = 0.0  # jax.nn.relu's derivative is defined as 0 at 0
 
     def __init__(self, spec: ModelSpec) -> None:
-        require_dtype(self.name, spec, DTYPES)
+        require_dtype(self.name, spec, RUN_DTYPES)
         require_plain_sgd(self.name, spec)
         self.spec = spec
         self.x64 = spec.dtype == "float64"

@@ -77,13 +77,33 @@ def bce_logits(z: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.logaddexp(0, z) - y * z
 
 
+def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b; in a reduced dtype (bfloat16, float16), accumulated in float32 and rounded once, the spec's rule
+    (NumPy's own bfloat16 @ returns float32, and its float16 @ has no BLAS)."""
+    if a.dtype.itemsize >= 4:
+        return a @ b
+    return (a.astype(np.float32) @ b.astype(np.float32)).astype(a.dtype)
+
+
+def column_sum(a: np.ndarray) -> np.ndarray:
+    """The sum over samples (axis 0, kept); in a reduced dtype accumulated in float32 and rounded once."""
+    if a.dtype.itemsize >= 4:
+        return np.sum(a, axis=0, keepdims=True)
+    return np.sum(a, axis=0, keepdims=True, dtype=np.float32).astype(a.dtype)
+
+
+def reported(per_element: np.ndarray) -> np.floating:
+    """The mean loss the notebook prints; in a reduced dtype accumulated in float32."""
+    return np.mean(per_element, dtype=np.float32 if per_element.dtype.itemsize < 4 else None)
+
+
 def dense(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return x @ w + b
+    return matmul(x, w) + b
 
 
 def dense_grads(x: np.ndarray, grad_loss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    dw = x.T @ grad_loss
-    db = np.sum(grad_loss, axis=0, keepdims=True)
+    dw = matmul(x.T, grad_loss)
+    db = column_sum(grad_loss)
     return dw, db
 
 
@@ -161,7 +181,7 @@ class NotebookNumpy:
                 grad_loss = grad_loss * self.activation_grad(self.spec.activations[i], z, out)
             yield i, h, grad_loss
             if i:
-                grad_loss = grad_loss @ p[f"w{i}"].T
+                grad_loss = matmul(grad_loss, p[f"w{i}"].T)
 
     def _backward(self, p: Params, layers: list[Layer], y: np.ndarray) -> dict[str, np.ndarray]:
         grads: dict[str, np.ndarray] = {}
@@ -175,7 +195,7 @@ class NotebookNumpy:
     def loss_and_grads(self, params: Params, x: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
         p, y = self._own(params), self._cast(y)
         layers = self._layers(p, self._cast(x))
-        return float(np.mean(self._loss(layers, y))), self._backward(p, layers, y)
+        return float(reported(self._loss(layers, y))), self._backward(p, layers, y)
 
     def train(self, params: Params, x: np.ndarray, y: np.ndarray, steps: int, record: Sequence[int] = ()) -> TrainResult:
         wanted = set(check_record(steps, record))
@@ -187,7 +207,7 @@ class NotebookNumpy:
             if step in wanted:
                 checkpoints[step] = {k: v.copy() for k, v in p.items()}
             layers = self._layers(p, x)
-            losses[step] = np.mean(self._loss(layers, y))
+            losses[step] = reported(self._loss(layers, y))
             grads = self._backward(p, layers, y)
             if not self.spec.plain_sgd:
                 optimizer.update(p, grads)

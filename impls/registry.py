@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 
 from impls.interface import Implementation, NotInstalled, Unavailable
-from impls.spec import ModelSpec
+from impls.spec import LOW_DTYPES, ModelSpec
 
 # name -> (module, class, the framework whose absence makes it unavailable)
 REGISTRY: dict[str, tuple[str, str, str]] = {
@@ -27,13 +27,16 @@ REGISTRY: dict[str, tuple[str, str, str]] = {
 DEFAULT = ("numpy", "numpy-fd", "torch", "jax")  # what a plain compare runs; the rest are opt-in
 NATIVE = ("torch-nn", "jax-optax", "keras")
 DEFAULT_OPTIMIZING = ("numpy", "numpy-fd", *NATIVE)  # what a compare runs for any other optimizer or schedule
-FLOAT64_ONLY = ("numpy-fd",)  # every other implementation runs in every dtype of the spec
+FLOAT64_ONLY = ("numpy-fd",)  # every other implementation runs in float64 and float32
+# the ones that also run the spec's reduced dtypes (bfloat16, float16); the others decline them with a reason
+REDUCED = ("numpy", "torch", "jax", "jax-step", "torch-compile")
 PLAIN_SGD_ONLY = ("torch", "jax", "numpy-fast", "jax-step", "torch-compile", "torch-loop")  # hand-rolled SGD loops
 
 
 def supports(name: str, spec: ModelSpec) -> bool:
     """Whether the implementation promises to run ``spec`` on the CPU once its framework is installed."""
     return (name in REGISTRY and (spec.dtype == "float64" or name not in FLOAT64_ONLY)
+            and (spec.dtype not in LOW_DTYPES or name in REDUCED)
             and (spec.plain_sgd or name not in PLAIN_SGD_ONLY))
 
 

@@ -34,6 +34,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import ml_dtypes  # noqa: F401 -- registers bfloat16 with NumPy, so np.dtype("bfloat16") names it
+
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")
 LOSSES = ("sel", "bce")
 REDUCTIONS = ("sum", "mean")
@@ -53,7 +55,12 @@ CONVENTIONS: dict[str, tuple[str, ...]] = {
     # the spec's 0 (H(0) = 0, the notebook's w and b derivations), or 0.5 (its central difference), or 1
     "relu_grad_at_zero": ("0", "0.5", "1"),
 }
-DTYPES = ("float64", "float32")  # what a run can ask for
+DTYPES = ("float64", "float32")  # what a run computes in unless it asks for a reduced dtype too
+# Reduced dtypes, opt-in: each elementwise op rounds to the dtype, and each product h @ w accumulates in float32
+# and rounds once to the dtype (as torch's and XLA's CPU kernels do). At the boundary their arrays are NumPy
+# arrays of ml_dtypes.bfloat16 and numpy.float16.
+LOW_DTYPES = ("bfloat16", "float16")
+RUN_DTYPES = DTYPES + LOW_DTYPES  # what a run can ask for
 DEVICES = ("cpu", "cuda")  # where torch and jax compute; the NumPy implementations always use the CPU
 ORACLE_DTYPE = "longdouble"  # the extended-precision truth; only numpy computes in it
 # How float32 matmuls may compute, in torch.set_float32_matmul_precision's words: "default" leaves each framework
@@ -70,7 +77,7 @@ class ModelSpec:
     activations: tuple[str, ...] = ("tanh", "sigmoid")  # one per layer after the input
     loss: str = "sel"  # sel: 0.5 * (y - y_hat)**2 per element; bce: binary cross-entropy
     reduction: str = "sum"  # gradient of the sum (notebook) or of the mean
-    dtype: str = "float64"  # float64 or float32 (or longdouble, for the oracle), for every array
+    dtype: str = "float64"  # float64, float32, bfloat16 or float16 (or longdouble, for the oracle), every array
     lr: float = 0.001  # step size, as in the notebook
     device: str = "cpu"  # cpu or cuda, for torch and jax (NumPy runs on the CPU whatever this says)
     optimizer: str = "sgd"  # sgd (the notebook's), momentum, nesterov, adam, amsgrad, adamw
@@ -97,7 +104,7 @@ class ModelSpec:
         if self.loss == "bce" and self.activations[-1] != "sigmoid":
             raise ValueError(f"loss bce needs a sigmoid output layer, got {self.activations[-1]}")
         _one_of("reduction", (self.reduction,), REDUCTIONS)
-        _one_of("dtype", (self.dtype,), DTYPES + (ORACLE_DTYPE,))
+        _one_of("dtype", (self.dtype,), RUN_DTYPES + (ORACLE_DTYPE,))
         _one_of("device", (self.device,), DEVICES)
         _one_of("matmul precision", (self.matmul_precision,), MATMUL_PRECISIONS)
         if not 0 < self.lr < float("inf"):

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from impls.interface import Params, TrainResult, Unavailable, check_record, require_dtype, require_plain_sgd
-from impls.spec import DTYPES, ModelSpec
-from impls.torch_common import under_matmul_precision
+from impls.spec import RUN_DTYPES, ModelSpec
+from impls.torch_common import exchangeable, host, under_matmul_precision
 
 ACTIVATION = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "identity": lambda z: z}
 
@@ -24,7 +24,7 @@ class TorchAutograd:
     relu_grad_at_zero = 0.0  # autograd's relu backward passes gradient where z > 0 only
 
     def __init__(self, spec: ModelSpec) -> None:
-        require_dtype(self.name, spec, DTYPES)
+        require_dtype(self.name, spec, RUN_DTYPES)
         require_plain_sgd(self.name, spec)
         if spec.device == "cuda" and not torch.cuda.is_available():
             raise Unavailable(f"{self.name}: torch {torch.__version__} sees no CUDA device here")
@@ -35,18 +35,18 @@ class TorchAutograd:
     def kernel(self, name: str, z: np.ndarray) -> np.ndarray:
         """torch's element-wise activation on the spec's device."""
         with torch.no_grad():
-            return ACTIVATION[name](self._tensor(z)).cpu().numpy()
+            return host(ACTIVATION[name](self._tensor(z)))
 
     # The boundary: the only place NumPy arrays become tensors and back.
     def _tensor(self, a: np.ndarray, grad: bool = False) -> torch.Tensor:
-        return torch.tensor(np.asarray(a), dtype=self.dtype, device=self.device, requires_grad=grad)
+        return torch.tensor(exchangeable(a), dtype=self.dtype, device=self.device, requires_grad=grad)
 
     def _leaves(self, params: Params) -> dict[str, torch.Tensor]:
         return {k: self._tensor(v, grad=True) for k, v in params.items()}
 
     @staticmethod
     def _numpy(tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-        return {k: t.detach().cpu().numpy().copy() for k, t in tensors.items()}
+        return {k: host(t) for k, t in tensors.items()}
 
     def _forward(self, p: dict[str, torch.Tensor], x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(pre-activation, output) of the last layer."""
@@ -72,7 +72,7 @@ class TorchAutograd:
     def forward(self, params: Params, x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             _, out = self._forward({k: self._tensor(v) for k, v in params.items()}, self._tensor(x))
-        return out.cpu().numpy().copy()
+        return host(out)
 
     def loss_and_grads(self, params: Params, x: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
         p, y_t = self._leaves(params), self._tensor(y)
@@ -95,5 +95,5 @@ class TorchAutograd:
                 torch._foreach_add_(leaves, grads, alpha=-lr)  # p -= lr * dp, one op for all
         if steps in wanted:
             checkpoints[steps] = self._numpy(p)
-        losses = self._reported(torch.stack(objectives), y_t.numel()).cpu().numpy().astype(np.float64)
+        losses = host(self._reported(torch.stack(objectives), y_t.numel())).astype(np.float64)
         return TrainResult(losses=losses, params=self._numpy(p), checkpoints=checkpoints)

@@ -7,6 +7,8 @@ import types
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
+import ml_dtypes
+import numpy as np
 import torch
 
 from impls.interface import matmul_error
@@ -27,6 +29,20 @@ def matmul_precision(spec: ModelSpec) -> Iterator[None]:
         yield
     finally:
         torch.set_float32_matmul_precision(before)
+
+
+def exchangeable(a: np.ndarray) -> np.ndarray:
+    """``a`` as torch.tensor can read it: a bfloat16 array through float32, which holds every bfloat16 exactly."""
+    a = np.asarray(a)
+    return a.astype(np.float32) if a.dtype == ml_dtypes.bfloat16 else a
+
+
+def host(t: torch.Tensor) -> np.ndarray:
+    """A fresh NumPy array of ``t`` in its own dtype (a bfloat16 tensor through float32, exactly)."""
+    t = t.detach().cpu()
+    if t.dtype == torch.bfloat16:
+        return t.float().numpy().astype(ml_dtypes.bfloat16)
+    return t.numpy().copy()
 
 
 CALLS = ("forward", "loss_and_grads", "train", "kernel")  # the interface's calls, each under the spec's precision

@@ -31,7 +31,7 @@ import torch
 from impls.interface import Params, TrainResult, check_record
 from impls.spec import ModelSpec
 from impls.torch_autograd import TorchAutograd
-from impls.torch_common import own_code, under_matmul_precision
+from impls.torch_common import host, own_code, under_matmul_precision
 
 Step = Callable[[tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor], tuple]
 
@@ -93,5 +93,5 @@ class TorchCompile(TorchAutograd):
             objectives.append(value)
         if steps in wanted:
             checkpoints[steps] = self._named(p)
-        losses = self._reported(torch.stack(objectives), y_t.numel()).cpu().numpy().astype(np.float64)
+        losses = host(self._reported(torch.stack(objectives), y_t.numel())).astype(np.float64)
         return TrainResult(losses=losses, params=self._named(p), checkpoints=checkpoints)

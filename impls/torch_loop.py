@@ -70,9 +70,9 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from impls.interface import Params, TrainResult, Unavailable, check_record
+from impls.interface import Params, TrainResult, Unavailable, check_record, require_dtype
 from impls import torch_pool
-from impls.spec import ModelSpec
+from impls.spec import DTYPES, ModelSpec
 from impls.torch_autograd import ACTIVATION, TorchAutograd
 from impls.torch_common import own_code, under_matmul_precision
 
@@ -96,7 +96,8 @@ class TorchLoop(TorchAutograd):
     steps_per_call = BUFFER  # at most BUFFER; fewer only changes where train returns to Python
 
     def __init__(self, spec: ModelSpec) -> None:
-        super().__init__(spec)  # dtype, plain SGD, a CUDA device if asked for
+        require_dtype(self.name, spec, DTYPES)  # its C++ loop is written for float64 and float32
+        super().__init__(spec)  # plain SGD, a CUDA device if asked for
         if reason := _cannot_compile():
             raise Unavailable(f"{self.name}: {reason}")
         shapes = spec.param_shapes()

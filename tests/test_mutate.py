@@ -25,7 +25,7 @@ def test_each_module_is_used_by_the_implementations_that_import_it():
     assert users["impls.jax_common"] == ("jax", "jax-step", "jax-optax", "keras")  # the JAX boundary helpers
     assert users["impls.keras_native"] == ("keras",)
     assert users["impls.torch_autograd"] == ("torch", "torch-compile", "torch-loop")
-    assert users["impls.torch_common"] == ("torch-compile", "torch-loop")
+    assert users["impls.torch_common"] == ("torch", "torch-compile", "torch-loop", "torch-nn")  # the torch boundary
     assert users["impls.np_fast"] == ("numpy-fast",)
     for shared in ("impls.spec", "impls.interface", "impls.registry"):
         assert users[shared] == ALL

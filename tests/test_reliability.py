@@ -31,7 +31,7 @@ BAD_INPUT = [
     (["--activations", "tanh,softmax"], "unknown activation 'softmax'"),
     (["--loss", "hinge"], "unknown loss 'hinge'"),
     (["--reduction", "max"], "unknown reduction 'max'"),
-    (["--dtype", "float16"], "unknown dtype 'float16'"),
+    (["--dtype", "float8"], "unknown dtype 'float8'"),
     (["--dataset", "mnist"], "unknown dataset 'mnist'"),
     (["--impl", "nocolon"], "--impl 'nocolon' is not of the form module:attr"),
     (["--impl", "no_such_module:Impl"], "cannot import no_such_module"),

@@ -21,7 +21,7 @@ def test_param_names_follow_the_notebook_for_any_depth():
     ({"activations": ("tanh",)}, "need 2 activations"),
     ({"layers": (2, 0, 1)}, "layers must be"),
     ({"reduction": "max"}, "unknown reduction 'max'"),
-    ({"dtype": "float16"}, "unknown dtype 'float16'"),
+    ({"dtype": "float8"}, "unknown dtype 'float8'"),
     ({"lr": 0.0}, "lr must be"),
     ({"lr": -1.0}, "lr must be"),
     ({"lr": math.nan}, "lr must be"),

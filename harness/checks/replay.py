@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
+import ml_dtypes
 import numpy as np
 import pandas as pd
 
@@ -98,7 +99,7 @@ def _differs(found: Divergence, run: Run, replay, start: int, span: int) -> bool
     replayed = np.asarray(replay.losses, EXTENDED)
     with np.errstate(all="ignore"):
         err = np.abs(replayed - recorded) / np.abs(recorded)
-    limit = REPRODUCE_ULPS.times * float(np.finfo(dtype).eps)
+    limit = REPRODUCE_ULPS.times * float(ml_dtypes.finfo(dtype).eps)
     bad = np.flatnonzero(~(err <= limit) & ~(np.isnan(recorded) & np.isnan(replayed)))
     if bad.size:
         found.cause = "replay differs"

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
+import ml_dtypes
 import numpy as np
 import pandas as pd
 
@@ -20,6 +21,7 @@ from harness.truth.references import Envelope, Reference, loss_error, param_erro
 from harness.truth.oracle import NOTEBOOK_FD_STEP, Oracle
 from harness.truth.tolerances import FD_RESOLUTION, OVERFLOW_HEADROOM, trajectory_allowed
 from impls.interface import Params, exact
+from impls.spec import LOW_DTYPES
 
 
 RELU_BRANCH = "relu branch"  # a cause: every step right, and the run and the truth on two sides of a relu kink
@@ -48,6 +50,27 @@ class Divergence:
     diagnosis: str = ""  # what the failing step is instead (harness.checks.updates: a schedule one step late)
     unresolved_at: int | None = None  # a finite-difference run: compared up to here (resolution_horizon)
     allowed_by: str = ""  # the envelope the run was last judged within (plain, differences, monte carlo)
+    # (allowed at the last checkpoint, the truth's movement from its start, the run's own) where the first is at
+    # least the second: the trajectory check could not have failed (harness.checks.verdict.INCONCLUSIVE)
+    inconclusive: tuple[float, float, float] | None = None
+    inconclusive_at: int | None = None  # that last checkpoint
+
+
+def conclusiveness(run: Run, truth: Reference, params: pd.DataFrame) -> tuple[int, tuple[float, float, float]] | None:
+    """(last checkpoint, (allowed there, the truth's movement since step 0, the run's own)) where what is
+    allowed reaches how far the truth moves, so no run, however wrong its updates, could fail; None otherwise.
+
+    Judged in the reduced dtypes only, where updates below half an ulp of a weight vanish and the envelope is as
+    wide as the run: float64 and float32 runs keep passing on their one-step and update checks, though a short
+    float32 run (20 steps at lr 1e-4) or a numpy-fd run meets this rule too."""
+    if run.dtype not in LOW_DTYPES or not len(params) or 0 not in truth.checkpoints:
+        return None
+    last = int(params.step.max())
+    allowed = float(params[params.step == last].allowed.max())
+    moved = max(param_errors(truth.state(last), truth.state(0)).values())
+    if not allowed >= moved:
+        return None
+    return last, (allowed, moved, max(param_errors(run.state(last), run.state(0)).values()))
 
 
 def overflow_explained(run: Run, truth: Reference, rounding: Envelope, size: int) -> bool:
@@ -58,7 +81,7 @@ def overflow_explained(run: Run, truth: Reference, rounding: Envelope, size: int
     if step is None or step >= len(truth.losses) or not np.isfinite(truth.losses[step]):
         return False
     limit = float(trajectory_allowed(run.dtype, rounding.loss[min(step, len(rounding.loss) - 1)], exact(run.impl)))
-    biggest = float(np.finfo(np.dtype(run.dtype)).max)
+    biggest = float(ml_dtypes.finfo(np.dtype(run.dtype)).max)
     return float(truth.losses[step]) * size * (1 + limit) * OVERFLOW_HEADROOM.times >= biggest
 
 
@@ -75,7 +98,7 @@ def resolution_horizon(losses: np.ndarray, spec) -> int | None:
     loss = np.abs(np.asarray(losses, np.float64))
     with np.errstate(all="ignore"):
         size = np.sqrt(2 * loss) if spec.loss == "sel" else np.ones_like(loss)
-        lost = np.finfo(np.dtype(spec.dtype)).eps / 2 * loss / NOTEBOOK_FD_STEP
+        lost = ml_dtypes.finfo(np.dtype(spec.dtype)).eps / 2 * loss / NOTEBOOK_FD_STEP
         bad = np.flatnonzero(~(lost <= FD_RESOLUTION.rel * size) & np.isfinite(loss))
     return int(bad[0]) if bad.size else None
 

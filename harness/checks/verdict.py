@@ -13,11 +13,14 @@ import pandas as pd
 from harness.checks.trajectory import RELU_BRANCH, Divergence
 
 PASS, CONVENTION, FAIL, FAULTY = "pass", "convention", "fail", "faulty"
-STATUSES = (PASS, CONVENTION, FAIL, FAULTY)
+# nothing failed, but the free-running comparison could not have failed: what rounding is allowed at the end is as
+# large as how far the truth moves over the whole run (a bfloat16 run whose updates round away, say)
+INCONCLUSIVE = "inconclusive"
+STATUSES = (PASS, CONVENTION, INCONCLUSIVE, FAIL, FAULTY)
 NOT_FAILING = ("convention",)  # findings that are named in the report but do not fail the run (unless strict)
 # compared up to there, named, never failing: a relu branch taken apart from the truth with every step right, and
 # a finite-difference run past where its difference resolves the loss's derivative
-NEVER_FAILING = ("branch", "resolution")
+NEVER_FAILING = ("branch", "resolution", INCONCLUSIVE)
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,8 @@ class Verdict:
 
     impl: str
     dtype: str
-    status: str  # PASS, CONVENTION (parted from the spec only by what it states, checked), FAIL or FAULTY
+    status: str  # PASS, CONVENTION (parted from the spec only by what it states, checked), INCONCLUSIVE, FAIL or
+    # FAULTY
     findings: tuple[Finding, ...] = field(default=())
     strict: bool = False  # decided under --strict: a convention fails
 
@@ -59,7 +63,8 @@ class Verdict:
 
     @property
     def named(self) -> tuple[Finding, ...]:
-        """The findings named without failing the run: conventions (unless strict), relu branches, resolution."""
+        """The findings named without failing the run: conventions (unless strict), relu branches, resolution,
+        an inconclusive trajectory."""
         return tuple(f for f in self.findings if f.check in NEVER_FAILING or (not self.strict
                                                                                and f.check in NOT_FAILING))
 
@@ -104,6 +109,10 @@ def decide(compared: list[tuple[str, str]], gradients: pd.DataFrame, divergences
         if d.nonfinite_at is not None and judged and _before_every_reference(d) and not d.overflow_explained:
             findings[key].append(Finding("blow-up", d.impl, d.dtype, d.nonfinite_at, "loss",
                                          oracle_at=d.oracle_nonfinite_at, reference_at=d.reference_nonfinite_at))
+        if d.inconclusive is not None and d.step is None:
+            allowed, moved, own = d.inconclusive
+            findings[key].append(Finding(INCONCLUSIVE, d.impl, d.dtype, d.inconclusive_at, "params", moved, allowed,
+                                         detail=inconclusive_detail(allowed, moved, own)))
         if d.step is not None and d.cause == RELU_BRANCH:  # compared up to there; named, never a failure
             findings[key].append(Finding("branch", d.impl, d.dtype, d.step, d.param, d.rel, d.allowed,
                                          detected_by=d.detected_by, cause=d.cause, cause_step=d.cause_step))
@@ -124,9 +133,17 @@ def decide(compared: list[tuple[str, str]], gradients: pd.DataFrame, divergences
     for (impl, dtype), found in findings.items():
         failing = [f for f in found if f.check not in NEVER_FAILING and (strict or f.check not in NOT_FAILING)]
         status = FAULTY if any(f.check == "fault" for f in found) else FAIL if failing else \
+            INCONCLUSIVE if any(f.check == INCONCLUSIVE for f in found) else \
             CONVENTION if any(f.check in NOT_FAILING for f in found) else PASS
         verdicts.append(Verdict(impl, dtype, status, tuple(found), strict))
     return verdicts
+
+
+def inconclusive_detail(allowed: float, moved: float, own: float) -> str:
+    """Why a run's trajectory check could not have failed."""
+    stalled = f"; its own parameters moved {own:.1e}, so its updates rounded away" if own < moved / 2 else ""
+    return (f"the rounding allowed at the end ({allowed:.1e} of the largest parameter) is as large as how far the"
+            f" truth moves over the whole run ({moved:.1e}), so a run that never trained would pass{stalled}")
 
 
 def _before_every_reference(d: Divergence) -> bool:

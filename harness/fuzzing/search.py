@@ -12,6 +12,8 @@ classified from its verdicts (never from text):
   relu input is exactly 0), each checked by rerunning the truth under it: not a failure;
 - ``harness error``: the comparison itself raised (the oracle disagreeing with
   itself, say): a bug of the harness, shrunk and reported like the others;
+- ``inconclusive``: nothing failed, but what rounding allows at the end of a
+  run reached how far the truth moved, so its trajectory check could not fail;
 - ``pass``; ``invalid`` when nothing could be compared (every implementation
   declined the configuration).
 
@@ -38,7 +40,7 @@ from hypothesis.control import current_build_context
 from hypothesis.database import ExampleDatabase, choices_to_bytes
 from hypothesis.errors import Unsatisfiable
 
-from harness.checks.verdict import CONVENTION, FAIL, FAULTY, PASS
+from harness.checks.verdict import CONVENTION, FAIL, FAULTY, INCONCLUSIVE, PASS
 from harness.compare import compare
 from harness.fuzzing import space
 from harness.running import plugins
@@ -132,6 +134,9 @@ def classify(outcome) -> tuple[str, str, list[Key]]:
         where_ = f" at step {f.step}" if f.step is not None else ""
         keys = list(dict.fromkeys((x.impl, _check(x.failing[0])) for x, _ in failing))
         return kind, f"{v.impl} {v.dtype}: {_check(f)}{where_} {f.param}".strip(), keys
+    unsure = [f"{v.impl} {v.dtype}" for v in outcome.verdicts if v.status == INCONCLUSIVE]
+    if unsure:  # nothing failed, and the trajectory check could not have: not a pass
+        return INCONCLUSIVE, "trajectory could not fail: " + ", ".join(unsure), []
     named = [f"{v.impl} {v.dtype}: {_short(f)}" for v in outcome.verdicts if v.status == CONVENTION
              for f in v.named if f.check == "convention"]
     if named:

@@ -11,7 +11,7 @@ import pandas as pd
 
 from harness import notebook
 from harness.checks.trajectory import Divergence
-from harness.checks.verdict import CONVENTION, Finding, Verdict
+from harness.checks.verdict import CONVENTION, INCONCLUSIVE, Finding, Verdict
 from harness.config import RunConfig
 from harness.reporting import tables as report
 from harness.running.roster import FRAMEWORK_DEFAULTS
@@ -68,6 +68,8 @@ def failure_line(f: Finding) -> str:
     if f.check == "blow-up":
         return (f"trajectory: {who} diverged at step {f.step} (non-finite loss) before the oracle"
                 f" ({_never(f.oracle_at)}) and the reference runs in {f.dtype} ({_never(f.reference_at)})")
+    if f.check == INCONCLUSIVE:
+        return f"inconclusive: {who} at step {f.step}: {f.detail}"
     if f.check == "resolution":
         return (f"resolution: {who} compared up to step {f.step}: from there the truth's loss is so large that"
                 f" the notebook's central difference cannot resolve its derivative (its rounding, u |loss| / h, is"
@@ -123,8 +125,13 @@ def failure_lines(verdicts: list[Verdict]) -> list[str]:
 
 
 def convention_lines(verdicts: list[Verdict]) -> list[str]:
-    """Every divergence a stated convention explains (named; not failures)."""
-    return [failure_line(f) for v in verdicts for f in v.named]
+    """Every divergence a stated convention explains, and what else is named without failing."""
+    return [failure_line(f) for v in verdicts for f in v.named if f.check != INCONCLUSIVE]
+
+
+def inconclusive_lines(verdicts: list[Verdict]) -> list[str]:
+    """Why each inconclusive run's trajectory check could not have failed."""
+    return [failure_line(f) for v in verdicts for f in v.named if f.check == INCONCLUSIVE]
 
 
 def headline(verdicts: list[Verdict]) -> str:
@@ -137,8 +144,15 @@ def headline(verdicts: list[Verdict]) -> str:
         by_convention = sum(v.status == CONVENTION for v in verdicts)
         return (f"**PASS**: every check passed ({len(verdicts)} implementation-dtype runs"
                 + (f"; {by_convention} by a stated convention" if by_convention else "") + ")." + named)
-    bad = [f"{v.impl} {v.dtype}" for v in verdicts if not v.passed]
-    return f"**FAIL** ({', '.join(bad)}):\n\n" + "\n".join(f"- {line}" for line in failure_lines(verdicts)) + named
+    bad = [f"{v.impl} {v.dtype}" for v in verdicts if not v.passed and v.status != INCONCLUSIVE]
+    unsure = [f"{v.impl} {v.dtype}" for v in verdicts if v.status == INCONCLUSIVE]
+    unsure_text = "\n".join(f"- {line}" for line in inconclusive_lines(verdicts))
+    if not bad:
+        return (f"**INCONCLUSIVE** ({', '.join(unsure)}): nothing failed, but these runs could not have failed"
+                " (a longer run or a larger --lr makes the truth move past what rounding allows):\n\n"
+                + unsure_text + named)
+    return (f"**FAIL** ({', '.join(bad)}):\n\n" + "\n".join(f"- {line}" for line in failure_lines(verdicts))
+            + (f"\n\nInconclusive ({', '.join(unsure)}):\n\n" + unsure_text if unsure else "") + named)
 
 
 def summary_md(config: RunConfig, outcome: "Outcome", short: bool = False) -> str:

@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
+import ml_dtypes
 import numpy as np
 from scipy.special import expit
 
@@ -205,9 +206,9 @@ class Oracle:
         rng = np.random.default_rng(noise[0]) if noise else None
         inputs, zs, outs, h = [], [], [], x
         for i, act in enumerate(self.spec.activations):
-            z = h @ p[f"w{i}"] + p[f"b{i}"]
+            z = _product(h, p[f"w{i}"], dtype) + p[f"b{i}"]
             if rng is not None:
-                unit = dtype(np.finfo(dtype).eps / 2)
+                unit = dtype(ml_dtypes.finfo(dtype).eps / 2)
                 z = z + (rng.uniform(-1, 1, z.shape) * unit * (np.abs(h) @ np.abs(p[f"w{i}"]))).astype(dtype)
             inputs.append(h)
             zs.append(z)
@@ -244,12 +245,12 @@ class Oracle:
         for i in reversed(range(self.spec.depth)):
             if i < self.spec.depth - 1:
                 delta = delta * slope(i, self.spec.activations[i], zs[i], outs[i])
-            grads[f"w{i}"] = inputs[i].T @ delta
-            grads[f"b{i}"] = delta.sum(axis=0, keepdims=True)
+            grads[f"w{i}"] = _product(inputs[i].T, delta, dtype)
+            grads[f"b{i}"] = _column_sum(delta, dtype)
             if with_scale:
                 scale[f"w{i}"] = np.abs(inputs[i]).T @ np.abs(delta)
                 scale[f"b{i}"] = np.abs(delta).sum(axis=0, keepdims=True)
-            delta = delta @ p[f"w{i}"].T
+            delta = _product(delta, p[f"w{i}"].T, dtype)
         loss = per_element.mean()
         if with_scale:
             scale["loss"] = np.asarray(loss)
@@ -355,8 +356,7 @@ class Oracle:
         act_fns = [kernels[a] for a in acts]
         nudged = [j for j, flag in enumerate(kernel_ulp) if flag]
         noisy = [(j, np.random.default_rng(found[0]), found[1]) for j, found in enumerate(noise) if found]
-        unit = dtype(np.finfo(dtype).eps / 2)
-        rngs = {j: rng for j, rng, _ in noisy}  # a noisy start's differences round at random too
+        unit = dtype(ml_dtypes.finfo(dtype).eps / 2)
         rngs = {j: rng for j, rng, _ in noisy}  # a noisy start's differences round at random too
         by_difference = [j for j, flag in enumerate(fd_slopes) if flag]
         fd_h = np.asarray(NOTEBOOK_FD_STEP, dtype)
@@ -420,7 +420,7 @@ class Oracle:
                         delta = delta * slope(i, zs[i], outs[i])
                     np.matmul(inputs_t[i], delta, out=grads[i])
                     if i:
-                        delta = delta @ weights_t[i]
+                        delta = _product(delta, weights_t[i], dtype)
                 rule.step(flat, grad)
             if steps % chunk:
                 flush(steps)
@@ -430,6 +430,20 @@ class Oracle:
         return [(losses[:, j].copy(), state(j), checkpoints[j]) for j in range(count)]
 
 
+def _product(a: np.ndarray, b: np.ndarray, dtype) -> np.ndarray:
+    """a @ b in ``dtype``: in a reduced dtype the spec's rule, accumulated in float32 and rounded once (NumPy's
+    bfloat16 matmul returns float32, its float16 one accumulates in float)."""
+    found = a @ b
+    return found if found.dtype == dtype else found.astype(dtype)
+
+
+def _column_sum(a: np.ndarray, dtype) -> np.ndarray:
+    """The sum over samples in ``dtype``; in a reduced dtype accumulated in float32 and rounded once."""
+    if np.dtype(dtype).itemsize >= 4:
+        return a.sum(axis=0, keepdims=True)
+    return a.sum(axis=0, keepdims=True, dtype=np.float32).astype(dtype)
+
+
 BY_DIFFERENCE = ("tanh", "sigmoid", "relu")  # the activations whose slope numpy-fd takes by central difference
 
 
@@ -437,7 +451,7 @@ def _rounded(values: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
     """``values``, or (Monte Carlo arithmetic) each moved at random by up to half an ulp of itself."""
     if rng is None:
         return values
-    unit = np.finfo(values.dtype).eps / 2
+    unit = ml_dtypes.finfo(values.dtype).eps / 2
     return values * (1 + (rng.uniform(-1, 1, values.shape) * unit).astype(values.dtype))
 
 

@@ -62,9 +62,25 @@ SAME_MATH_F32 = Tolerance(
     " 2.5 u32); 1e-4 (about 1,700 u32) holds that, while a derivative bug is off by 1e-2 or more",
 )
 
-SAME_MATH = {"float64": SAME_MATH_F64, "float32": SAME_MATH_F32}  # teacher-forced, by dtype
+SAME_MATH_BF16 = Tolerance(
+    1e-1,
+    "bfloat16 keeps 8 significant bits (u = 2**-8 = 3.9e-3): each of the ~20 ops of a 2-4-1 forward and"
+    " backward rounds to it, and kernels differ by an ulp or so, so two correct libraries part by several u"
+    " at one state; 1e-1 (26 u) is the floor where nothing was measured. A bug smaller than that is below what"
+    " bfloat16 arithmetic can show: a run whose allowance reaches what it compares is called inconclusive",
+)
 
-TRAJECTORY = {"float64": SAME_MATH_F64, "float32": TRAJECTORY_F32}  # free-running floors, by dtype
+SAME_MATH_F16 = Tolerance(
+    1e-2,
+    "float16 keeps 11 significant bits (u = 2**-11 = 4.9e-4): the same ~20 rounded ops as bfloat16's floor,"
+    " eight times finer; 1e-2 (20 u) is the floor where nothing was measured",
+)
+
+SAME_MATH = {"float64": SAME_MATH_F64, "float32": SAME_MATH_F32,  # teacher-forced, by dtype
+             "bfloat16": SAME_MATH_BF16, "float16": SAME_MATH_F16}
+
+TRAJECTORY = {"float64": SAME_MATH_F64, "float32": TRAJECTORY_F32,  # free-running floors, by dtype
+              "bfloat16": SAME_MATH_BF16, "float16": SAME_MATH_F16}
 
 
 REDUCED_MATMUL = Tolerance(
