@@ -82,6 +82,10 @@ def test_conventions_are_classified_from_the_verdict_status_not_text():
     outcome.verdicts.append(Verdict("mine", "float64", "fail", (bug,)))
     verdict, cause, keys = classify(outcome)
     assert verdict == "fail" and cause == "mine float64: update at step 3 w0" and keys == [("mine", "update")]
+    # a run whose trajectory check could not fail is neither a pass nor a failure
+    unsure = Finding("inconclusive", "numpy", "bfloat16", 199, "params", 1e-2, 1e-1)
+    outcome.verdicts = [Verdict("numpy", "bfloat16", "inconclusive", (unsure,))]
+    assert classify(outcome) == ("inconclusive", "trajectory could not fail: numpy bfloat16", [])
     # a failure whose note mentions relu'(0) is still a failure: nothing is decided from text
     noted = Finding("teacher-forced", "numpy-fd", "float64", 0, "b0", 0.4, 1e-6,
                     detail="a relu pre-activation is exactly 0 at this state, where numpy-fd takes relu'(0) = 0.5")
