@@ -25,7 +25,7 @@ from harness.truth.references import envelope
 from harness.truth.oracle import Oracle
 from harness.truth.tolerances import MC_TRAJECTORIES
 from impls.interface import exact
-from impls.spec import LOW_DTYPES, ORACLE_DTYPE
+from impls.spec import ORACLE_DTYPE
 
 MAX_PRED_COLUMNS = 16  # final.csv keeps every prediction up to this many outputs (accuracy always)
 
@@ -166,12 +166,7 @@ def follow(config, roster: Roster, oracle: Oracle, trained: Trained, run: Run, p
     end = horizon(run, [exact_truth, *plain], config.steps)
     unresolved = None if exact(run.impl) else resolution_horizon(exact_truth.losses[:end], run.impl.spec)
     end = end if unresolved is None else unresolved
-    truth, rounding = exact_truth, trained.envelopes[run.dtype]
-    # In a reduced dtype every correct run is as far from the exact truth as the oracle's own run in that dtype
-    # (0.35 of the largest parameter after 1,000 bfloat16 steps at lr 0.1), so 10x that distance would pass
-    # anything: such a run follows the oracle's plain run in its dtype, within 10x the spread of that run's twins.
-    if run.dtype in LOW_DTYPES:
-        truth, rounding = plain[0], envelope(plain[0], plain[1:])
+    truth, rounding = trained.target(run.dtype)  # in a reduced dtype: the oracle's plain run there
     losses, params_err = loss_table(run, truth, rounding, end), param_table(run, truth, rounding, end)
     div = first_divergence(run, losses, params_err)
     source = "the floor or 10x the reference runs' envelope"
