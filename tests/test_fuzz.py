@@ -9,7 +9,7 @@ import pytest
 
 from harness import fuzz
 from harness.checks.verdict import Finding, Verdict
-from harness.fuzzing.search import classify
+from harness.fuzzing.search import causes, classify
 from harness.running import remote
 
 BUDGET = ["--max-examples", "25", "--max-steps", "20", "--seed", "1", "--quiet"]
@@ -82,6 +82,11 @@ def test_conventions_are_classified_from_the_verdict_status_not_text():
     outcome.verdicts.append(Verdict("mine", "float64", "fail", (bug,)))
     verdict, cause, keys = classify(outcome)
     assert verdict == "fail" and cause == "mine float64: update at step 3 w0" and keys == [("mine", "update")]
+    # each failure key has its own cause, so a reproducer shrunk for one implementation names that one
+    outcome.verdicts.append(Verdict("other", "float32", "fail", (Finding("teacher-forced", "other", "float32", 0,
+                                                                          "b1", 0.5, 1e-4),)))
+    assert causes(outcome) == {("mine", "update"): "mine float64: update at step 3 w0",
+                               ("other", "teacher-forced"): "other float32: teacher-forced at step 0 b1"}
     # a run whose trajectory check could not fail is neither a pass nor a failure
     unsure = Finding("inconclusive", "numpy", "bfloat16", 199, "params", 1e-2, 1e-1)
     outcome.verdicts = [Verdict("numpy", "bfloat16", "inconclusive", (unsure,))]

@@ -80,7 +80,7 @@ def test_a_blow_up_is_reported_per_run_without_nan_in_the_tables(tmp_path):
 
 @pytest.mark.parametrize("cls, fault", [
     ("RaisesMidRun", "train() raised RuntimeError: out of cheese"),
-    ("HangsMidRun", "train() ran past the 3 s time limit and was stopped"),
+    ("HangsMidRun", "train() ran past the 8 s time limit and was stopped"),
     ("MisShapedWeightGrad", "loss_and_grads() returned w0 of shape (4, 2), expected (2, 4)"),
     ("WrongNames", "loss_and_grads() returned names ['b0', 'w0', 'w1'], expected ['b0', 'b1', 'w0', 'w1']"),
     ("ReturnsNaN", "forward() returned non-finite values in predictions"),
@@ -90,7 +90,8 @@ def test_a_blow_up_is_reported_per_run_without_nan_in_the_tables(tmp_path):
 def test_a_faulty_implementation_is_named_and_the_rest_still_compared(tmp_path, capsys, cls, fault):
     out = tmp_path / "run"
     code = compare.main(["--impls", "numpy,jax", "--dtype", "float64", "--impl", f"tests.broken:{cls}",
-                         "--time-limit", "3", *SMALL, "--out", str(out)])
+                         # 8 s: a hang is stopped soon, while jax's first compile on a loaded machine fits
+                         "--time-limit", "8", *SMALL, "--out", str(out)])
     assert code == 1
     assert fault in capsys.readouterr().out
     final = pd.read_csv(out / "final.csv")

@@ -154,14 +154,26 @@ def _short(f) -> str:
     return f.detail if f.cause != "convention" else f.detail.split(":")[-1].strip()
 
 
-def _judge(chosen: dict, shard: Shard, extra: dict) -> tuple[str, str, list[Key], float]:
+def causes(outcome) -> dict[Key, str]:
+    """Each failure key's own cause: its implementation's first failing check, step and parameter."""
+    found: dict[Key, str] = {}
+    for v in outcome.verdicts:
+        if v.status in (FAIL, FAULTY) and v.failing:
+            f = v.failing[0]
+            where_ = f" at step {f.step}" if f.step is not None else ""
+            found.setdefault((v.impl, _check(f)), f"{v.impl} {v.dtype}: {_check(f)}{where_} {f.param}".strip())
+    return found
+
+
+def _judge(chosen: dict, shard: Shard, extra: dict) -> tuple[str, str, list[Key], float, dict[Key, str]]:
     start = time.perf_counter()
     try:
         outcome = compare(space.config(chosen, shard.impls, shard.plugins), extra, timings=False)
-        verdict, cause, keys = classify(outcome)
+        (verdict, cause, keys), by_key = classify(outcome), causes(outcome)
     except Exception as exc:  # noqa: BLE001 -- the harness itself failed here: a finding, shrunk like the rest
         verdict, cause, keys = "harness error", f"{type(exc).__name__}: {one_line(exc)}", [("harness", "error")]
-    return verdict, cause, keys, round(time.perf_counter() - start, 3)
+        by_key = {keys[0]: cause}
+    return verdict, cause, keys, round(time.perf_counter() - start, 3), by_key
 
 
 def _row(chosen: dict, shard: Shard, phase: str, verdict: str, cause: str, seconds: float) -> dict:
@@ -186,7 +198,7 @@ def generate(shard: Shard, progress: Callable[[], None] | None = None) -> Found:
     def example(chosen: dict) -> None:
         if shard.deadline is not None and time.time() > shard.deadline:
             reject()  # out of time: no new comparisons
-        verdict, cause, keys, seconds = _judge(chosen, shard, extra)
+        verdict, cause, keys, seconds, _ = _judge(chosen, shard, extra)
         found.rows.append(_row(chosen, shard, "generate", verdict, cause, seconds))
         if progress is not None:
             progress()
@@ -218,7 +230,7 @@ def shrink(task: Shrink, progress: Callable[[], None] | None = None) -> Found:
         final = current_build_context().is_final
         if not final and stop is not None and time.time() > stop:
             reject()  # out of time: shrinking stops where it is
-        verdict, cause, keys, seconds = _judge(chosen, shard, extra)
+        verdict, cause, keys, seconds, by_key = _judge(chosen, shard, extra)
         row = _row(chosen, shard, "replay" if final else "shrink", verdict, cause, seconds)
         found.rows.append(row)
         if progress is not None:
@@ -227,8 +239,8 @@ def shrink(task: Shrink, progress: Callable[[], None] | None = None) -> Found:
         if verdict in FAILING and kept:
             if final:  # Hypothesis replays each minimal failing example once more, at the end
                 found.failures[kept[0]] = choices_to_bytes(current_build_context().data.choices)
-                found.reproducers.append({**row, "command": space.command(chosen, _named(kept[:1], shard),
-                                                                          shard.plugins)})
+                found.reproducers.append({**row, "cause": by_key.get(kept[0], cause),  # the kept failure's own
+                                          "command": space.command(chosen, _named(kept[:1], shard), shard.plugins)})
             raise _kind(kept[0])(cause)
 
     example._hypothesis_internal_database_key = KEY  # the same key in every task and every run
