@@ -60,7 +60,8 @@ def under_matmul_precision(cls: type) -> type:
         @functools.wraps(init)
         def __init__(self, spec: ModelSpec, *args, **kwargs) -> None:
             init(self, spec, *args, **kwargs)
-            self.matmul_precision, self.matmul_error = matmul_setting(self.spec, self.device)
+            if not hasattr(self, "matmul_error"):  # a decorated subclass's super().__init__ measured it already
+                self.matmul_precision, self.matmul_error = matmul_setting(self.spec, self.device)
         cls.__init__ = __init__
     return cls
 

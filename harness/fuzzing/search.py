@@ -127,13 +127,10 @@ def classify(outcome) -> tuple[str, str, list[Key]]:
     (implementation, the first check it failed) of each failing implementation."""
     if not outcome.verdicts:
         return "invalid", "nothing compared: " + "; ".join(outcome.skipped.values()), []
-    failing = [(v, f) for v in outcome.verdicts if v.status in (FAIL, FAULTY) for f in v.failing]
-    if failing:
-        v, f = failing[0]
-        kind = FAULTY if any(v.status == FAULTY for v, _ in failing) else FAIL
-        where_ = f" at step {f.step}" if f.step is not None else ""
-        keys = list(dict.fromkeys((x.impl, _check(x.failing[0])) for x, _ in failing))
-        return kind, f"{v.impl} {v.dtype}: {_check(f)}{where_} {f.param}".strip(), keys
+    found = causes(outcome)
+    if found:
+        kind = FAULTY if any(v.status == FAULTY for v in outcome.verdicts) else FAIL
+        return kind, next(iter(found.values())), list(found)
     unsure = [f"{v.impl} {v.dtype}" for v in outcome.verdicts if v.status == INCONCLUSIVE]
     if unsure:  # nothing failed, and the trajectory check could not have: not a pass
         return INCONCLUSIVE, "trajectory could not fail: " + ", ".join(unsure), []
@@ -162,7 +159,7 @@ def causes(outcome) -> dict[Key, str]:
             f = v.failing[0]
             where_ = f" at step {f.step}" if f.step is not None else ""
             found.setdefault((v.impl, _check(f)), f"{v.impl} {v.dtype}: {_check(f)}{where_} {f.param}".strip())
-    return found
+    return found  # in verdict order: the first is the comparison's cause
 
 
 def _judge(chosen: dict, shard: Shard, extra: dict) -> tuple[str, str, list[Key], float, dict[Key, str]]:

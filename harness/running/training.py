@@ -25,6 +25,7 @@ class Trained:
     runs: list[Run]
     fd_envelopes: dict[str, Envelope] = field(default_factory=dict)  # dtype -> with the difference-quotient twin
     sampled: dict[tuple, Envelope] = field(default_factory=dict)  # (dtype, ulps, by difference) -> widened
+    targets: dict[str, tuple[Reference, Envelope]] = field(default_factory=dict)  # reduced dtype -> target()
 
     def fd_envelope(self, spec, params, x: np.ndarray, y: np.ndarray) -> Envelope:
         """The envelope of a finite-difference run (numpy-fd): the dtype's reference runs and one more that takes
@@ -61,8 +62,10 @@ class Trained:
         distance would pass anything), the oracle's plain run there within the spread of its twins."""
         if dtype not in LOW_DTYPES:
             return self.truth, self.envelopes[dtype]
-        plain = self.references[dtype]
-        return plain[0], envelope(plain[0], plain[1:])
+        if dtype not in self.targets:  # asked by every run in the dtype and by its Monte Carlo envelopes
+            plain = self.references[dtype]
+            self.targets[dtype] = plain[0], envelope(plain[0], plain[1:])
+        return self.targets[dtype]
 
 
 def oracle_jobs(config) -> list[ReferenceJob]:
