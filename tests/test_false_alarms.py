@@ -147,3 +147,28 @@ def test_numpy_fd_differences_bce_of_the_logits_as_the_spec_defines_it():
                              activations=("relu", "identity", "tanh", "sigmoid"), loss="bce", dataset="parity:5",
                              dtype=("float64",), seed=0, lr=0.1, steps=20, check_every=2)
     assert verdicts["numpy-fd"].passed, outcome.failures
+
+
+def test_a_relu_branch_taken_between_checkpoints_ends_the_comparison_without_blame():
+    # fuzz seed 30712: at step 120 a relu pre-activation of the truth is -7.3e-6, XLA's run puts it at +1.3e-9;
+    # the checkpoints around it (117, 130) take the same branches, so only the replay's every state shows it
+    outcome, verdicts = _run(impls=("jax-optax",), layers=(5, 14, 9, 60, 1),
+                             activations=("tanh", "tanh", "relu", "tanh"), dataset="parity:5", dtype=("float32",),
+                             seed=10000000, lr=0.01, steps=131, check_every=13, optimizer="adamw", schedule="step",
+                             decay_every=95)
+    verdict = verdicts["jax-optax"]
+    assert verdict.status == "pass" and [f.check for f in verdict.findings] == ["branch"], outcome.failures
+    assert verdict.findings[0].cause_step == 120
+
+
+def test_a_defect_after_a_stated_convention_is_found_where_the_run_leaves_that_convention():
+    # optax's AMSGrad (max over the corrected v) parts from the spec's at step 2; its jitted staircase schedule
+    # decays one step late at count 188. The run is judged against the truth under what it states, so the
+    # replay reaches step 188 and names the late schedule (it once read "rounding beyond the envelope" at step 27)
+    outcome, verdicts = _run(impls=("jax-optax",), layers=(2, 10, 1), seed=13659873, lr=0.1, steps=278,
+                             check_every=27, optimizer="amsgrad", schedule="step", decay_every=188,
+                             dtype=("float64",))
+    verdict = verdicts["jax-optax"]
+    found, = verdict.failing
+    assert verdict.status == "fail" and found.step == 189 and found.cause == "update" and found.cause_step == 188
+    assert "decays one step late" in found.detail and "AMSGrad" in found.under[0]

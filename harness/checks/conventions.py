@@ -64,20 +64,31 @@ class Shown:
         return f"{self.subject} {when}: {self.phrase}"
 
 
+@dataclass(frozen=True)
+class Followed:
+    """The truth under a run's stated conventions (and its own hyperparameters), with the band allowed around it."""
+
+    truth: Reference
+    rounding: Envelope
+    stated: tuple[str, ...]  # how the report names each convention it follows (PHRASES)
+
+
 def explain(run: Run, shared: ModelSpec, truth: Reference, rounding: Envelope, end: int, params, x, y,
-            ulps: float | None = None, oracle: Oracle | None = None) -> list[Shown] | None:
+            ulps: float | None = None, oracle: Oracle | None = None
+            ) -> tuple[list[Shown] | None, Followed | None]:
     """Why the run parts from the truth of the ``shared`` spec, if it stays within what is allowed of the truth
     trained with its own hyperparameters (``--framework-defaults``) under its stated conventions: each stated
-    convention and each differing default with the step it shows. None when that does not hold (or there is
-    nothing stated). With ``ulps`` (its kernels' measured error), the runs that measure the rounding under its
-    conventions include ``MC_TRAJECTORIES`` in Monte Carlo arithmetic; with ``oracle``, a run that parts from
-    the truth under its conventions where the two take different branches of a relu is explained up to there
-    (its one-step checks still judge every state the truth visits)."""
+    convention and each differing default with the step it shows (else None); and that truth with its band
+    (None where nothing is stated), against which a run that leaves it is then judged. With ``ulps`` (its
+    kernels' measured error), the runs that measure the rounding under its conventions include
+    ``MC_TRAJECTORIES`` in Monte Carlo arithmetic; with ``oracle``, a run that parts from the truth under its
+    conventions where the two take different branches of a relu is explained up to there (its one-step checks
+    still judge every state the truth visits)."""
     own = run.impl.spec
     departed = departures(own, conventions_of(run.impl))
     changed = {k: getattr(own, k) for k in FRAMEWORK_DEFAULTS if getattr(own, k) != getattr(shared, k)}
     if not departed and not changed:
-        return None
+        return None, None
     under_all = _truth_under(own, departed, truth, params, x, y)
     if departed:  # judged within the rounding of reference runs that follow the same conventions, or the spec's
         job = ReferenceJob(own, run.dtype, tuple(sorted(departed.items())))
@@ -91,9 +102,11 @@ def explain(run: Run, shared: ModelSpec, truth: Reference, rounding: Envelope, e
             stack += sampled_runs(replace(own, dtype=run.dtype), params, x, y, len(truth.losses),
                                   sorted(truth.checkpoints), ulps, not exact(run.impl), departed)
         rounding = wider(rounding, envelope(under_all, stack))
+    followed = Followed(under_all, rounding, tuple(phrase(k, v) for k, v in departed.items())
+                        + tuple(f"{k} = {v:g} (the library's default)" for k, v in changed.items()))
     apart = first_divergence(run, *_tables(run, under_all, rounding, end)).step
     if apart is not None and (oracle is None or relu_branch(run, under_all.checkpoints, oracle, x, apart) is None):
-        return None  # (a run that follows its conventions up to a relu branch rounding chose is explained)
+        return None, followed  # (a run that follows its conventions up to a relu branch rounding chose is explained)
     shown = []
     for key, value in departed.items():
         alone = _truth_under(shared, {key: value}, truth, params, x, y)
@@ -104,7 +117,7 @@ def explain(run: Run, shared: ModelSpec, truth: Reference, rounding: Envelope, e
         shown.append(Shown(f"default of {run.name} {own.optimizer}",
                            f"{key} = {value:g} (the library's default; shared: {getattr(shared, key):g})",
                            _first_apart(run, alone, truth, rounding, end)))
-    return sorted(shown, key=lambda s: (s.step is None, s.step or 0))
+    return sorted(shown, key=lambda s: (s.step is None, s.step or 0)), followed
 
 
 def _truth_under(spec: ModelSpec, conventions: dict[str, str], truth: Reference, params, x, y) -> Reference:

@@ -23,9 +23,10 @@ import pandas as pd
 from harness.checks.arrays import rel_diff
 from harness.checks.gradcheck import loss_and_grads, teacher_forced
 from harness.checks.updates import ExpectedUpdates
-from harness.checks.trajectory import RELU_BRANCH, Divergence, relu_branch
+from harness.checks.trajectory import RELU_BRANCH, Divergence, branch_apart, relu_branch
 from harness.running.runs import Run
 from harness.truth.oracle import EXTENDED, Oracle
+from harness.truth.optimizers import conventions_of, departures
 from harness.truth.tolerances import REPRODUCE_ULPS
 from impls.interface import Params
 
@@ -71,7 +72,8 @@ def name_cause(found: Divergence, run: Run, losses: pd.DataFrame, params: pd.Dat
         return found
     # every single step is right, yet the run left what rounding explains (or the steps checked one by one
     # end before the divergence)
-    if window == span and truth_states and (branch := relu_branch(run, truth_states, oracle, x, found.step)):
+    if window == span and truth_states and (branch := relu_branch(run, truth_states, oracle, x, found.step)
+                                            or _branch_between(run, states, oracle, x, y, initial, start)):
         found.cause = RELU_BRANCH
         _name(found, *branch)
         return found
@@ -86,6 +88,22 @@ def name_cause(found: Divergence, run: Run, losses: pd.DataFrame, params: pd.Dat
         worst["param"] = "loss"
     _name(found, int(worst.step), str(worst.param), float(worst.rel_err), float(worst.allowed))
     return found
+
+
+def _branch_between(run: Run, states: Mapping[int, Params], oracle: Oracle, x: np.ndarray, y: np.ndarray,
+                    initial: Mapping[str, np.ndarray], start: int) -> tuple[int, str, float, float] | None:
+    """A relu branch taken apart between checkpoints: the replayed states (every step from ``start``) against
+    the truth trained again from the same start (``initial`` at step 0, under the conventions the run states),
+    step by step. A run resumed from a later checkpoint (plain SGD) starts the truth from the run's own state
+    there, so only branches it takes on the way are found."""
+    if "relu" not in oracle.spec.activations:
+        return None
+    spec = run.impl.spec
+    steps = max(states) - start
+    (_, _, truth), = Oracle(spec).train([initial if start == 0 else states[start]], x, y, steps,
+                                        range(steps + 1), EXTENDED,
+                                        conventions=departures(spec, conventions_of(run.impl)))
+    return branch_apart(states, {start + k: v for k, v in truth.items()}, oracle, x)
 
 
 def _name(found: Divergence, step: int, param: str, rel: float, allowed: float) -> None:

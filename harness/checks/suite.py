@@ -175,8 +175,8 @@ def follow(config, roster: Roster, oracle: Oracle, trained: Trained, run: Run, p
         losses, params_err = loss_table(run, truth, rounding, end), param_table(run, truth, rounding, end)
         div = first_divergence(run, losses, params_err)
         source = "10x the envelope with a run by the notebook's differences"
-    shown = explain(run, config.spec(run.dtype), truth, rounding, end, params, x, y) \
-        if div.step is not None else None
+    shown, followed = explain(run, config.spec(run.dtype), truth, rounding, end, params, x, y) \
+        if div.step is not None else (None, None)
     if div.step is not None and not shown:  # judged again within runs that round as its own kernels do
         ulps = _kernel_ulps(run, oracle, truth, div.step, x)
         if ulps is not None:
@@ -184,8 +184,18 @@ def follow(config, roster: Roster, oracle: Oracle, trained: Trained, run: Run, p
             losses, params_err = loss_table(run, truth, rounding, end), param_table(run, truth, rounding, end)
             div = first_divergence(run, losses, params_err)
             source = f"10x the envelope with {MC_TRAJECTORIES} runs in monte carlo arithmetic (kernels {ulps:.2g} ulps)"
-            shown = explain(run, config.spec(run.dtype), truth, rounding, end, params, x, y, ulps, oracle) \
-                if div.step is not None else None
+            shown, followed = explain(run, config.spec(run.dtype), truth, rounding, end, params, x, y, ulps, oracle) \
+                if div.step is not None else (None, None)
+    states = truth.checkpoints
+    if div.step is not None and not shown and followed is not None:
+        # it follows its stated conventions for a while: judged (and its cause named) against that truth, from
+        # where it leaves it, not from where the conventions first move it off the spec's
+        own = loss_table(run, followed.truth, followed.rounding, end), \
+            param_table(run, followed.truth, followed.rounding, end)
+        later = first_divergence(run, *own)
+        if later.step is not None and later.step > div.step:
+            (losses, params_err), div, states = own, later, followed.truth.checkpoints
+            div.judged_under = followed.stated
     div.unresolved_at, div.allowed_by = unresolved, source
     if div.step is None and (found := conclusiveness(run, truth, params_err)) is not None:
         div.inconclusive_at, div.inconclusive = found
@@ -197,7 +207,7 @@ def follow(config, roster: Roster, oracle: Oracle, trained: Trained, run: Run, p
         div.cause_step = next((s.step for s in shown if s.step is not None), div.step)
     elif div.step is not None and roster.attempt(
             run.impl, "train", lambda: name_cause(div, run, losses, params_err, oracle, x, y, params,
-                                                  truth.checkpoints)) is None:
+                                                  states)) is None:
         return None
     final = roster.attempt(run.impl, "forward", lambda: final_row(run, config.steps, x, y))
     return None if final is None else (losses, params_err, div, final)

@@ -50,6 +50,9 @@ class Divergence:
     diagnosis: str = ""  # what the failing step is instead (harness.checks.updates: a schedule one step late)
     unresolved_at: int | None = None  # a finite-difference run: compared up to here (resolution_horizon)
     allowed_by: str = ""  # the envelope the run was last judged within (plain, differences, monte carlo)
+    # the stated conventions it was judged under: it follows the truth under them up to ``step``, where the spec's
+    # truth parts from it earlier (harness.checks.conventions.Followed)
+    judged_under: tuple[str, ...] = ()
     # (allowed at the last checkpoint, the truth's movement from its start, the run's own) where the first is at
     # least the second: the trajectory check could not have failed (harness.checks.verdict.INCONCLUSIVE)
     inconclusive: tuple[float, float, float] | None = None
@@ -129,11 +132,19 @@ def relu_branch(run: Run, truth: Mapping[int, Params], oracle: Oracle, x: np.nda
     divergence found by the loss between checkpoints) at the first checkpoint after it; None where they take
     the same branches. Past such a state the two follow different pieces of a piecewise function, so their
     distance says nothing about the implementation (rounding decided the side)."""
-    relu = [i for i, act in enumerate(oracle.spec.activations) if act == "relu"]
     before = max((k for k in run.result.checkpoints if k < step), default=None)
     after = min((k for k in run.result.checkpoints if k >= step), default=None)
-    for k in sorted({k for k in (before, after) if k is not None and k in truth}):
-        exact, mine = oracle.preactivations(truth[k], x), oracle.preactivations(run.state(k), x)
+    steps = sorted({k for k in (before, after) if k is not None and k in truth})
+    return branch_apart({k: run.state(k) for k in steps}, truth, oracle, x)
+
+
+def branch_apart(states: Mapping[int, Params], truth: Mapping[int, Params], oracle: Oracle, x: np.ndarray
+                 ) -> tuple[int, str, float, float] | None:
+    """The first step of ``states`` (a run's) at which it and ``truth`` put a relu pre-activation on two sides
+    of 0, as ``relu_branch`` names it; None where they take the same branches at every step both hold."""
+    relu = [i for i, act in enumerate(oracle.spec.activations) if act == "relu"]
+    for k in sorted(set(states) & set(truth)):
+        exact, mine = oracle.preactivations(truth[k], x), oracle.preactivations(states[k], x)
         for i in relu:
             apart = (exact[i] > 0) != (mine[i] > 0)
             if np.any(apart):

@@ -42,6 +42,7 @@ class Finding:
     allowed_by: str = ""  # where the allowance at that state came from (floor, plain evaluations, monte carlo...)
     oracle_at: int | None = None  # blow-up: the truth's first non-finite loss
     reference_at: int | None = None  # blow-up: the dtype's reference runs' first non-finite loss
+    under: tuple[str, ...] = ()  # trajectory: the stated conventions it was judged under (it follows them to step)
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ def decide(compared: list[tuple[str, str]], gradients: pd.DataFrame, divergences
             note = (relu_kink_notes or {}).get(d.impl, "") if d.relu_kink else d.diagnosis
             findings[key].append(Finding("trajectory", d.impl, d.dtype, d.step, d.param, d.rel, d.allowed,
                                          detail=note, detected_by=d.detected_by, cause=d.cause,
-                                         cause_step=d.cause_step, allowed_by=d.allowed_by))
+                                         cause_step=d.cause_step, allowed_by=d.allowed_by, under=d.judged_under))
     for key, line in notebook_misses.items():
         findings.setdefault(key, []).append(Finding("notebook", *key, detail=line))
     for key, found in faults.items():

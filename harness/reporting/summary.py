@@ -89,7 +89,9 @@ def failure_line(f: Finding) -> str:
     if f.check == "trajectory":
         where = f"{f.cause} of {f.param} at step {f.cause_step}" if f.param else f.cause
         note = f"; {f.detail}" if f.detail else ""
-        return (f"trajectory: {who} diverges at step {f.step} (by its {f.detected_by}); first disagreement: {where},"
+        under = f" from the truth under what it states ({'; '.join(f.under)})" if f.under else ""
+        return (f"trajectory: {who} diverges at step {f.step}{under} (by its {f.detected_by}); first disagreement:"
+                f" {where},"
                 f" {_exceeds('relative error', f.rel, f.allowed, '.3e')}{_source(f)}{note}")
     what = "relative error" if f.check != "update" else "error relative to the step"
     note = f"; {f.detail}" if f.detail else ""
