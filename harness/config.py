@@ -11,7 +11,7 @@ from harness.data import load
 from harness.init import NOTEBOOK, InitPreset
 from harness.notebook import STEPS
 from impls.registry import DEFAULT, DEFAULT_OPTIMIZING, default_for, names
-from impls.spec import DTYPES, RUN_DTYPES, ModelSpec
+from impls.spec import DTYPES, MIXED_PRECISIONS, RUN_DTYPES, ModelSpec
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class RunConfig:
     decay_every: int = ModelSpec.decay_every
     decay_factor: float = ModelSpec.decay_factor
     matmul_precision: str = ModelSpec.matmul_precision  # default, highest, high or medium (float32 products)
+    mixed_precision: str | None = None  # bf16 or fp16: that dtype's runs follow the spec's mixed policy
     framework_defaults: bool = False  # each native implementation on its library's own default hyperparameters
     strict: bool = False  # a stated convention (relu'(0), an optimizer's form) fails the run instead of passing
     seed: int | None = None  # None: the notebook's preset (seed 0, 648 draws skipped)
@@ -51,6 +52,9 @@ class RunConfig:
     quiet: bool = False  # no progress bar; print only the verdict line and failures
 
     def __post_init__(self) -> None:
+        low = MIXED_PRECISIONS.get(self.mixed_precision or "")
+        if low and self.dtype == DTYPES:  # --mixed-precision alone: the runs of its dtype
+            object.__setattr__(self, "dtype", (low,))
         if self.check_every is None:  # the frozen fields are settled once, so meta.json records what ran
             object.__setattr__(self, "check_every", default_check_every(self.steps))
         if self.impls is None:
@@ -64,7 +68,8 @@ class RunConfig:
         """The model spec of this run in ``dtype`` (raises ValueError on a bad combination)."""
         return ModelSpec(self.layers, self.activations, self.loss, self.reduction, dtype, self.lr, self.device,
                          self.optimizer, self.momentum, self.beta1, self.beta2, self.eps, self.weight_decay,
-                         self.schedule, self.decay_every, self.decay_factor, self.matmul_precision)
+                         self.schedule, self.decay_every, self.decay_factor, self.matmul_precision,
+                         dtype == MIXED_PRECISIONS.get(self.mixed_precision or ""))
 
     def preset(self) -> InitPreset:
         return NOTEBOOK if self.seed is None else InitPreset(seed=self.seed)
@@ -123,6 +128,9 @@ HELP = {
     "matmul_precision": "how float32 matmuls may compute: default (each framework as its users get it), highest,"
                         " high or medium, as torch.set_float32_matmul_precision says (jax: float32,"
                         " tensorfloat32, bfloat16)",
+    "mixed_precision": "bf16 or fp16: the bfloat16 (float16) runs keep float32 master weights and compute in the"
+                       " low dtype, as impls/spec.py's mixed policy says (fp16 scales the loss); alone, it runs"
+                       " that dtype only (default: none)",
     "framework_defaults": "run each native implementation on its library's own default hyperparameters",
     "strict": "fail a run that parts from the spec only by a convention its implementation states (exit 1)",
     "check_every": f"steps between checkpoints (default: --steps / {CHECKPOINTS}, at least 1; 1000 for 100,000 steps)",
@@ -137,7 +145,7 @@ KIND = {"impls": _csv(str), "dtype": _csv(str), "layers": _csv(int), "activation
         "steps": int, "lr": float, "reduction": str, "loss": str, "dataset": str, "device": str, "seed": int,
         "check_every": int, "out": str, "optimizer": str, "momentum": float, "beta1": float, "beta2": float,
         "eps": float, "weight_decay": float, "schedule": str, "decay_every": int, "decay_factor": float,
-        "matmul_precision": str, "time_limit": float, "max_hours": float}
+        "matmul_precision": str, "mixed_precision": str, "time_limit": float, "max_hours": float}
 SHOWN = {"seed": "the notebook's preset", "out": "a new folder under results/"}
 SETTLED = ("check_every", "impls", "weight_decay")  # derived from the other options when not given
 
@@ -204,6 +212,13 @@ def validate(config: RunConfig) -> None:
     bad_dtype = [d for d in config.dtype if d not in RUN_DTYPES]
     if bad_dtype:
         raise UsageError(f"unknown dtype {bad_dtype[0]!r}; choose from {', '.join(RUN_DTYPES)}")
+    if config.mixed_precision is not None:
+        if config.mixed_precision not in MIXED_PRECISIONS:
+            raise UsageError(f"unknown --mixed-precision {config.mixed_precision!r}; choose from"
+                             f" {', '.join(MIXED_PRECISIONS)}")
+        if MIXED_PRECISIONS[config.mixed_precision] not in config.dtype:
+            raise UsageError(f"--mixed-precision {config.mixed_precision} computes in"
+                             f" {MIXED_PRECISIONS[config.mixed_precision]}, which --dtype does not list")
     if config.steps < 1:
         raise UsageError(f"--steps must be >= 1, got {config.steps}")
     if not 1 <= config.check_every <= config.steps:

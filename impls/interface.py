@@ -78,10 +78,14 @@ def exact(impl: object) -> bool:
     return bool(getattr(impl, "exact", True))
 
 
-def require_dtype(name: str, spec: ModelSpec, supported: tuple[str, ...]) -> None:
-    """Raise Unavailable unless the implementation computes in ``spec.dtype``."""
+def require_dtype(name: str, spec: ModelSpec, supported: tuple[str, ...], mixed: bool = False) -> None:
+    """Raise Unavailable unless the implementation computes in ``spec.dtype`` (and, under the mixed policy,
+    follows it: ``mixed``)."""
     if spec.dtype not in supported:
         raise Unavailable(f"{name} has no {spec.dtype}; it runs in {', '.join(supported)}")
+    if spec.mixed and not mixed:
+        raise Unavailable(f"{name} has no mixed precision: it computes {spec.dtype} with {spec.dtype} weights; numpy,"
+                          f" torch-nn, jax-optax and keras follow the mixed policy")
 
 
 def require_plain_sgd(name: str, spec: ModelSpec) -> None:

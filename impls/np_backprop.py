@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from impls.np_mixed import MixedPrecision
 from impls.np_notebook import ACTIVATION_PRIME, NotebookNumpy, sel_prime
 
 
-class NumpyBackprop(NotebookNumpy):
-    """Loss derivative ``sel_prime``; activation derivatives from the layer's output."""
+class NumpyBackprop(MixedPrecision, NotebookNumpy):
+    """Loss derivative ``sel_prime``; activation derivatives from the layer's output (the mixed policy by hand,
+    ``impls.np_mixed``)."""
 
     name = "numpy"
     relu_grad_at_zero = 0.0  # relu_prime(out) = 1 * (out > 0): H(0) = 0, as in the w and b derivations

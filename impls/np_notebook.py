@@ -169,12 +169,15 @@ class NotebookNumpy:
         _, z, out = layers[-1]
         return bce_logits(z, y) if self.spec.loss == "bce" else sel(out, y)
 
-    def _deltas(self, p: Params, layers: list[Layer], y: np.ndarray):
-        """(layer index, its input h, d objective / d z) from the output layer down, one row per sample."""
+    def _deltas(self, p: Params, layers: list[Layer], y: np.ndarray, top: np.ndarray | None = None):
+        """(layer index, its input h, d objective / d z) from the output layer down, one row per sample
+        (``top``: the output layer's d objective / d z, when the caller has it)."""
         _, z, out = layers[-1]
-        grad_loss = self.output_delta(z, out, y)
-        if self.spec.reduction == "mean":
-            grad_loss = grad_loss / y.size
+        grad_loss = top
+        if grad_loss is None:
+            grad_loss = self.output_delta(z, out, y)
+            if self.spec.reduction == "mean":
+                grad_loss = grad_loss / y.size
         for i in reversed(range(self.spec.depth)):
             h, z, out = layers[i]
             if i < self.spec.depth - 1:
@@ -183,9 +186,10 @@ class NotebookNumpy:
             if i:
                 grad_loss = matmul(grad_loss, p[f"w{i}"].T)
 
-    def _backward(self, p: Params, layers: list[Layer], y: np.ndarray) -> dict[str, np.ndarray]:
+    def _backward(self, p: Params, layers: list[Layer], y: np.ndarray, top: np.ndarray | None = None
+                  ) -> dict[str, np.ndarray]:
         grads: dict[str, np.ndarray] = {}
-        for i, h, grad_loss in self._deltas(p, layers, y):
+        for i, h, grad_loss in self._deltas(p, layers, y, top):
             grads[f"w{i}"], grads[f"b{i}"] = dense_grads(h, grad_loss)
         return {k: grads[k] for k in p}
 

@@ -46,6 +46,7 @@ class NumpyOptimizer:
     def __init__(self, spec: ModelSpec, dtype: np.dtype) -> None:
         self.spec, self.dtype = spec, dtype
         self.t = 0  # updates done
+        self.iteration = 0  # steps of the loop, updates and steps skipped by loss scaling (the schedule's count)
         self.buffers: dict[str, dict[str, np.ndarray]] = {}
         as_dtype = dtype.type
         self.lr0 = as_dtype(spec.lr)
@@ -55,8 +56,12 @@ class NumpyOptimizer:
 
     def lr(self) -> np.floating:
         if self.spec.schedule == "step":
-            return self.lr0 * self.decay_factor ** (self.t // self.spec.decay_every)
+            return self.lr0 * self.decay_factor ** (self.iteration // self.spec.decay_every)
         return self.lr0
+
+    def skip(self) -> None:
+        """A step loss scaling skips: no update, but the schedule moves on."""
+        self.iteration += 1
 
     def update(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
         """One step of every parameter."""
@@ -79,3 +84,4 @@ class NumpyOptimizer:
                 v_max = state.setdefault("v_max", np.zeros_like(w)) if opt == "amsgrad" else None
                 adam_update(w, dw, m, v, v_max, lr, self.beta1, self.beta2, self.eps, self.t + 1)
         self.t += 1
+        self.iteration += 1

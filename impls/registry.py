@@ -30,13 +30,14 @@ DEFAULT_OPTIMIZING = ("numpy", "numpy-fd", *NATIVE)  # what a compare runs for a
 FLOAT64_ONLY = ("numpy-fd",)  # every other implementation runs in float64 and float32
 # the ones that also run the spec's reduced dtypes (bfloat16, float16); the others decline them with a reason
 REDUCED = ("numpy", "torch", "jax", "jax-step", "torch-compile")
+MIXED = ("numpy", "torch-nn", "jax-optax", "keras")  # follow the mixed policy (--mixed-precision)
 PLAIN_SGD_ONLY = ("torch", "jax", "numpy-fast", "jax-step", "torch-compile", "torch-loop")  # hand-rolled SGD loops
 
 
 def supports(name: str, spec: ModelSpec) -> bool:
     """Whether the implementation promises to run ``spec`` on the CPU once its framework is installed."""
     return (name in REGISTRY and (spec.dtype == "float64" or name not in FLOAT64_ONLY)
-            and (spec.dtype not in LOW_DTYPES or name in REDUCED)
+            and (spec.dtype not in LOW_DTYPES or name in (MIXED if spec.mixed else REDUCED))
             and (spec.plain_sgd or name not in PLAIN_SGD_ONLY))
 
 

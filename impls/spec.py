@@ -61,6 +61,34 @@ DTYPES = ("float64", "float32")  # what a run computes in unless it asks for a r
 # arrays of ml_dtypes.bfloat16 and numpy.float16.
 LOW_DTYPES = ("bfloat16", "float16")
 RUN_DTYPES = DTYPES + LOW_DTYPES  # what a run can ask for
+# Mixed precision, opt-in (``--mixed-precision bf16|fp16``): a run in a reduced dtype keeps its parameters, its
+# optimizer's state and every update in float32 (the master weights), and computes in the reduced dtype only:
+# - forward: each step the weights and biases are rounded to the dtype, and every layer runs as in a run in the
+#   dtype (product accumulated in float32 and rounded once, + b, activation, each rounded to the dtype);
+# - loss: the output (bce: its pre-activation) is widened to float32, and the per-element loss, its reduction,
+#   the reported loss and d loss / d output (bce: / d z) are float32; that derivative, times the loss scale, is
+#   rounded to the dtype, and the backward pass runs in the dtype as in a run in it;
+# - each gradient is widened to float32 and divided by the loss scale there, then the optimizer steps in float32;
+# - float16 scales the loss dynamically (``LOSS_SCALE``, torch.amp.GradScaler's defaults): a step whose gradients
+#   are not all finite is skipped (no update, the optimizer's step count stays, the schedule's advances) and the
+#   scale halves; after ``growth_interval`` finite steps in a row it doubles. bfloat16 has float32's range and is
+#   not scaled.
+# ``loss_and_grads`` gives the policy's loss and gradients at scale 1 (what one step's update is made of).
+MIXED_PRECISIONS = {"bf16": "bfloat16", "fp16": "float16"}  # --mixed-precision -> the dtype it computes in
+MASTER_DTYPE = "float32"
+
+
+@dataclass(frozen=True)
+class LossScale:
+    """Dynamic loss scaling: where it starts and how it moves."""
+
+    initial: float = 2.0 ** 16
+    growth: float = 2.0
+    backoff: float = 0.5
+    growth_interval: int = 2000
+
+
+LOSS_SCALE = LossScale()
 DEVICES = ("cpu", "cuda")  # where torch and jax compute; the NumPy implementations always use the CPU
 ORACLE_DTYPE = "longdouble"  # the extended-precision truth; only numpy computes in it
 # How float32 matmuls may compute, in torch.set_float32_matmul_precision's words: "default" leaves each framework
@@ -90,6 +118,7 @@ class ModelSpec:
     decay_every: int = 1000
     decay_factor: float = 0.5
     matmul_precision: str = "default"  # one of MATMUL_PRECISIONS: how float32 products may compute
+    mixed: bool = False  # a reduced dtype under the mixed policy: master weights and updates in float32
 
     def __post_init__(self) -> None:
         if len(self.layers) < 2 or any(int(n) != n or n < 1 for n in self.layers):
@@ -107,6 +136,9 @@ class ModelSpec:
         _one_of("dtype", (self.dtype,), RUN_DTYPES + (ORACLE_DTYPE,))
         _one_of("device", (self.device,), DEVICES)
         _one_of("matmul precision", (self.matmul_precision,), MATMUL_PRECISIONS)
+        if self.mixed and self.dtype not in LOW_DTYPES:
+            raise ValueError(f"mixed precision computes in a reduced dtype ({', '.join(LOW_DTYPES)}),"
+                             f" not {self.dtype}")
         if not 0 < self.lr < float("inf"):
             raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
         _one_of("optimizer", (self.optimizer,), OPTIMIZERS)
@@ -123,6 +155,17 @@ class ModelSpec:
             raise ValueError(f"decay_every must be a whole number of steps >= 1, got {self.decay_every}")
         if not 0 < self.decay_factor < float("inf"):
             raise ValueError(f"decay_factor must be a finite number > 0, got {self.decay_factor}")
+
+    @property
+    def param_dtype(self) -> str:
+        """The dtype parameters, gradients and the optimizer's state are held in: float32 under the mixed policy,
+        else the run's dtype."""
+        return MASTER_DTYPE if self.mixed else self.dtype
+
+    @property
+    def loss_scale(self) -> LossScale | None:
+        """The dynamic loss scaling this run's policy applies (mixed float16 only)."""
+        return LOSS_SCALE if self.mixed and self.dtype == "float16" else None
 
     @property
     def plain_sgd(self) -> bool:

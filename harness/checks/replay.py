@@ -39,7 +39,7 @@ def name_cause(found: Divergence, run: Run, losses: pd.DataFrame, params: pd.Dat
     """``found`` with its cause, the state, the parameter and the error that explain the divergence
     (``truth_states``: the truth's checkpoints, to tell a relu branch taken apart from rounding beyond the envelope)."""
     for name, value in initial.items():  # the loop must start from the weights it was given
-        rel = float(rel_diff(run.state(0)[name], np.asarray(value, run.dtype)))
+        rel = float(rel_diff(run.state(0)[name], np.asarray(value, run.impl.spec.param_dtype)))
         if rel != 0:
             found.cause = "initial state"
             _name(found, 0, name, rel, 0.0)

@@ -106,19 +106,25 @@ def resolution_horizon(losses: np.ndarray, spec) -> int | None:
     return int(bad[0]) if bad.size else None
 
 
+def held(run: Run) -> str:
+    """The dtype whose free-running floor a run's trajectory gets: where its parameters are held (under the mixed
+    policy float32, whose updates do not round away; the measured envelope of its computing dtype still rules)."""
+    return run.impl.spec.param_dtype
+
+
 def loss_table(run: Run, truth: Reference, rounding: Envelope, end: int) -> pd.DataFrame:
     """Per-step loss before ``end``, its relative error vs the truth, and what is allowed there."""
     err = loss_error(run.result.losses[:end], truth.losses[:end], truth.losses[:end])
     return pd.DataFrame({"impl": run.name, "dtype": run.dtype, "step": np.arange(end),
                          "loss": run.result.losses[:end], "rel_err": err,
-                         "allowed": trajectory_allowed(run.dtype, rounding.loss[:end], exact(run.impl))})
+                         "allowed": trajectory_allowed(held(run), rounding.loss[:end], exact(run.impl))})
 
 
 def param_table(run: Run, truth: Reference, rounding: Envelope, end: int) -> pd.DataFrame:
     """Error of each parameter vs the truth at every checkpoint before ``end``, with what is allowed."""
     rows = []
     for step in sorted(k for k in run.result.checkpoints if k < end):
-        limit = float(trajectory_allowed(run.dtype, rounding.params[step], exact(run.impl)))
+        limit = float(trajectory_allowed(held(run), rounding.params[step], exact(run.impl)))
         for name, err in param_errors(run.state(step), truth.state(step)).items():
             rows.append({"impl": run.name, "dtype": run.dtype, "step": step, "param": name, "rel_err": err,
                          "allowed": limit})

@@ -39,9 +39,10 @@ class ExpectedUpdates:
     def __init__(self, impl: Implementation) -> None:
         spec, conventions = impl.spec, conventions_of(impl)
         self.names = list(spec.param_shapes())
-        self.rules = [Rule(spec, EXTENDED, conventions, constants=spec.dtype) for _ in range(3)]
+        held = spec.param_dtype  # where the optimizer's constants and state live (float32 under the mixed policy)
+        self.rules = [Rule(spec, EXTENDED, conventions, constants=held) for _ in range(3)]
         self.rules.append(Rule(spec, EXTENDED, conventions))
-        self.rules.append(Rule(spec, EXTENDED, conventions, corrections=spec.dtype))
+        self.rules.append(Rule(spec, EXTENDED, conventions, corrections=held))
         self.grad_floor = floor(spec.dtype, exact(impl)).rel
 
     def _flat(self, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -68,7 +69,7 @@ class ExpectedUpdates:
         less than an ulp of p, but by 0.1 % of the step. Allowed: ``UPDATE_ULPS`` ulps of
         the new parameter and of the step, plus what gradient rounding can move it.
         """
-        dtype = impl.spec.dtype
+        dtype = impl.spec.param_dtype
         p, expected, allowance = self.next(before, grads, scale)
         new = self._flat(after)
         late = _late_schedule(impl.spec, step)  # the step as it would be at the lr before this step's decay

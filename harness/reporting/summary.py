@@ -17,7 +17,7 @@ from harness.reporting import tables as report
 from harness.running.roster import FRAMEWORK_DEFAULTS
 from harness.truth import tolerances
 from harness.truth.optimizers import SPEC_CONVENTIONS, departures
-from impls.spec import ORACLE_DTYPE
+from impls.spec import MIXED_PRECISIONS, ORACLE_DTYPE
 
 if TYPE_CHECKING:
     from harness.compare import Outcome
@@ -210,6 +210,13 @@ def summary_md(config: RunConfig, outcome: "Outcome", short: bool = False) -> st
     title = f"harness.compare: layers {config.layers}, {config.steps:,} steps, lr {config.lr}"
     if not config.spec("float64").plain_sgd:
         title += f", {config.optimizer}" + (f" ({config.schedule} schedule)" if config.schedule != "constant" else "")
+    if config.mixed_precision:
+        low = MIXED_PRECISIONS[config.mixed_precision]
+        title += f", mixed precision {config.mixed_precision}"
+        verdict += (f"\n\nMixed precision: the {low} runs keep float32 master weights and optimizer state and"
+                    f" compute forward and backward in {low}, the loss in float32"
+                    + (", scaling it dynamically from 2^16" if low == "float16" else "")
+                    + " (impls/spec.py); they are judged against the oracle's run under the same policy.")
     return report.summary(title, verdict, sections)
 
 

@@ -91,12 +91,12 @@ def run_faults(result, spec: ModelSpec, steps: int, record: list[int]) -> list[s
     if sorted(checkpoints) != sorted(record):
         missing, extra = sorted(set(record) - set(checkpoints)), sorted(set(checkpoints) - set(record))
         return [f"train() kept other checkpoints than asked (missing {missing[:3]}, extra {extra[:3]})"]
-    faults = [f"train() {fault}" for fault in _arrays(params, spec.param_shapes(), spec.dtype, finite=False)]
+    faults = [f"train() {fault}" for fault in _arrays(params, spec.param_shapes(), spec.param_dtype, finite=False)]
     if not faults and steps in checkpoints and not all(
             np.array_equal(params[k], checkpoints[steps].get(k), equal_nan=True) for k in params):
         faults.append(f"train() returned final parameters that differ from its own checkpoint at step {steps}")
     for step in record:
-        found = _arrays(checkpoints[step], spec.param_shapes(), spec.dtype, finite=False)
+        found = _arrays(checkpoints[step], spec.param_shapes(), spec.param_dtype, finite=False)
         faults += [f"train() checkpoint {step}: {fault}" for fault in found[:1]]
     return faults[:3]
 
@@ -123,7 +123,7 @@ def _loss_and_grads(out, spec: ModelSpec) -> list[str]:
         return ["did not return (loss, {name: gradient})"]
     loss, grads = out
     faults = [] if isinstance(loss, (float, np.floating)) and np.isfinite(loss) else [f"returned loss {loss!r}"]
-    return faults + _arrays(grads, spec.param_shapes(), spec.dtype)
+    return faults + _arrays(grads, spec.param_shapes(), spec.param_dtype)
 
 
 def _train(out, spec: ModelSpec) -> list[str]:
@@ -134,4 +134,4 @@ def _train(out, spec: ModelSpec) -> list[str]:
                                                                  f" expected ({VALIDATION_STEPS},)"]
     if sorted(checkpoints) != [0, VALIDATION_STEPS]:
         faults.append(f"kept checkpoints {sorted(checkpoints)}, asked for [0, {VALIDATION_STEPS}]")
-    return faults + _arrays(params, spec.param_shapes(), spec.dtype)
+    return faults + _arrays(params, spec.param_shapes(), spec.param_dtype)

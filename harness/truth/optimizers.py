@@ -78,7 +78,8 @@ class Rule:
         how AdamW's decoupled decay is written (``DECAY_FORMS``)."""
         self.spec, self.dtype = spec, np.dtype(dtype).type
         self.conv = {**SPEC_CONVENTIONS, **(conventions or {})}
-        self.t = 0
+        self.t = 0  # optimizer steps taken (Adam's bias corrections count these)
+        self.iteration = 0  # steps of the loop, taken or skipped (the schedule counts these)
         self.state: dict[str, np.ndarray] = {}
         rounded = np.dtype(constants or dtype).type
         self.c = lambda value: self.dtype(rounded(value))
@@ -92,6 +93,7 @@ class Rule:
 
     def _sgd(self, p: np.ndarray, g: np.ndarray) -> None:
         self.t += 1
+        self.iteration += 1
         np.multiply(g, self._lr0, out=g)
         np.subtract(p, g, out=p)
 
@@ -104,8 +106,9 @@ class Rule:
     def step(self, p: np.ndarray, g: np.ndarray) -> None:
         """Update t on ``p`` (in place) from the gradient ``g`` (which may be overwritten)."""
         spec, conv, t, c = self.spec, self.conv, self.t, self.c
-        lr = self.lr(t)
+        lr = self.lr(self.iteration)
         self.t += 1
+        self.iteration += 1
         decay = None  # AdamW's decay term, when it joins the Adam direction (optax's form)
         if spec.weight_decay > 0:
             if spec.optimizer == "adamw":
@@ -121,6 +124,11 @@ class Rule:
             self._momentum(p, g, lr, t)
         else:
             self._adam(p, g, lr, t, decay)
+
+    def skip(self) -> None:
+        """A step skipped by loss scaling: no update and no optimizer step, but the schedule moves on (as
+        torch's StepLR, stepped every iteration, does)."""
+        self.iteration += 1
 
     def _decoupled(self, p, lr):
         """AdamW's decay of ``p`` as ``decay_form`` writes it: applied now, or (optax's) returned to join the

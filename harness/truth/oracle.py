@@ -329,17 +329,32 @@ class Oracle:
         wanted = set(record)
         depth, acts, count = self.spec.depth, self.spec.activations, len(starts)
         widths, k = self.spec.layers, np.shape(x)[0]
+        # Under the mixed policy (impls.spec) the parameters and the update are float32 (``master``) and the
+        # forward and backward passes run in ``dtype``; float16 scales the loss, so each start skips its own steps
+        mixed = self.spec.mixed and np.dtype(dtype).itemsize < 4
+        master = np.float32 if mixed else dtype
+        scaling = self.spec.loss_scale if mixed else None
+        if scaling is not None and count > 1:
+            def own(flags: Sequence, j: int) -> list:
+                return list(flags[j:j + 1])
+            return [found for j, start in enumerate(starts) for found in self.train(
+                [start], x, y, steps, record, dtype, textbook, own(kernel_ulp, j), own(fd_slopes, j),
+                conventions, complements_exact, decay_form, own(noise, j))]
         # Every start's parameters in one flat row (w0, b0, w1, b1, ...) and the gradients in another. Layer
         # i's w (n x m) and b (1 x m) are consecutive, so together they are one (n + 1) x m block of the row:
         # one update serves the whole network (two calls a step for SGD).
         ends = np.cumsum([0] + [(n + 1) * m for n, m in zip(widths, widths[1:])])
-        flat = np.empty((count, ends[-1]), dtype)
-        grad = np.empty_like(flat)
-        blocks = [flat[:, a:b].reshape(count, n + 1, m) for a, b, n, m in zip(ends, ends[1:], widths, widths[1:])]
-        grads = [grad[:, a:b].reshape(count, n + 1, m) for a, b, n, m in zip(ends, ends[1:], widths, widths[1:])]
-        for i, block in enumerate(blocks):
-            block[:, :-1] = np.stack([np.asarray(p[f"w{i}"], dtype) for p in starts])
-            block[:, -1:] = np.stack([np.asarray(p[f"b{i}"], dtype) for p in starts])
+        flat = np.empty((count, ends[-1]), master)
+        low = np.empty((count, ends[-1]), dtype) if mixed else flat  # the weights the passes compute with
+        grad = np.empty((count, ends[-1]), dtype)
+        grad_master = np.empty_like(flat) if mixed else grad
+
+        def split(row: np.ndarray) -> list[np.ndarray]:
+            return [row[:, a:b].reshape(count, n + 1, m) for a, b, n, m in zip(ends, ends[1:], widths, widths[1:])]
+        kept_blocks, blocks, grads = split(flat), split(low), split(grad)
+        for i, block in enumerate(kept_blocks):
+            block[:, :-1] = np.stack([np.asarray(p[f"w{i}"], master) for p in starts])
+            block[:, -1:] = np.stack([np.asarray(p[f"b{i}"], master) for p in starts])
         # Layer i's input with its column of ones, (count, k, n + 1); the output layer's values apart.
         inputs = [np.ones((count, k, n + 1), dtype) for n in widths[:-1]]
         inputs[0][..., :-1] = np.asarray(x, dtype)
@@ -347,9 +362,11 @@ class Oracle:
         zs = [np.empty((count, k, m), dtype) for m in widths[1:]]
         inputs_t = [np.swapaxes(a, -1, -2) for a in inputs]
         weights_t = [np.swapaxes(block[:, :-1], -1, -2) for block in blocks]  # w without its bias row
+        y_loss = np.asarray(y, master)  # the loss and its derivative: float32 under the mixed policy
         y = np.asarray(y, dtype)
-        half, size = np.asarray(0.5, dtype), np.asarray(y.size, dtype)
-        rule = Rule(self.spec, dtype, conventions, complements_exact=complements_exact, decay_form=decay_form)
+        half, size = np.asarray(0.5, master), np.asarray(y.size, master)
+        rule = Rule(self.spec, master, conventions, complements_exact=complements_exact, decay_form=decay_form)
+        scale, finite_run = master(scaling.initial if scaling else 1), 0
         bce, mean = self.spec.loss == "bce", self.spec.reduction == "mean"
         kernels = {"relu": lambda z, out: np.maximum(z, 0, out=out), "tanh": np.tanh, "sigmoid": expit,
                    "identity": lambda z, out: np.copyto(out, z)}
@@ -370,22 +387,22 @@ class Oracle:
                     found[j] = _difference_slope(acts[i], z[j], fd_h, relu0, rngs.get(j))
             return found
         toward = np.zeros((), dtype)
-        losses, checkpoints = np.empty((steps, count), dtype), [{} for _ in starts]
+        losses, checkpoints = np.empty((steps, count), master), [{} for _ in starts]
         # The reported loss is computed afterwards, a chunk of steps at a time, from the output layer's
         # kept values: one vectorised pass instead of three small calls per step.
         chunk = max(1, min(steps, HISTORY_ELEMENTS // (count * y.size)))
-        history = np.empty((chunk, count, *y.shape), dtype)
+        history = np.empty((chunk, count, *y.shape), master)
 
         def state(j: int) -> dict[str, np.ndarray]:
             kept = {}
-            for i, block in enumerate(blocks):
+            for i, block in enumerate(kept_blocks):
                 kept[f"w{i}"], kept[f"b{i}"] = block[j, :-1].copy(), block[j, -1:].copy()
             return kept
 
         def flush(upto: int) -> None:
             done = (upto - 1) // chunk * chunk
             kept = history[:upto - done]
-            per_element = _softplus(kept) - y * kept if bce else half * (kept - y) ** 2
+            per_element = _softplus(kept) - y_loss * kept if bce else half * (kept - y_loss) ** 2
             losses[done:upto] = per_element.mean(axis=(-2, -1))
 
         with np.errstate(all="ignore"):
@@ -393,6 +410,8 @@ class Oracle:
                 if step in wanted:
                     for j, kept in enumerate(checkpoints):
                         kept[step] = state(j)
+                if mixed:  # the master weights rounded to the dtype the passes compute in
+                    np.copyto(low, flat, casting="unsafe")
                 for i in range(depth):
                     np.matmul(inputs[i], blocks[i], out=zs[i])
                     for j, rng, _ in noisy:  # another summation order: up to half an ulp of the terms
@@ -408,12 +427,17 @@ class Oracle:
                 history[step % chunk] = z if bce else out
                 if step % chunk == chunk - 1:
                     flush(step + 1)
-                delta = out - y if bce else (out - y) * slope(depth - 1, z, out)
+                if mixed:  # d loss / d output (bce: / d z) in float32, scaled, then rounded to the dtype
+                    wide = expit(z.astype(master)) - y_loss if bce else out.astype(master) - y_loss
+                    wide = (wide / size if mean else wide) * scale
+                    delta = wide.astype(dtype) if bce else wide.astype(dtype) * slope(depth - 1, z, out)
+                else:
+                    delta = out - y if bce else (out - y) * slope(depth - 1, z, out)
                 if by_difference:  # the notebook's prime(loss_fn, y_pred) too: a difference of the loss's values
                     for j in by_difference:
                         delta[j] = _logit_difference(z[j], y, fd_h, rngs.get(j)) if bce else \
                             _loss_difference(self.spec.loss, out[j], y, fd_h, rngs.get(j)) * slope(depth - 1, z, out)[j]
-                if mean:
+                if mean and not mixed:
                     delta = delta / size
                 for i in range(depth - 1, -1, -1):
                     if i < depth - 1:
@@ -421,7 +445,19 @@ class Oracle:
                     np.matmul(inputs_t[i], delta, out=grads[i])
                     if i:
                         delta = _product(delta, weights_t[i], dtype)
-                rule.step(flat, grad)
+                if mixed:
+                    np.copyto(grad_master, grad, casting="unsafe")
+                    if scale != 1:
+                        grad_master /= scale
+                if scaling is not None and not np.all(np.isfinite(grad_master)):
+                    rule.skip()  # the step is skipped, the scale backs off
+                    scale, finite_run = scale * master(scaling.backoff), 0
+                    continue
+                if scaling is not None:
+                    finite_run += 1
+                    if finite_run == scaling.growth_interval:
+                        scale, finite_run = scale * master(scaling.growth), 0
+                rule.step(flat, grad_master)
             if steps % chunk:
                 flush(steps)
         if steps in wanted:

@@ -101,7 +101,7 @@ class ReferenceJob:
         if self.dtype == ORACLE_DTYPE:
             trained = oracle.train([params], x, y, steps, record, EXTENDED)
         else:
-            starts = [params, one_ulp_up(params, self.dtype), params]
+            starts = [params, one_ulp_up(params, self.spec.param_dtype), params]  # mixed: an ulp of float32
             trained = oracle.train(starts, x, y, steps, record, np.dtype(self.dtype).type, textbook=True,
                                    kernel_ulp=[False, False, True], conventions=stated)
             if self.complements_differ:  # a framework may take 1 - beta2 from the double and round it once
@@ -124,7 +124,7 @@ class ReferenceJob:
         """Whether 1 - beta rounds differently from the exact betas than from the betas rounded to the dtype."""
         if self.dtype == ORACLE_DTYPE or self.spec.optimizer not in ("adam", "amsgrad", "adamw"):
             return False
-        d = np.dtype(self.dtype).type
+        d = np.dtype(self.spec.param_dtype).type
         return any(d(1) - d(b) != d(1 - b) for b in (self.spec.beta1, self.spec.beta2))
 
 
