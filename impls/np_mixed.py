@@ -25,6 +25,11 @@ class MixedPrecision:
     def _mixed(self, p: Params, x: np.ndarray, y: np.ndarray, scale) -> tuple[np.floating, dict[str, np.ndarray]]:
         """(the float32 loss, the float32 gradients divided by ``scale``) at the master weights ``p``."""
         wide = np.dtype(self.spec.param_dtype)
+        with np.errstate(over="ignore", invalid="ignore"):  # float16 may overflow: the step is then skipped
+            return self._passes(p, x, y, scale)
+
+    def _passes(self, p: Params, x: np.ndarray, y: np.ndarray, scale) -> tuple[np.floating, dict[str, np.ndarray]]:
+        wide = np.dtype(self.spec.param_dtype)
         low = {k: v.astype(self.dtype) for k, v in p.items()}  # the master weights rounded to the dtype
         layers = self._layers(low, x)
         _, z, out = layers[-1]

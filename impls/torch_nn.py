@@ -15,8 +15,12 @@ import torch
 from torch import nn
 
 from impls.interface import Params, TrainResult, Unavailable, check_record, require_dtype
-from impls.spec import DTYPES, ModelSpec
-from impls.torch_common import under_matmul_precision
+from contextlib import nullcontext
+
+from impls.spec import DTYPES, LOW_DTYPES, ModelSpec
+from impls.torch_common import exchangeable, host, under_matmul_precision
+
+MIXED_DTYPES = LOW_DTYPES  # under the mixed policy (torch.autocast on the CPU takes both)
 
 ACTIVATION = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "identity": nn.Identity}
 OPTIMIZER = {"sgd": torch.optim.SGD, "momentum": torch.optim.SGD, "nesterov": torch.optim.SGD,
@@ -46,12 +50,17 @@ class TorchNN:
     relu_grad_at_zero = 0.0  # nn.ReLU's backward (threshold_backward) passes gradient only where the output > 0
 
     def __init__(self, spec: ModelSpec) -> None:
-        require_dtype(self.name, spec, DTYPES)
+        require_dtype(self.name, spec, MIXED_DTYPES if spec.mixed else DTYPES, mixed=True)
         if spec.device == "cuda" and not torch.cuda.is_available():
             raise Unavailable(f"{self.name}: torch {torch.__version__} sees no CUDA device here")
         self.spec = spec
-        self.dtype = getattr(torch, spec.dtype)
+        self.dtype = getattr(torch, spec.param_dtype)  # the Linear layers' (under the mixed policy, float32 masters)
         self.device = torch.device(spec.device)
+        # mixed: torch.autocast computes the Linear layers and the activations in the low dtype and the losses
+        # (mse_loss, binary_cross_entropy_with_logits: on autocast's float32 list) in float32; fp16 adds
+        # torch.amp.GradScaler with its defaults (scale 2^16, x2 after 2,000 finite steps, x0.5 and a skipped
+        # step on inf or NaN), and StepLR steps every iteration, skipped or not: the spec's policy
+        self.low = getattr(torch, spec.dtype) if spec.mixed else None
         # torch.optim follows the spec on every key (measured with the oracle, see the tests): eps added after
         # bias correction, nesterov as g + momentum * buf, coupled L2 (AdamW decoupled, times lr), amsgrad's max
         # over the raw v, lr outside the momentum buffer, lr a Python float cast to the run's dtype.
@@ -66,10 +75,15 @@ class TorchNN:
     def kernel(self, name: str, z: np.ndarray) -> np.ndarray:
         """The nn module's element-wise activation on the spec's device."""
         with torch.no_grad():
-            return ACTIVATION[name]()(self._tensor(z)).cpu().numpy()
+            return host(ACTIVATION[name]()(torch.tensor(exchangeable(z), dtype=getattr(torch, self.spec.dtype),
+                                                        device=self.device)))
 
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
-        return torch.tensor(np.asarray(a), dtype=self.dtype, device=self.device)
+        return torch.tensor(exchangeable(a), dtype=self.dtype, device=self.device)
+
+    def _autocast(self):
+        """The mixed policy's torch.autocast (nothing outside it)."""
+        return torch.autocast(self.device.type, dtype=self.low) if self.low is not None else nullcontext()
 
     def _build(self) -> nn.Sequential:
         """The Sequential, once per instance (skip_init: no random init, the global RNG untouched)."""
@@ -128,13 +142,14 @@ class TorchNN:
 
     def forward(self, params: Params, x: np.ndarray) -> np.ndarray:
         model = self._model(params)
-        with torch.no_grad():
-            return model(self._tensor(x)).cpu().numpy().copy()
+        with torch.no_grad(), self._autocast():
+            return host(model(self._tensor(x)))
 
     def loss_and_grads(self, params: Params, x: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
         self._model(params)
         y_t = self._tensor(y)
-        loss = self.criterion(self._tensor(x), y_t)
+        with self._autocast():
+            loss = self.criterion(self._tensor(x), y_t)
         loss.backward()
         grads: dict[str, np.ndarray] = {}
         for i, linear in enumerate(self.linears):
@@ -152,15 +167,22 @@ class TorchNN:
         if self.spec.schedule == "step":
             scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=self.spec.decay_every,
                                                         gamma=self.spec.decay_factor)
+        scaler = torch.amp.GradScaler(self.device.type) if self.spec.loss_scale is not None else None
         objectives: list[torch.Tensor] = []
         checkpoints = {}
         for step in range(steps):
             if step in wanted:
                 checkpoints[step] = self._params()
             optimizer.zero_grad()
-            loss = criterion(x_t, y_t)
-            loss.backward()
-            optimizer.step()
+            with self._autocast():
+                loss = criterion(x_t, y_t)
+            if scaler is None:
+                loss.backward()
+                optimizer.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
             if scheduler is not None:
                 scheduler.step()
             objectives.append(loss.detach())  # the loss before this update; no sync

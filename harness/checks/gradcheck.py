@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from harness.checks import rounding
-from harness.checks.updates import ExpectedUpdates
+from harness.checks.updates import ExpectedUpdates, scaling_skips
 from harness.checks.arrays import along, cast, error_row, fd_directions, finite_difference_grads
 from harness.running.remote import batched
 from harness.truth.oracle import NOTEBOOK_FD_STEP, Oracle
@@ -99,7 +99,9 @@ def teacher_forced(impls: list[Implementation], oracle: Oracle, states: Mapping[
                                  "convention": "" if ok or not kink else
                                  relu_convention(impl, oracle, params, x, y, name, got[name], dtype, limit)})
                 if updates:  # one step from fresh optimizer state
-                    rows += ExpectedUpdates(impl).rows(impl, step, params, after, got, truth.scale)
+                    expected = ExpectedUpdates(impl)
+                    rows += expected.rows(impl, step, params, after, got, truth.scale,
+                                          scaling_skips(impl.spec, params, x, y, expected.loss_scale))
     return table(rows)
 
 

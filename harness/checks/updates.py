@@ -17,7 +17,7 @@ from typing import Mapping
 import numpy as np
 
 from harness.truth.optimizers import Rule, conventions_of
-from harness.truth.oracle import EXTENDED
+from harness.truth.oracle import EXTENDED, Oracle
 from harness.truth.tolerances import UPDATE_ULPS, floor
 from impls.interface import Implementation, Params, exact
 
@@ -38,19 +38,41 @@ class ExpectedUpdates:
 
     def __init__(self, impl: Implementation) -> None:
         spec, conventions = impl.spec, conventions_of(impl)
+        self.spec = spec
         self.names = list(spec.param_shapes())
         held = spec.param_dtype  # where the optimizer's constants and state live (float32 under the mixed policy)
         self.rules = [Rule(spec, EXTENDED, conventions, constants=held) for _ in range(3)]
         self.rules.append(Rule(spec, EXTENDED, conventions))
         self.rules.append(Rule(spec, EXTENDED, conventions, corrections=held))
         self.grad_floor = floor(spec.dtype, exact(impl)).rel
+        scaling = spec.loss_scale  # mixed float16: the dynamic loss scale the policy has reached
+        self.loss_scale, self._finite_run = (scaling.initial if scaling else None), 0
+
+    def _scaled(self, skipped: bool) -> None:
+        """Move the loss scale on by one step, as the policy does (``impls.spec.LossScale``)."""
+        scaling = self.spec.loss_scale
+        if scaling is None:
+            return
+        if skipped:
+            self.loss_scale, self._finite_run = self.loss_scale * scaling.backoff, 0
+            return
+        self._finite_run += 1
+        if self._finite_run == scaling.growth_interval:
+            self.loss_scale, self._finite_run = self.loss_scale * scaling.growth, 0
 
     def _flat(self, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
         return np.concatenate([np.asarray(arrays[k], EXTENDED).ravel() for k in self.names])
 
-    def next(self, before: Params, grads: Mapping[str, np.ndarray], scale: Mapping[str, np.ndarray]
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(parameters before, expected after, allowance from gradient rounding), all flat in longdouble."""
+    def next(self, before: Params, grads: Mapping[str, np.ndarray], scale: Mapping[str, np.ndarray],
+             skipped: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(parameters before, expected after, allowance from gradient rounding), all flat in longdouble;
+        ``skipped``: loss scaling skips this step (no update; the schedule moves on)."""
+        self._scaled(skipped)
+        if skipped:
+            for rule in self.rules:
+                rule.skip()
+            p = self._flat(before)
+            return p, p.copy(), np.zeros_like(p)
         p, g = self._flat(before), self._flat(grads)
         moved = self.grad_floor * np.abs(self._flat(scale))
         out = []
@@ -62,15 +84,15 @@ class ExpectedUpdates:
         return p, out[0], allowance
 
     def rows(self, impl: Implementation, step: int, before: Params, after: Params,
-             grads: Mapping[str, np.ndarray], scale: Mapping[str, np.ndarray]) -> list[dict]:
+             grads: Mapping[str, np.ndarray], scale: Mapping[str, np.ndarray], skipped: bool = False) -> list[dict]:
         """One native step (``before`` to ``after``) against the expected one, one row per parameter.
 
         Judged relative to the step's size, not to |p|: a step 0.1 % off moves p by far
         less than an ulp of p, but by 0.1 % of the step. Allowed: ``UPDATE_ULPS`` ulps of
         the new parameter and of the step, plus what gradient rounding can move it.
         """
-        dtype = impl.spec.param_dtype
-        p, expected, allowance = self.next(before, grads, scale)
+        dtype, held = impl.spec.dtype, impl.spec.param_dtype
+        p, expected, allowance = self.next(before, grads, scale, skipped)
         new = self._flat(after)
         late = _late_schedule(impl.spec, step)  # the step as it would be at the lr before this step's decay
         shifted = None if late is None else p + late * (expected - p)
@@ -80,8 +102,8 @@ class ExpectedUpdates:
             at = part.stop
             diff = np.max(np.abs(new[part] - expected[part]), initial=0.0)
             size = np.max(np.abs(expected[part] - p[part]), initial=0.0)
-            ulp = _ulp(np.max(np.abs(new[part]), initial=0.0), dtype)
-            limit = UPDATE_ULPS.times * (ulp + _ulp(size, dtype)) + np.max(allowance[part], initial=0.0)
+            ulp = _ulp(np.max(np.abs(new[part]), initial=0.0), held)
+            limit = UPDATE_ULPS.times * (ulp + _ulp(size, held)) + np.max(allowance[part], initial=0.0)
             size = size if size > 0 else EXTENDED(1)
             finite = bool(np.all(np.isfinite(new[part])))
             comparable = bool(np.isfinite(limit) and np.isfinite(size))  # the truth's own terms overflowed
@@ -113,3 +135,13 @@ def _ulp(value, dtype: str) -> np.longdouble:
     """One ulp of |value| in ``dtype``, as a longdouble."""
     with np.errstate(over="ignore"):
         return np.spacing(np.asarray(value, dtype)).astype(EXTENDED)
+
+
+def scaling_skips(spec, params: Params, x: np.ndarray, y: np.ndarray, loss_scale: float | None) -> bool:
+    """Whether the mixed policy skips a step at ``params``: its float16 gradients, with the loss scaled by
+    ``loss_scale``, overflow (the oracle's plain run of one step says)."""
+    if loss_scale is None:
+        return False
+    oracle = Oracle(spec)
+    oracle.train([params], x, y, 1, (), np.dtype(spec.dtype).type, textbook=True, loss_scale=loss_scale)
+    return bool(oracle.skipped[0])

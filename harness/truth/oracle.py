@@ -117,6 +117,7 @@ class Oracle:
         self.names = list(spec.param_shapes())
         self.shapes = spec.param_shapes()
         self._cache: dict[tuple, Truth] = {}
+        self.skipped: list[list[int]] = []  # per start of the last train(): the steps loss scaling skipped
 
     # -- the forward pass, for a stack of B parameter sets at once -------------------------------------
     def _per_sample(self, q: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -307,7 +308,7 @@ class Oracle:
               dtype=EXTENDED, textbook: bool = False, kernel_ulp: Sequence[bool] = (),
               fd_slopes: Sequence[bool] = (), conventions: Mapping[str, str] | None = None,
               complements_exact: bool = False, decay_form: str = DECAY_FORMS[0],
-              noise: Sequence[tuple[int, float] | None] = ()
+              noise: Sequence[tuple[int, float] | None] = (), loss_scale: float | None = None
               ) -> list[tuple[np.ndarray, dict[str, np.ndarray], dict[int, dict[str, np.ndarray]]]]:
         """Per start: (per-step reported losses, final parameters, checkpoints), by the spec's optimizer in
         ``dtype`` (``harness.truth.optimizers``; under a framework's stated ``conventions`` if given).
@@ -320,7 +321,9 @@ class Oracle:
         difference (h = 1e-8), as ``numpy-fd`` does; ``noise[j]`` = (seed, k) runs start j
         in Monte Carlo arithmetic, as ``reverse`` does at one state: every step, each tanh
         and sigmoid output moved at random by up to k ulps and each product by up to half
-        an ulp of its absolute terms. The loop is ``reverse``
+        an ulp of its absolute terms. Under the mixed policy with loss scaling, ``loss_scale`` replaces the
+        scale it starts from, and ``self.skipped`` lists, per start, the steps the scaling skipped. The loop is
+        ``reverse``
         unrolled for real arrays into preallocated buffers, because a 100,000-step run
         spends its time in per-call overhead, not arithmetic: each layer's bias rides
         in its weight matrix as one more row, fed by a column of ones in the layer's
@@ -337,9 +340,14 @@ class Oracle:
         if scaling is not None and count > 1:
             def own(flags: Sequence, j: int) -> list:
                 return list(flags[j:j + 1])
-            return [found for j, start in enumerate(starts) for found in self.train(
-                [start], x, y, steps, record, dtype, textbook, own(kernel_ulp, j), own(fd_slopes, j),
-                conventions, complements_exact, decay_form, own(noise, j))]
+            found, skipped = [], []
+            for j, start in enumerate(starts):
+                found += self.train([start], x, y, steps, record, dtype, textbook, own(kernel_ulp, j),
+                                    own(fd_slopes, j), conventions, complements_exact, decay_form, own(noise, j),
+                                    loss_scale)
+                skipped += self.skipped
+            self.skipped = skipped
+            return found
         # Every start's parameters in one flat row (w0, b0, w1, b1, ...) and the gradients in another. Layer
         # i's w (n x m) and b (1 x m) are consecutive, so together they are one (n + 1) x m block of the row:
         # one update serves the whole network (two calls a step for SGD).
@@ -366,7 +374,8 @@ class Oracle:
         y = np.asarray(y, dtype)
         half, size = np.asarray(0.5, master), np.asarray(y.size, master)
         rule = Rule(self.spec, master, conventions, complements_exact=complements_exact, decay_form=decay_form)
-        scale, finite_run = master(scaling.initial if scaling else 1), 0
+        scale, finite_run = master((loss_scale or scaling.initial) if scaling else 1), 0
+        self.skipped = [[] for _ in starts]
         bce, mean = self.spec.loss == "bce", self.spec.reduction == "mean"
         kernels = {"relu": lambda z, out: np.maximum(z, 0, out=out), "tanh": np.tanh, "sigmoid": expit,
                    "identity": lambda z, out: np.copyto(out, z)}
@@ -451,6 +460,7 @@ class Oracle:
                         grad_master /= scale
                 if scaling is not None and not np.all(np.isfinite(grad_master)):
                     rule.skip()  # the step is skipped, the scale backs off
+                    self.skipped[0].append(step)
                     scale, finite_run = scale * master(scaling.backoff), 0
                     continue
                 if scaling is not None:
