@@ -28,7 +28,7 @@ from jax import lax
 
 from impls.jax_common import device_of, matmul_setting, scope, segments
 from impls.interface import Params, TrainResult, check_record, require_dtype
-from impls.spec import DTYPES, ModelSpec
+from impls.spec import DTYPES, LOW_DTYPES, ModelSpec
 
 ACTIVATION = {"relu": jax.nn.relu, "tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid, "identity": lambda z: z}
 # Where each optimizer's own defaults live (optax has no default learning rate).
@@ -55,8 +55,13 @@ class JaxOptax:
     relu_grad_at_zero = 0.0  # jax.nn.relu's derivative is defined as 0 at 0
 
     def __init__(self, spec: ModelSpec) -> None:
-        require_dtype(self.name, spec, DTYPES)
+        require_dtype(self.name, spec, LOW_DTYPES if spec.mixed else DTYPES, mixed=True)
         self.spec = spec
+        # mixed: explicit casts, as users write the policy by hand (or with jmp): float32 params cast to the low
+        # dtype inside the loss, the output widened to float32 for optax's loss, so jax.grad's transposes give
+        # float32 gradients; fp16 scales the loss dynamically by hand (the spec's 2^16, x2 every 2,000 finite
+        # steps, x0.5 and the update and optimizer state kept on an overflow)
+        self.low = jnp.dtype(spec.dtype) if spec.mixed else None
         self.x64 = spec.dtype == "float64"
         self.device = device_of(self.name, spec.device)
         self.matmul_precision, self.matmul_error = matmul_setting(spec, self.device)
@@ -64,15 +69,17 @@ class JaxOptax:
         # scale_by_amsgrad: bias_correction_nu=True, then jax.tree.map(jnp.maximum, state.nu_max, nu_eff)).
         self.conventions: dict[str, str] = (
             {"amsgrad_max": "over bias-corrected v"} if spec.optimizer == "amsgrad" else {})
+        if spec.loss_scale is not None:  # a skipped step keeps the optimizer's state, and with it optax's count
+            self.conventions["schedule_count"] = "steps taken"
         self.framework_defaults = framework_defaults_of(spec.optimizer)
         self.optimizer = self._optimizer()
         self._forward_jit = jax.jit(self._forward)
-        self._value_and_grad = jax.jit(jax.value_and_grad(self._objective, has_aux=True))
+        self._value_and_grad = jax.jit(jax.value_and_grad(self._scaled_objective, has_aux=True))
         self._init = jax.jit(self.optimizer.init)
-        self._scan = jax.jit(self._run_many, static_argnums=(4, 5))
+        self._scan = jax.jit(self._run_many, static_argnums=(5, 6))
 
     def _optimizer(self) -> optax.GradientTransformation:
-        s, typed = self.spec, np.dtype(self.spec.dtype).type
+        s, typed = self.spec, np.dtype(self.spec.param_dtype).type  # the optimizer holds them in float32 if mixed
         # The schedule's values as scalars of the run's dtype: from Python floats exponential_decay computes
         # in float32 even under x64 (its count / transition_steps is int32 / int -> float32), lr_dtype float32.
         lr = (optax.exponential_decay(init_value=typed(s.lr), transition_steps=s.decay_every,
@@ -99,10 +106,11 @@ class JaxOptax:
     def kernel(self, name: str, z: np.ndarray) -> np.ndarray:
         """XLA's element-wise activation, compiled as in the loop, on the spec's device."""
         with self._scope():
-            return np.asarray(jax.jit(ACTIVATION[name])(self._array(z)))
+            return np.asarray(jax.jit(ACTIVATION[name])(np.asarray(z, self.spec.dtype)))
 
     def _array(self, a: np.ndarray) -> np.ndarray:
-        return np.asarray(a, dtype=self.spec.dtype)
+        """Parameters, inputs and targets as the loop takes them (under the mixed policy, float32)."""
+        return np.asarray(a, dtype=self.spec.param_dtype)
 
     def _numpy(self, tree: dict[str, jax.Array]) -> dict[str, np.ndarray]:
         """Copies in the spec's parameter order (JAX sorts dict keys)."""
@@ -111,6 +119,8 @@ class JaxOptax:
     def _layers(self, p: dict[str, jax.Array], x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """(pre-activation, output) of the last layer."""
         h = x
+        if self.low is not None:
+            p, h = jax.tree.map(lambda a: a.astype(self.low), p), x.astype(self.low)
         for i, act in enumerate(self.spec.activations):
             z = h @ p[f"w{i}"] + p[f"b{i}"]
             h = ACTIVATION[act](z)
@@ -122,6 +132,8 @@ class JaxOptax:
     def _objective(self, p, x, y) -> tuple[jax.Array, jax.Array]:
         """(objective to differentiate, reported mean loss as aux)."""
         z, out = self._layers(p, x)
+        if self.low is not None:  # the loss in float32
+            z, out = z.astype(jnp.float32), out.astype(jnp.float32)
         if self.spec.loss == "bce":
             per_element = optax.sigmoid_binary_cross_entropy(z, y)
         else:
@@ -129,43 +141,71 @@ class JaxOptax:
         objective = per_element.sum() if self.spec.reduction == "sum" else per_element.mean()
         return objective, per_element.mean()
 
-    def _step(self, carry, x, y):
-        p, state = carry
-        (_, reported), grads = jax.value_and_grad(self._objective, has_aux=True)(p, x, y)
-        updates, state = self.optimizer.update(grads, state, p)
-        return (optax.apply_updates(p, updates), state), reported
+    def _scaled_objective(self, p, x, y, scale) -> tuple[jax.Array, jax.Array]:
+        """The objective times the loss scale (1 where nothing scales), with the reported loss."""
+        objective, reported = self._objective(p, x, y)
+        return objective * scale, reported
 
-    def _run_many(self, p, state, x, y, length: int, count: int):
+    def _step(self, carry, x, y):
+        p, state, (scale, run) = carry
+        scaling = self.spec.loss_scale
+        if scaling is None:
+            (_, reported), grads = jax.value_and_grad(self._objective, has_aux=True)(p, x, y)
+            updates, state = self.optimizer.update(grads, state, p)
+            return (optax.apply_updates(p, updates), state, (scale, run)), reported
+
+        (_, reported), grads = jax.value_and_grad(self._scaled_objective, has_aux=True)(p, x, y, scale)
+        grads = jax.tree.map(lambda g: g / scale, grads)
+        finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+        updates, new_state = self.optimizer.update(grads, state, p)
+        p, state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
+                                (optax.apply_updates(p, updates), new_state), (p, state))
+        run = jnp.where(finite, run + 1, 0)
+        grow = run == scaling.growth_interval
+        scale = jnp.where(finite, jnp.where(grow, scale * scaling.growth, scale), scale * scaling.backoff)
+        return (p, state, (scale, jnp.where(grow, 0, run))), reported
+
+    def _scaling(self) -> tuple[jax.Array, jax.Array]:
+        """The loop's (loss scale, finite steps in a row) at its start."""
+        scaling = self.spec.loss_scale
+        return jnp.float32(scaling.initial if scaling else 1), jnp.int32(0)
+
+    def _run_many(self, p, state, scaling, x, y, length: int, count: int):
         """``count`` segments of ``length`` steps in one compiled call; params kept at each segment's end."""
         def segment(carry, _):
             carry, losses = lax.scan(lambda c, _: self._step(c, x, y), carry, None, length=length)
             return carry, (carry[0], losses)
-        return lax.scan(segment, (p, state), None, length=count)
+        return lax.scan(segment, (p, state, scaling), None, length=count)
 
     def forward(self, params: Params, x: np.ndarray) -> np.ndarray:
         with self._scope():
             p = {k: self._array(v) for k, v in params.items()}
-            return np.array(self._forward_jit(p, self._array(x)))
+            return np.array(self._forward_jit(p, self._array(x)))  # under the mixed policy, in its dtype
 
     def loss_and_grads(self, params: Params, x: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
         with self._scope():
             p = {k: self._array(v) for k, v in params.items()}
-            (_, reported), grads = self._value_and_grad(p, self._array(x), self._array(y))
-            return float(reported), self._numpy(grads)
+            scale, _ = self._scaling()
+            while True:  # as a step from fresh state makes them: at the loss scale, backed off on an overflow
+                (_, reported), grads = self._value_and_grad(p, self._array(x), self._array(y), scale)
+                if self.spec.loss_scale is None or scale <= 1 or all(
+                        bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads)):
+                    return float(reported), self._numpy(jax.tree.map(lambda g: g / scale, grads))
+                scale = scale * self.spec.loss_scale.backoff
 
     def train(self, params: Params, x: np.ndarray, y: np.ndarray, steps: int, record: Sequence[int] = ()) -> TrainResult:
         """Fresh optimizer state; checkpoints split the run into segments, equal consecutive ones one call."""
         wanted = check_record(steps, record)
         with self._scope():
             p = {k: self._array(v) for k, v in params.items()}
-            state = self._init(p)
+            state, scaling = self._init(p), self._scaling()
             x_j, y_j = self._array(x), self._array(y)
             stored, chunks = [], []
             for start, length, count in segments(wanted, steps):
-                (p, state), (states, losses) = self._scan(p, state, x_j, y_j, length, count)
+                (p, state, scaling), (states, losses) = self._scan(p, state, scaling, x_j, y_j, length, count)
                 stored.append((start, length, count, states))
                 chunks.append(losses)
-            checkpoints = {0: {k: np.array(v, dtype=self.spec.dtype) for k, v in params.items()}} if 0 in wanted else {}
+            checkpoints = {0: {k: self._array(v).copy() for k, v in params.items()}} if 0 in wanted else {}
             for start, length, count, states in stored:
                 host = self._numpy(states)
                 for j in range(count):

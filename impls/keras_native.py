@@ -33,7 +33,7 @@ from jax import lax  # noqa: E402
 
 from impls.interface import Params, TrainResult, Unavailable, check_record, require_dtype  # noqa: E402
 from impls.jax_common import device_of, matmul_setting, scope, segments  # noqa: E402
-from impls.spec import DTYPES, ModelSpec  # noqa: E402
+from impls.spec import DTYPES, LOW_DTYPES, ModelSpec  # noqa: E402
 
 VELOCITY = "velocity v = momentum v - lr g; p += momentum v - lr g"
 DEFAULT_NAMES = {"learning_rate": "lr", "beta_1": "beta1", "beta_2": "beta2", "epsilon": "eps",
@@ -52,15 +52,22 @@ class KerasNative:
         if keras.backend.backend() != "jax":
             raise Unavailable(f"{self.name}: keras was imported with the {keras.backend.backend()} backend;"
                               " this implementation needs KERAS_BACKEND=jax")
-        require_dtype(self.name, spec, DTYPES)
+        require_dtype(self.name, spec, LOW_DTYPES if spec.mixed else DTYPES, mixed=True)
         self.spec = spec
+        # mixed: a "mixed_bfloat16" / "mixed_float16" dtype policy on every Dense (float32 variables, computed in
+        # the low dtype) and keras.losses in float32 (floatx); fp16 wraps the optimizer in LossScaleOptimizer
+        self.policy = f"mixed_{spec.dtype}" if spec.mixed else spec.dtype
         self.x64 = spec.dtype == "float64"
         self.device = device_of(self.name, spec.device)
         self.matmul_precision, self.matmul_error = matmul_setting(spec, self.device)
         self.conventions = _conventions(spec)
+        if spec.loss_scale is not None:  # LossScaleOptimizer: initial_scale=2.0**15; a skipped step leaves the
+            # inner optimizer's iterations, which its learning-rate schedule reads, where they were
+            self.conventions.update(loss_scale_initial="2^15", schedule_count="steps taken")
         self.framework_defaults = _defaults(_OPTIMIZER[spec.optimizer])
         self.framework_settings = {"keras": keras.__version__, "backend": keras.backend.backend(),
-                                   "floatx": spec.dtype, "jax": jax.__version__}
+                                   "floatx": spec.param_dtype, "dtype policy": self.policy,
+                                   "jax": jax.__version__}
         self._own_ops = spec.dtype != "float64" or _keeps_float64()
         if not self._own_ops:
             self.framework_settings["float64"] = ("keras.ops.tanh and keras.ops.mean compute float64 in float32"
@@ -68,14 +75,14 @@ class KerasNative:
                                                   " ops are summed by keras.ops.sum")
         with self._scope():
             previous = keras.config.floatx()
-            keras.config.set_floatx(spec.dtype)
+            keras.config.set_floatx(spec.param_dtype)
             try:
                 self.model = self._build_model()
                 self.optimizer = self._build_optimizer()
                 self.optimizer.build(self.model.trainable_variables)
                 cls = (keras.losses.BinaryCrossentropy if spec.loss == "bce" else keras.losses.MeanSquaredError)
                 kwargs = {"from_logits": True} if spec.loss == "bce" else {}
-                self.loss = cls(reduction="sum", dtype=spec.dtype, **kwargs) if self._own_ops else None
+                self.loss = cls(reduction="sum", dtype=spec.param_dtype, **kwargs) if self._own_ops else None
             finally:
                 keras.config.set_floatx(previous)
             # Fresh optimizer state for every train(): stateless_apply never assigns the Variables themselves.
@@ -97,8 +104,8 @@ class KerasNative:
             last = i == spec.depth - 1
             act = None if (last and spec.loss == "bce") or act == "identity" else act
             act = jnp.tanh if act == "tanh" and not self._own_ops else act
-            layers.append(keras.layers.Dense(width, activation=act, dtype=spec.dtype))
-        return keras.Sequential([keras.Input(shape=(spec.layers[0],), dtype=spec.dtype), *layers])
+            layers.append(keras.layers.Dense(width, activation=act, dtype=self.policy))
+        return keras.Sequential([keras.Input(shape=(spec.layers[0],), dtype=spec.param_dtype), *layers])
 
     def _build_optimizer(self) -> keras.optimizers.Optimizer:
         spec = self.spec
@@ -106,35 +113,41 @@ class KerasNative:
             spec.lr, decay_steps=spec.decay_every, decay_rate=spec.decay_factor, staircase=True)
         wd = spec.weight_decay if spec.weight_decay > 0 or spec.optimizer == "adamw" else None
         if spec.optimizer in ("sgd", "momentum", "nesterov"):
-            return keras.optimizers.SGD(lr, momentum=0.0 if spec.optimizer == "sgd" else spec.momentum,
-                                        nesterov=spec.optimizer == "nesterov", weight_decay=wd)
+            return self._scaled(keras.optimizers.SGD(lr, momentum=0.0 if spec.optimizer == "sgd" else spec.momentum,
+                                                     nesterov=spec.optimizer == "nesterov", weight_decay=wd))
         cls = keras.optimizers.AdamW if spec.optimizer == "adamw" else keras.optimizers.Adam
         extra = {} if spec.optimizer == "adamw" else {"amsgrad": spec.optimizer == "amsgrad"}
-        return cls(lr, beta_1=spec.beta1, beta_2=spec.beta2, epsilon=spec.eps, weight_decay=wd, **extra)
+        return self._scaled(cls(lr, beta_1=spec.beta1, beta_2=spec.beta2, epsilon=spec.eps, weight_decay=wd,
+                                **extra))
+
+    def _scaled(self, optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
+        """``optimizer``, wrapped in keras's LossScaleOptimizer (its defaults) where the policy scales the loss."""
+        return optimizer if self.spec.loss_scale is None else keras.optimizers.LossScaleOptimizer(optimizer)
 
     def kernel(self, name: str, z: np.ndarray) -> np.ndarray:
         """The Dense layers' element-wise activation (keras's on jax, or jax.numpy.tanh where the model uses
         it), compiled, on the spec's device."""
         fn = jnp.tanh if name == "tanh" and not self._own_ops else keras.activations.get(name)
         with self._scope():
-            return np.asarray(jax.jit(fn)(self._array(z)))
+            return np.asarray(jax.jit(fn)(np.asarray(z, self.spec.dtype)))
 
     # The boundary: NumPy arrays in the spec's layout <-> the model's variable values (bias of shape (m,)).
     def _trainable(self, params: Params) -> list:
         for i, layer in enumerate(self.model.layers):
-            layer.set_weights([np.asarray(params[f"w{i}"], self.spec.dtype),
-                               np.asarray(params[f"b{i}"], self.spec.dtype).reshape(-1)])
+            layer.set_weights([np.asarray(params[f"w{i}"], self.spec.param_dtype),
+                               np.asarray(params[f"b{i}"], self.spec.param_dtype).reshape(-1)])
         return [v.value for v in self.model.trainable_variables]
 
     def _numpy(self, values: Sequence) -> dict[str, np.ndarray]:
         out = {}
         for i in range(self.spec.depth):
-            out[f"w{i}"] = np.array(values[2 * i], dtype=self.spec.dtype)
-            out[f"b{i}"] = np.array(values[2 * i + 1], dtype=self.spec.dtype).reshape(1, -1)
+            out[f"w{i}"] = np.array(values[2 * i], dtype=self.spec.param_dtype)
+            out[f"b{i}"] = np.array(values[2 * i + 1], dtype=self.spec.param_dtype).reshape(1, -1)
         return out
 
     def _array(self, a: np.ndarray) -> np.ndarray:
-        return np.asarray(a, dtype=self.spec.dtype)
+        """Inputs and targets as the model takes them (under the mixed policy, float32)."""
+        return np.asarray(a, dtype=self.spec.param_dtype)
 
     def _forward(self, trainable, non_trainable, x):
         out, _ = self.model.stateless_call(trainable, non_trainable, x)
@@ -150,18 +163,25 @@ class KerasNative:
             total = keras.ops.sum(keras.ops.square(keras.ops.subtract(out, y)))
         return 0.5 * total if self.spec.loss == "sel" else total
 
-    def _objective(self, trainable, non_trainable, x, y):
-        """(objective to differentiate, (reported mean loss, non-trainable values))."""
+    def _objective(self, trainable, non_trainable, x, y, scale=1.0):
+        """(objective to differentiate, times the loss scale, (reported mean loss, non-trainable values))."""
         out, non_trainable = self.model.stateless_call(trainable, non_trainable, x)
         total = self._total(y, out)
         reported = total / y.size
         objective = total if self.spec.reduction == "sum" else reported
-        return objective, (reported, non_trainable)
+        return objective * scale, (reported, non_trainable)
+
+    def _loss_scale(self, opt_vars):
+        """LossScaleOptimizer's dynamic scale as ``opt_vars`` hold it (1 where nothing scales)."""
+        if self.spec.loss_scale is None:
+            return 1.0
+        with keras.StatelessScope(state_mapping=list(zip(self.optimizer.variables, opt_vars))):
+            return self.optimizer.scale_loss(1.0)
 
     def _step(self, state, x, y):
         trainable, non_trainable, opt_vars = state
         (_, (reported, non_trainable)), grads = jax.value_and_grad(self._objective, has_aux=True)(
-            trainable, non_trainable, x, y)
+            trainable, non_trainable, x, y, self._loss_scale(opt_vars))
         trainable, opt_vars = self.optimizer.stateless_apply(opt_vars, grads, trainable)
         return (trainable, non_trainable, opt_vars), reported
 
@@ -180,9 +200,14 @@ class KerasNative:
 
     def loss_and_grads(self, params: Params, x: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
         with self._scope():
-            (_, (reported, _)), grads = self._value_and_grad(
-                self._trainable(params), self._non_trainable, self._array(x), self._array(y))
-            return float(reported), self._numpy(grads)
+            trainable, scale = self._trainable(params), self._loss_scale(self._fresh)
+            while True:  # as a step from fresh state makes them: scaled, unscaled, backed off on an overflow
+                (_, (reported, _)), grads = self._value_and_grad(trainable, self._non_trainable, self._array(x),
+                                                                 self._array(y), scale)
+                if self.spec.loss_scale is None or scale <= 1 or all(
+                        bool(jnp.all(jnp.isfinite(g))) for g in grads):
+                    return float(reported), self._numpy([g / scale for g in grads])
+                scale = scale * 0.5  # LossScaleOptimizer's backoff
 
     def train(self, params: Params, x: np.ndarray, y: np.ndarray, steps: int, record: Sequence[int] = ()) -> TrainResult:
         """Fresh optimizer state; checkpoints split the run into segments, equal ones in one compiled call."""

@@ -51,7 +51,13 @@ class MixedPrecision:
     def loss_and_grads(self, params: Params, x: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
         if not self.spec.mixed:
             return super().loss_and_grads(params, x, y)
-        loss, grads = self._mixed(self._master(params), self._cast(x), self._cast(y), np.float32(1))
+        p, x, y = self._master(params), self._cast(x), self._cast(y)
+        scaling = self.spec.loss_scale
+        scale = np.float32(scaling.initial if scaling else 1)
+        loss, grads = self._mixed(p, x, y, scale)
+        while scale > 1 and not all(np.all(np.isfinite(g)) for g in grads.values()):  # the backoff a skip makes
+            scale = scale * np.float32(scaling.backoff)
+            loss, grads = self._mixed(p, x, y, scale)
         return float(loss), grads
 
     def train(self, params: Params, x: np.ndarray, y: np.ndarray, steps: int, record: Sequence[int] = ()

@@ -51,6 +51,11 @@ CONVENTIONS: dict[str, tuple[str, ...]] = {
     "amsgrad_max": ("over raw v", "over bias-corrected v"),
     "momentum_lr": ("outside the buffer", "inside the buffer"),
     "lr_dtype": ("run dtype", "float32"),
+    # what the step schedule counts where float16's loss scaling skips a step: every step of the loop (torch's
+    # StepLR, stepped each iteration), or the optimizer's steps taken (optax's count and keras's iterations stay)
+    "schedule_count": ("every step", "steps taken"),
+    # the loss scale float16's dynamic scaling starts from: torch.amp.GradScaler's 2^16, or keras's 2^15
+    "loss_scale_initial": ("2^16", "2^15"),
     # relu'(0), from an implementation's ``relu_grad_at_zero`` (any value in [0, 1], written as "%g"):
     # the spec's 0 (H(0) = 0, the notebook's w and b derivations), or 0.5 (its central difference), or 1
     "relu_grad_at_zero": ("0", "0.5", "1"),
@@ -73,7 +78,9 @@ RUN_DTYPES = DTYPES + LOW_DTYPES  # what a run can ask for
 #   are not all finite is skipped (no update, the optimizer's step count stays, the schedule's advances) and the
 #   scale halves; after ``growth_interval`` finite steps in a row it doubles. bfloat16 has float32's range and is
 #   not scaled.
-# ``loss_and_grads`` gives the policy's loss and gradients at scale 1 (what one step's update is made of).
+# ``loss_and_grads`` gives the policy's float32 loss and gradients as a step from fresh state makes them: at the
+# initial loss scale, or (where those overflow) at the first scale down the backoff, halving toward 1, whose
+# gradients are finite: the scale the policy reaches by skipping steps at that state.
 MIXED_PRECISIONS = {"bf16": "bfloat16", "fp16": "float16"}  # --mixed-precision -> the dtype it computes in
 MASTER_DTYPE = "float32"
 

@@ -8,6 +8,7 @@ only runs in ``forward``.
 from __future__ import annotations
 
 import inspect
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -150,7 +151,18 @@ class TorchNN:
         y_t = self._tensor(y)
         with self._autocast():
             loss = self.criterion(self._tensor(x), y_t)
-        loss.backward()
+        scaling = self.spec.loss_scale
+        scale = scaling.initial if scaling else None
+        while scale is not None:  # as GradScaler's first step makes them: scaled, unscaled, backed off on inf
+            self.model.zero_grad()
+            (loss * scale).backward(retain_graph=True)
+            if scale <= 1 or all(bool(torch.isfinite(p.grad).all()) for p in self.model.parameters()):
+                for p in self.model.parameters():
+                    p.grad.mul_(1 / scale)
+                break
+            scale *= scaling.backoff
+        else:
+            loss.backward()
         grads: dict[str, np.ndarray] = {}
         for i, linear in enumerate(self.linears):
             grads[f"w{i}"] = linear.weight.grad.T.cpu().numpy().copy()
@@ -184,7 +196,9 @@ class TorchNN:
                 scaler.step(optimizer)
                 scaler.update()
             if scheduler is not None:
-                scheduler.step()
+                with warnings.catch_warnings():  # after a step GradScaler skipped, torch warns of the order
+                    warnings.simplefilter("ignore", UserWarning)
+                    scheduler.step()
             objectives.append(loss.detach())  # the loss before this update; no sync
         if steps in wanted:
             checkpoints[steps] = self._params()

@@ -27,7 +27,7 @@ from harness.truth.oracle import EXTENDED, Oracle
 from harness.truth.references import (FD_TWIN, TRUTH, Envelope, Reference, ReferenceJob, envelope, sampled_runs,
                                       wider)
 from impls.interface import TrainResult, exact
-from impls.spec import ModelSpec
+from impls.spec import LOW_DTYPES, ModelSpec
 PHRASES = {  # how the report names each departure
     "eps": "eps is added before bias correction (effective eps = eps / sqrt(1 - beta2^t))",
     "nesterov": "nesterov in velocity form (lr inside the velocity)",
@@ -35,6 +35,9 @@ PHRASES = {  # how the report names each departure
     "amsgrad_max": "AMSGrad takes the max over the bias-corrected v, not the raw v",
     "momentum_lr": "the momentum buffer holds lr (v = momentum v - lr g), so a changing lr acts late",
     "lr_dtype": "the learning rate is held in float32",
+    "loss_scale_initial": "float16's dynamic loss scale starts at 2^15, not 2^16, so it skips fewer steps early",
+    "schedule_count": "the step schedule counts the optimizer's steps taken, so a step loss scaling skips delays"
+                      " every later decay",
 }
 
 
@@ -121,10 +124,12 @@ def explain(run: Run, shared: ModelSpec, truth: Reference, rounding: Envelope, e
 
 
 def _truth_under(spec: ModelSpec, conventions: dict[str, str], truth: Reference, params, x, y) -> Reference:
-    """The oracle's longdouble run of ``spec`` under ``conventions``, with the truth's checkpoints."""
-    steps = len(truth.losses)
-    (losses, _, checkpoints), = Oracle(spec).train([params], x, y, steps, sorted(truth.checkpoints), EXTENDED,
-                                                   conventions=conventions)
+    """The oracle's run of ``spec`` under ``conventions``, with the truth's checkpoints: in longdouble, or where
+    the run is judged against the oracle's plain run in a reduced dtype (and its policy), in that dtype."""
+    steps, reduced = len(truth.losses), truth.dtype in LOW_DTYPES
+    (losses, _, checkpoints), = Oracle(spec).train([params], x, y, steps, sorted(truth.checkpoints),
+                                                   np.dtype(truth.dtype).type if reduced else EXTENDED,
+                                                   textbook=reduced, conventions=conventions)
     return Reference(TRUTH, truth.dtype, losses, checkpoints, 0.0)
 
 

@@ -16,7 +16,7 @@ from typing import Mapping
 
 import numpy as np
 
-from harness.truth.optimizers import Rule, conventions_of
+from harness.truth.optimizers import Rule, conventions_of, initial_loss_scale
 from harness.truth.oracle import EXTENDED, Oracle
 from harness.truth.tolerances import UPDATE_ULPS, floor
 from impls.interface import Implementation, Params, exact
@@ -46,7 +46,7 @@ class ExpectedUpdates:
         self.rules.append(Rule(spec, EXTENDED, conventions, corrections=held))
         self.grad_floor = floor(spec.dtype, exact(impl)).rel
         scaling = spec.loss_scale  # mixed float16: the dynamic loss scale the policy has reached
-        self.loss_scale, self._finite_run = (scaling.initial if scaling else None), 0
+        self.loss_scale, self._finite_run = initial_loss_scale(spec, conventions), 0
 
     def _scaled(self, skipped: bool) -> None:
         """Move the loss scale on by one step, as the policy does (``impls.spec.LossScale``)."""

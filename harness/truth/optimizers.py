@@ -48,8 +48,19 @@ def departures(spec: ModelSpec, conventions: Mapping[str, str]) -> dict[str, str
                 "weight_decay": spec.weight_decay > 0 and spec.optimizer != "adamw",
                 "amsgrad_max": spec.optimizer == "amsgrad",
                 "momentum_lr": spec.optimizer == "momentum" and changing,  # nesterov's form says where its lr goes
-                "lr_dtype": True, RELU_CONVENTION: "relu" in spec.activations}
+                "lr_dtype": True, RELU_CONVENTION: "relu" in spec.activations,
+                "schedule_count": changing and spec.loss_scale is not None,
+                "loss_scale_initial": spec.loss_scale is not None}
     return {k: v for k, v in conventions.items() if relevant[k] and v != SPEC_CONVENTIONS[k]}
+
+
+def initial_loss_scale(spec: ModelSpec, conventions: Mapping[str, str] | None = None) -> float | None:
+    """Where float16's dynamic loss scale starts under ``conventions`` (the spec's 2^16 unless stated), None
+    where the policy does not scale."""
+    if spec.loss_scale is None:
+        return None
+    stated = (conventions or {}).get("loss_scale_initial", SPEC_CONVENTIONS["loss_scale_initial"])
+    return 2.0 ** int(stated.split("^")[1])
 
 
 def _unit_interval(value: str) -> bool:
@@ -127,8 +138,9 @@ class Rule:
 
     def skip(self) -> None:
         """A step skipped by loss scaling: no update and no optimizer step, but the schedule moves on (as
-        torch's StepLR, stepped every iteration, does)."""
-        self.iteration += 1
+        torch's StepLR, stepped every iteration, does; under the "steps taken" convention it waits too)."""
+        if self.conv["schedule_count"] == "every step":
+            self.iteration += 1
 
     def _decoupled(self, p, lr):
         """AdamW's decay of ``p`` as ``decay_form`` writes it: applied now, or (optax's) returned to join the

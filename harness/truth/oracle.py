@@ -29,7 +29,7 @@ import ml_dtypes
 import numpy as np
 from scipy.special import expit
 
-from harness.truth.optimizers import DECAY_FORMS, RELU_CONVENTION, Rule
+from harness.truth.optimizers import DECAY_FORMS, RELU_CONVENTION, Rule, initial_loss_scale
 from harness.truth.tolerances import ORACLE_CONDITIONED, ORACLE_SAMPLES, ORACLE_SELF_CHECK
 from impls.spec import ModelSpec
 
@@ -374,7 +374,7 @@ class Oracle:
         y = np.asarray(y, dtype)
         half, size = np.asarray(0.5, master), np.asarray(y.size, master)
         rule = Rule(self.spec, master, conventions, complements_exact=complements_exact, decay_form=decay_form)
-        scale, finite_run = master((loss_scale or scaling.initial) if scaling else 1), 0
+        scale, finite_run = master((loss_scale or initial_loss_scale(self.spec, conventions)) if scaling else 1), 0
         self.skipped = [[] for _ in starts]
         bce, mean = self.spec.loss == "bce", self.spec.reduction == "mean"
         kernels = {"relu": lambda z, out: np.maximum(z, 0, out=out), "tanh": np.tanh, "sigmoid": expit,
