@@ -13,11 +13,16 @@ import numpy as np
 from impls.interface import Params, TrainResult, check_record
 from impls.np_notebook import ACTIVATION_PRIME, bce_logits, sel, sel_prime, sigmoid
 from impls.np_optim import NumpyOptimizer
+from impls.spec import LossScale
 
 
 class MixedPrecision:
     """A mixin for ``NotebookNumpy``: under ``spec.mixed`` its calls follow the mixed policy; otherwise they are
     the notebook's own."""
+
+    def _scaling(self) -> LossScale | None:
+        """The loss scaling this implementation applies: the policy's."""
+        return self.spec.loss_scale
 
     def _master(self, params: Params) -> dict[str, np.ndarray]:
         return {k: np.array(v, dtype=self.spec.param_dtype) for k, v in params.items()}
@@ -52,7 +57,7 @@ class MixedPrecision:
         if not self.spec.mixed:
             return super().loss_and_grads(params, x, y)
         p, x, y = self._master(params), self._cast(x), self._cast(y)
-        scaling = self.spec.loss_scale
+        scaling = self._scaling()
         scale = np.float32(scaling.initial if scaling else 1)
         loss, grads = self._mixed(p, x, y, scale)
         while scale > 1 and not all(np.all(np.isfinite(g)) for g in grads.values()):  # the backoff a skip makes
@@ -67,7 +72,7 @@ class MixedPrecision:
         wanted = set(check_record(steps, record))
         p, x, y = self._master(params), self._cast(x), self._cast(y)
         optimizer = NumpyOptimizer(self.spec, np.dtype(self.spec.param_dtype))
-        scaling = self.spec.loss_scale
+        scaling = self._scaling()
         scale, finite_run = np.float32(scaling.initial if scaling else 1), 0
         losses, checkpoints = np.empty(steps), {}
         for step in range(steps):

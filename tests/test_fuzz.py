@@ -16,7 +16,7 @@ BUDGET = ["--max-examples", "25", "--max-steps", "20", "--seed", "1", "--quiet"]
 
 
 def _fuzz(tmp_path, *argv, name="out"):
-    code = fuzz.main([*argv, *BUDGET, "--out", str(tmp_path / name), "--overwrite"])
+    code = fuzz.main([*BUDGET, *argv, "--out", str(tmp_path / name), "--overwrite"])  # argv's settings win
     return code, pd.read_csv(tmp_path / name / "fuzz.csv"), pd.read_csv(tmp_path / name / "reproducers.csv")
 
 
@@ -57,7 +57,7 @@ def test_two_bugs_of_one_implementation_give_two_reproducers(tmp_path, monkeypat
 
 def test_a_rerun_replays_the_failures_it_kept_first(tmp_path, monkeypatch):
     monkeypatch.setattr(remote, "ENABLED", False)
-    argv = ("--impls", "", "--impl", "tests.broken_fuzz:MeanBug")
+    argv = ("--impls", "", "--impl", "tests.broken_fuzz:MeanBug", "--max-examples", "8")
     _fuzz(tmp_path, *argv)
     assert (tmp_path / "out" / "hypothesis" / "examples.json").exists()
     code, rows, _ = _fuzz(tmp_path, *argv)

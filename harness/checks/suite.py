@@ -9,6 +9,7 @@ import pandas as pd
 
 from harness import notebook
 from harness.checks.gradcheck import finite_differences, table, teacher_forced
+from harness.checks.policy import policy_rows
 from harness.checks.conventions import explain
 from harness.checks.replay import name_cause
 from harness.checks.rounding import kernel_ulps
@@ -131,7 +132,8 @@ def check_all(config, roster: Roster, trained: Trained, oracle: Oracle, params, 
         progress(f"checks {run.name} {run.dtype}")
         found = early.take(run, truth, trained.references)
         if found is not None:
-            grads.append(found)
+            grads.append(pd.concat([found, table(policy_rows(run))], ignore_index=True) if run.impl.spec.mixed
+                         else found)
             runs.append(run)
     checked = Checked(pd.concat(grads, ignore_index=True) if grads else table([]), pd.DataFrame(), pd.DataFrame())
     loss_tables, param_tables = [], []

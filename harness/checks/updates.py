@@ -92,6 +92,7 @@ class ExpectedUpdates:
         the new parameter and of the step, plus what gradient rounding can move it.
         """
         dtype, held = impl.spec.dtype, impl.spec.param_dtype
+        scale_before = self.loss_scale
         p, expected, allowance = self.next(before, grads, scale, skipped)
         new = self._flat(after)
         late = _late_schedule(impl.spec, step)  # the step as it would be at the lr before this step's decay
@@ -121,6 +122,14 @@ class ExpectedUpdates:
                                   f" ({lr:g}): the step schedule decays one step late")
         for r in rows:
             r.pop("late", None)
+        if self.loss_scale is not None and any(not r["passed"] for r in rows):
+            stood = bool(np.all(new == p))  # no parameter moved: the implementation skipped the step
+            why = (f"the policy skips this step (its float16 gradients overflow at loss scale {scale_before:g}),"
+                   " and the implementation updated" if skipped else
+                   f"the implementation skipped this step, where the policy's gradients are finite at loss scale"
+                   f" {scale_before:g}" if stood else "")
+            for r in rows:
+                r["diagnosis"] = r.get("diagnosis") or why
         return rows
 
 

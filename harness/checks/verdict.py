@@ -93,7 +93,7 @@ def decide(compared: list[tuple[str, str]], gradients: pd.DataFrame, divergences
     explained = failed.convention.astype(bool) if "convention" in failed else pd.Series(False, failed.index)
     for (check, impl, dtype), bad in failed[~explained].groupby(["check", "impl", "dtype"], sort=False):
         first = bad.sort_values("step", kind="stable").iloc[0]
-        note = (relu_kink_notes or {}).get(impl, "") if bool(first.relu_kink) else ""
+        note = (relu_kink_notes or {}).get(impl, "") if bool(first.relu_kink) else str(first.get("diagnosis", "") or "")
         findings.setdefault((impl, dtype), []).append(Finding(
             check, impl, dtype, int(first.step), str(first.param), float(first.rel), float(first.allowed), len(bad),
             note, allowed_by=str(first.get("allowed_by", "") or "")))

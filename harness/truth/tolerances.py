@@ -101,6 +101,16 @@ class Factor:
     reason: str
 
 
+FINGERPRINT_VALUES = Factor(
+    3,
+    "a mixed run is said to hold its loss (or master weights) in the low dtype when every one of at least 3 of"
+    " its distinct nonzero values is a number of that dtype: a float32 computed from low-dtype values is one by"
+    " chance with probability 2^-16 (bfloat16) or 2^-13 (float16), so 3 from a correct run happen with"
+    " probability below 2^-39; distinct, because a stalled run repeats one loss (0.125 at outputs of exactly"
+    " 0.5, which is one); the notebook's lr 1e-3 moves a bfloat16 loss through only a few values in 1,000 steps",
+)
+
+
 VS_REFERENCE = Factor(
     10.0,
     "at one state, an implementation may be up to 10 times further from exact than the oracle's own"
