@@ -64,7 +64,9 @@ def parse(argv: list[str] | None) -> Plan:
     parser.add_argument("--impls", default=",".join(n for n in names() if n not in SLOW_TO_BUILD),
                         help=f"built-in implementations (default: all but {', '.join(SLOW_TO_BUILD)})")
     parser.add_argument("--impl", action="append", default=[], metavar="MODULE:ATTR", help="your own (repeatable)")
-    parser.add_argument("--dtype", default=",".join(DTYPES), help="dtypes an example may take (default: float64,float32; bfloat16 and float16 opt-in)")
+    parser.add_argument("--dtype", default=",".join(DTYPES),
+                        help="dtypes an example may take (default: float64,float32; bfloat16, float16 and the mixed"
+                             f" policies {', '.join(space.MIXED_CHOICES)} opt-in)")
     parser.add_argument("--max-examples", type=int, default=100, help="examples searched in all (default: 100)")
     parser.add_argument("--time-budget", type=float, default=None,
                         help="seconds after which no new example is generated (shrinking still runs)")
@@ -87,8 +89,8 @@ def parse(argv: list[str] | None) -> Plan:
             raise UsageError(f"{flag} lists {twice!r} more than once")
     if unknown := [n for n in impls if n not in names()]:
         raise UsageError(f"unknown implementation {unknown[0]!r}; choose from {', '.join(names())}")
-    if bad := [d for d in dtypes if d not in RUN_DTYPES]:
-        raise UsageError(f"unknown dtype {bad[0]!r}; choose from {', '.join(RUN_DTYPES)}")
+    if bad := [d for d in dtypes if d not in RUN_DTYPES + tuple(space.MIXED_CHOICES)]:
+        raise UsageError(f"unknown dtype {bad[0]!r}; choose from {', '.join(RUN_DTYPES + tuple(space.MIXED_CHOICES))}")
     if not impls and not args.impl:
         raise UsageError("nothing to fuzz: give --impls or --impl")
     for flag, value, low in (("--max-examples", args.max_examples, 1), ("--jobs", args.jobs, 1),

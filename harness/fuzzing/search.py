@@ -157,7 +157,8 @@ def causes(outcome) -> dict[Key, str]:
     for v in outcome.verdicts:
         if v.status in (FAIL, FAULTY) and v.failing:
             f = v.failing[0]
-            where_ = f" at step {f.step}" if f.step is not None else ""
+            step = f.cause_step if f.check == "trajectory" and f.cause_step is not None else f.step
+            where_ = f" at step {step}" if step is not None else ""  # a trajectory's: where its cause lies
             found.setdefault((v.impl, _check(f)), f"{v.impl} {v.dtype}: {_check(f)}{where_} {f.param}".strip())
     return found  # in verdict order: the first is the comparison's cause
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from hypothesis import strategies as st
 
 from harness.config import RunConfig
-from impls.spec import DTYPES, OPTIMIZERS
+from impls.spec import DTYPES, MIXED_PRECISIONS, OPTIMIZERS
 
 DATASETS = ("xor", "parity:3", "parity:4", "parity:5")
 ACTIVATIONS = ("tanh", "sigmoid", "relu", "identity")  # the notebook's first
@@ -24,6 +24,9 @@ LRS = (0.001, 0.0001, 0.01, 0.1)
 SCHEDULES = ("constant", "step")
 MAX_DEPTH, MAX_WIDTH = 4, 64
 MIN_STEPS, MAX_STEPS = 20, 500
+# The mixed policies a search may draw where --dtype lists them (opt-in): each is its low dtype's runs under
+# --mixed-precision
+MIXED_CHOICES = {"mixed-bf16": "bf16", "mixed-fp16": "fp16"}
 CHECKPOINTS = 10  # per example: enough to locate a divergence, few enough to keep an example near a second
 
 
@@ -43,11 +46,13 @@ def settings(draw, dtypes: tuple[str, ...] = DTYPES, optimizers: tuple[str, ...]
     steps = draw(st.integers(MIN_STEPS, max(MIN_STEPS, max_steps)))
     found = {"layers": (inputs, *hidden, 1), "activations": tuple(activations), "loss": loss,
              "reduction": draw(st.sampled_from(REDUCTIONS)), "dataset": dataset,
-             "dtype": (draw(st.sampled_from(dtypes)),), "seed": draw(st.integers(0, 2**32 - 1)),
+             "dtype": (dtype := draw(st.sampled_from(dtypes)),), "seed": draw(st.integers(0, 2**32 - 1)),
              "lr": draw(st.sampled_from(LRS)), "steps": steps, "check_every": max(1, steps // CHECKPOINTS),
              "optimizer": draw(st.sampled_from(optimizers))}
     if draw(st.sampled_from(SCHEDULES)) == "step":
         found.update(schedule="step", decay_every=draw(st.integers(1, steps)))
+    if dtype in MIXED_CHOICES:  # a mixed policy: its low dtype's runs under --mixed-precision
+        found.update(dtype=(MIXED_PRECISIONS[MIXED_CHOICES[dtype]],), mixed_precision=MIXED_CHOICES[dtype])
     return found
 
 
