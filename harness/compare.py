@@ -42,6 +42,7 @@ from harness.data import load
 from harness.init import initial_params
 from harness.meta import run_metadata
 from harness.reporting import results, summary
+from harness.reporting.summary import effects_of
 from harness.reporting.tables import stored_losses
 from harness.running import plugins, remote, resources, roster, timing, training, workers
 from harness.running.remote import RemoteOracle
@@ -136,6 +137,9 @@ def _compare(config: RunConfig, extra: dict[str, Factory], timings: bool) -> Out
     environment["matmul_precision"] = {  # what float32 products ran under, and how far the probe landed
         f"{impl.name} {impl.spec.dtype}": {"setting": impl.matmul_precision, "probe_rel_error": impl.matmul_error}
         for impl in cast.impls if getattr(impl, "matmul_error", None) is not None}
+    environment["reduced_precision"] = {  # what each reduced dtype did to the oracle's plain run in it
+        dtype: effects_of(stack[0].effects) for dtype, stack in trained.references.items()
+        if stack and stack[0].effects is not None}
     return Outcome(tables, verdicts, cast.skipped, conventions,
                    {(f["impl"], f["dtype"]): f["notebook_line"] for f in checked.finals}, environment,
                    {r.name: conventions_of(r.impl) for r in checked.runs},

@@ -3,6 +3,8 @@ loss scaling; each framework's policy checked against the oracle's run under the
 as conventions with the step they show, and planted policy bugs failing, blamed on them alone."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -58,6 +60,10 @@ def test_each_frameworks_loss_scaling_is_checked_and_its_departures_named_with_t
     assert "the policy skips this step (its float16 gradients overflow at loss scale 65536)" in summary
     assert "the implementation skipped this step, where the policy's gradients are finite at loss scale 32768" \
         in summary
+    found = json.loads((tmp_path / "run" / "meta.json").read_text())["environment"]["implementation_settings"]["reduced_precision"]["float16"]
+    scale = found["loss_scale"]  # 200 steps: no growth yet, so each skip halved it once
+    assert found["skipped"] > 0 and scale["lowest"] == scale["end"] == scale["start"] / 2 ** found["skipped"]
+    assert "## Reduced precision" in summary
 
 
 def test_implementations_without_the_policy_decline_and_bad_input_is_one_line(tmp_path, capsys):

@@ -3,6 +3,8 @@ the dtype, products and sums accumulated in float32), are judged against the ora
 catch planted bugs, and a run whose check could not have failed says so instead of passing."""
 from __future__ import annotations
 
+import json
+
 import ml_dtypes
 import numpy as np
 import pandas as pd
@@ -42,6 +44,8 @@ def test_a_run_whose_updates_round_away_is_inconclusive_not_a_pass(tmp_path):
     code, verdicts, summary = _run(tmp_path, "--impls", "numpy", "--dtype", "bfloat16", "--steps", "200")
     assert code == 1 and list(verdicts.verdict) == ["inconclusive"]
     assert "**INCONCLUSIVE** (numpy bfloat16)" in summary and "a run that never trained would pass" in summary
+    found = json.loads((tmp_path / "run" / "meta.json").read_text())["environment"]["implementation_settings"]["reduced_precision"]["bfloat16"]
+    assert found["lost"] > found["updates"] / 2  # why: most of its updates round away
 
 
 @pytest.mark.parametrize("planted", ["TanhPrimeWrong", "LrDoubledInLoop", "SignErrorLayer0"])

@@ -153,4 +153,4 @@ def scaling_skips(spec, params: Params, x: np.ndarray, y: np.ndarray, loss_scale
         return False
     oracle = Oracle(spec)
     oracle.train([params], x, y, 1, (), np.dtype(spec.dtype).type, textbook=True, loss_scale=loss_scale)
-    return bool(oracle.skipped[0])
+    return bool(oracle.effects[0].skipped)

@@ -204,6 +204,8 @@ def summary_md(config: RunConfig, outcome: "Outcome", short: bool = False) -> st
         sections["Float32 matmuls"] = matmul_section(matmuls, config.matmul_precision)
         if reduced := reduced_matmuls(matmuls):
             verdict += "\n\n" + "\n".join(f"- note: {line}" for line in reduced)
+    if reduced := outcome.environment.get("reduced_precision"):
+        sections["Reduced precision"] = reduced_section(reduced)
     sections["Timings"] = report.timing_table(t["timings"])
     if outcome.skipped:
         sections["Unavailable"] = "\n".join(f"- {k}: {v}" for k, v in outcome.skipped.items())
@@ -220,6 +222,34 @@ def summary_md(config: RunConfig, outcome: "Outcome", short: bool = False) -> st
                     + (", scaling it dynamically from 2^16" if low == "float16" else "")
                     + " (impls/spec.py); they are judged against the oracle's run under the same policy.")
     return report.summary(title, verdict, sections)
+
+
+def effects_of(effects) -> dict:
+    """What a reduced dtype did to the oracle's plain run in it (``harness.truth.oracle.Effects``), as plain data
+    for meta.json and the report."""
+    scales = [float(s) for s in effects.scales]
+    return {"updates": int(effects.updates), "lost": int(effects.lost), "underflows": int(effects.underflows),
+            "skipped": len(effects.skipped), "first_skipped": effects.skipped[:5],
+            "loss_scale": {"start": scales[0], "end": scales[-1], "lowest": min(scales)} if scales else None}
+
+
+def reduced_section(found: dict[str, dict]) -> str:
+    """The table of what each reduced dtype did to the oracle's run in it."""
+    rows = []
+    for dtype, e in found.items():
+        scale = e["loss_scale"]
+        rows.append({"dtype": dtype,
+                     "updates lost to rounding": f"{e['lost']:,} of {e['updates']:,}"
+                                                 f" ({e['lost'] / e['updates']:.1%})" if e["updates"] else "-",
+                     "loss-gradient underflows": f"{e['underflows']:,}",
+                     "steps skipped": f"{e['skipped']}" + (f" (first: {', '.join(map(str, e['first_skipped']))})"
+                                                           if e["skipped"] else ""),
+                     "loss scale (start, lowest, end)":
+                         f"{scale['start']:g}, {scale['lowest']:g}, {scale['end']:g}" if scale else "-"})
+    return report.markdown(pd.DataFrame(rows)) + (
+        "\n\nCounted on the oracle's plain run in each dtype (under its policy): parameter entries with a nonzero"
+        " gradient whose step left them where they were; entries of the scaled loss gradient that are nonzero in"
+        " float32 and round to 0 in the dtype (mixed only); steps float16's loss scaling skipped, and its scale.")
 
 
 def reduced_matmuls(matmuls: dict[str, dict]) -> list[str]:

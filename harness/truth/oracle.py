@@ -22,7 +22,7 @@ of ``logaddexp`` (which has no complex loop).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 import ml_dtypes
@@ -45,6 +45,17 @@ HISTORY_ELEMENTS = 1 << 16  # output values kept between two vectorised loss pas
 VERIFY_DIRECTIONS = 4  # seeded random directions for the complex-step check of a large network's reverse pass
 
 Params = Mapping[str, np.ndarray]
+
+
+@dataclass
+class Effects:
+    """What a reduced dtype did to one of the oracle's runs in it (``Oracle.train``)."""
+
+    updates: int = 0  # parameter entries with a nonzero gradient, over the steps taken
+    lost: int = 0  # of those, entries the step left where they were: the update rounded away
+    underflows: int = 0  # mixed: scaled loss-gradient entries, nonzero in float32, that round to 0 in the dtype
+    skipped: list[int] = field(default_factory=list)  # mixed float16: the steps loss scaling skipped
+    scales: list[float] = field(default_factory=list)  # mixed float16: the loss scale it starts at and each change
 
 
 class OracleError(Exception):
@@ -117,7 +128,7 @@ class Oracle:
         self.names = list(spec.param_shapes())
         self.shapes = spec.param_shapes()
         self._cache: dict[tuple, Truth] = {}
-        self.skipped: list[list[int]] = []  # per start of the last train(): the steps loss scaling skipped
+        self.effects: list[Effects] = []  # per start of the last train() in a reduced dtype: what it did
 
     # -- the forward pass, for a stack of B parameter sets at once -------------------------------------
     def _per_sample(self, q: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -322,7 +333,7 @@ class Oracle:
         in Monte Carlo arithmetic, as ``reverse`` does at one state: every step, each tanh
         and sigmoid output moved at random by up to k ulps and each product by up to half
         an ulp of its absolute terms. Under the mixed policy with loss scaling, ``loss_scale`` replaces the
-        scale it starts from, and ``self.skipped`` lists, per start, the steps the scaling skipped. The loop is
+        scale it starts from. In a reduced dtype ``self.effects`` says, per start, what it did (``Effects``). The loop is
         ``reverse``
         unrolled for real arrays into preallocated buffers, because a 100,000-step run
         spends its time in per-call overhead, not arithmetic: each layer's bias rides
@@ -340,13 +351,13 @@ class Oracle:
         if scaling is not None and count > 1:
             def own(flags: Sequence, j: int) -> list:
                 return list(flags[j:j + 1])
-            found, skipped = [], []
+            found, effects = [], []
             for j, start in enumerate(starts):
                 found += self.train([start], x, y, steps, record, dtype, textbook, own(kernel_ulp, j),
                                     own(fd_slopes, j), conventions, complements_exact, decay_form, own(noise, j),
                                     loss_scale)
-                skipped += self.skipped
-            self.skipped = skipped
+                effects += self.effects
+            self.effects = effects
             return found
         # Every start's parameters in one flat row (w0, b0, w1, b1, ...) and the gradients in another. Layer
         # i's w (n x m) and b (1 x m) are consecutive, so together they are one (n + 1) x m block of the row:
@@ -375,7 +386,11 @@ class Oracle:
         half, size = np.asarray(0.5, master), np.asarray(y.size, master)
         rule = Rule(self.spec, master, conventions, complements_exact=complements_exact, decay_form=decay_form)
         scale, finite_run = master((loss_scale or initial_loss_scale(self.spec, conventions)) if scaling else 1), 0
-        self.skipped = [[] for _ in starts]
+        low_run = np.dtype(dtype).itemsize < 4  # counted only there: a float64 or float32 run pays nothing
+        self.effects = [Effects(scales=[float(scale)] if scaling else []) for _ in starts]
+
+        def tally(found: np.ndarray) -> list[int]:  # per start
+            return list(np.count_nonzero(found.reshape(len(starts), -1), axis=1))
         bce, mean = self.spec.loss == "bce", self.spec.reduction == "mean"
         kernels = {"relu": lambda z, out: np.maximum(z, 0, out=out), "tanh": np.tanh, "sigmoid": expit,
                    "identity": lambda z, out: np.copyto(out, z)}
@@ -439,7 +454,10 @@ class Oracle:
                 if mixed:  # d loss / d output (bce: / d z) in float32, scaled, then rounded to the dtype
                     wide = expit(z.astype(master)) - y_loss if bce else out.astype(master) - y_loss
                     wide = (wide / size if mean else wide) * scale
-                    delta = wide.astype(dtype) if bce else wide.astype(dtype) * slope(depth - 1, z, out)
+                    top = wide.astype(dtype)
+                    for e, n in zip(self.effects, tally((wide != 0) & (top == 0))):
+                        e.underflows += n
+                    delta = top if bce else top * slope(depth - 1, z, out)
                 else:
                     delta = out - y if bce else (out - y) * slope(depth - 1, z, out)
                 if by_difference:  # the notebook's prime(loss_fn, y_pred) too: a difference of the loss's values
@@ -460,14 +478,21 @@ class Oracle:
                         grad_master /= scale
                 if scaling is not None and not np.all(np.isfinite(grad_master)):
                     rule.skip()  # the step is skipped, the scale backs off
-                    self.skipped[0].append(step)
                     scale, finite_run = scale * master(scaling.backoff), 0
+                    self.effects[0].skipped.append(step)
+                    self.effects[0].scales.append(float(scale))
                     continue
                 if scaling is not None:
                     finite_run += 1
                     if finite_run == scaling.growth_interval:
                         scale, finite_run = scale * master(scaling.growth), 0
+                        self.effects[0].scales.append(float(scale))
+                before = flat.copy() if low_run else None
                 rule.step(flat, grad_master)
+                if low_run:
+                    moving = grad_master != 0
+                    for e, n, m in zip(self.effects, tally((flat == before) & moving), tally(moving)):
+                        e.lost, e.updates = e.lost + n, e.updates + m
             if steps % chunk:
                 flush(steps)
         if steps in wanted:

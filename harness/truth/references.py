@@ -33,7 +33,7 @@ from typing import Mapping
 import numpy as np
 
 from harness.truth.optimizers import DECAY_FORMS
-from harness.truth.oracle import EXTENDED, Oracle
+from harness.truth.oracle import EXTENDED, Effects, Oracle
 from harness.truth.tolerances import MC_TRAJECTORIES
 from impls.spec import ORACLE_DTYPE, ModelSpec
 
@@ -55,6 +55,7 @@ class Reference:
     losses: np.ndarray
     checkpoints: dict[int, dict[str, np.ndarray]]
     cpu_s: float  # the CPU seconds of the job that trained it: its work, whatever ran beside it
+    effects: Effects | None = None  # a plain run in a reduced dtype: what the dtype did to it
 
     @property
     def nonfinite_at(self) -> int | None:
@@ -104,6 +105,7 @@ class ReferenceJob:
             starts = [params, one_ulp_up(params, self.spec.param_dtype), params]  # mixed: an ulp of float32
             trained = oracle.train(starts, x, y, steps, record, np.dtype(self.dtype).type, textbook=True,
                                    kernel_ulp=[False, False, True], conventions=stated)
+            effects = oracle.effects[0] if oracle.effects else None
             if self.complements_differ:  # a framework may take 1 - beta2 from the double and round it once
                 trained += oracle.train([params], x, y, steps, record, np.dtype(self.dtype).type, textbook=True,
                                         complements_exact=True, conventions=stated)
@@ -111,8 +113,11 @@ class ReferenceJob:
                 trained += oracle.train([params], x, y, steps, record, np.dtype(self.dtype).type, textbook=True,
                                         decay_form=form, conventions=stated)
         cpu = time.process_time() - start
-        return [Reference(name, self.dtype, losses, checkpoints, cpu)
-                for name, (losses, _, checkpoints) in zip(self.names, trained)]
+        found = [Reference(name, self.dtype, losses, checkpoints, cpu)
+                 for name, (losses, _, checkpoints) in zip(self.names, trained)]
+        if self.dtype != ORACLE_DTYPE and np.dtype(self.dtype).itemsize < 4:
+            found[0].effects = effects
+        return found
 
     @property
     def decay_decoupled(self) -> bool:
