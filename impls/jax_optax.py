@@ -28,7 +28,7 @@ from jax import lax
 
 from impls.jax_common import device_of, matmul_setting, scope, segments
 from impls.interface import Params, TrainResult, check_record, require_dtype
-from impls.spec import DTYPES, LOW_DTYPES, ModelSpec
+from impls.spec import RUN_DTYPES, ModelSpec
 
 ACTIVATION = {"relu": jax.nn.relu, "tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid, "identity": lambda z: z}
 # Where each optimizer's own defaults live (optax has no default learning rate).
@@ -55,7 +55,7 @@ class JaxOptax:
     relu_grad_at_zero = 0.0  # jax.nn.relu's derivative is defined as 0 at 0
 
     def __init__(self, spec: ModelSpec) -> None:
-        require_dtype(self.name, spec, LOW_DTYPES if spec.mixed else DTYPES, mixed=True)
+        require_dtype(self.name, spec, RUN_DTYPES, mixed=True)
         self.spec = spec
         # mixed: explicit casts, as users write the policy by hand (or with jmp): float32 params cast to the low
         # dtype inside the loss, the output widened to float32 for optax's loss, so jax.grad's transposes give
@@ -185,11 +185,12 @@ class JaxOptax:
     def loss_and_grads(self, params: Params, x: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
         with self._scope():
             p = {k: self._array(v) for k, v in params.items()}
-            scale, _ = self._scaling()
+            scale = self._scaling()[0] if self.spec.loss_scale is not None else 1.0  # weak: keeps the dtype
             while True:  # as a step from fresh state makes them: at the loss scale, backed off on an overflow
                 (_, reported), grads = self._value_and_grad(p, self._array(x), self._array(y), scale)
-                if self.spec.loss_scale is None or scale <= 1 or all(
-                        bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads)):
+                if self.spec.loss_scale is None:
+                    return float(reported), self._numpy(grads)
+                if scale <= 1 or all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads)):
                     return float(reported), self._numpy(jax.tree.map(lambda g: g / scale, grads))
                 scale = scale * self.spec.loss_scale.backoff
 

@@ -33,7 +33,7 @@ from jax import lax  # noqa: E402
 
 from impls.interface import Params, TrainResult, Unavailable, check_record, require_dtype  # noqa: E402
 from impls.jax_common import device_of, matmul_setting, scope, segments  # noqa: E402
-from impls.spec import DTYPES, LOW_DTYPES, ModelSpec  # noqa: E402
+from impls.spec import RUN_DTYPES, ModelSpec  # noqa: E402
 
 VELOCITY = "velocity v = momentum v - lr g; p += momentum v - lr g"
 DEFAULT_NAMES = {"learning_rate": "lr", "beta_1": "beta1", "beta_2": "beta2", "epsilon": "eps",
@@ -52,7 +52,7 @@ class KerasNative:
         if keras.backend.backend() != "jax":
             raise Unavailable(f"{self.name}: keras was imported with the {keras.backend.backend()} backend;"
                               " this implementation needs KERAS_BACKEND=jax")
-        require_dtype(self.name, spec, LOW_DTYPES if spec.mixed else DTYPES, mixed=True)
+        require_dtype(self.name, spec, RUN_DTYPES, mixed=True)
         self.spec = spec
         # mixed: a "mixed_bfloat16" / "mixed_float16" dtype policy on every Dense (float32 variables, computed in
         # the low dtype) and keras.losses in float32 (floatx); fp16 wraps the optimizer in LossScaleOptimizer
@@ -204,8 +204,9 @@ class KerasNative:
             while True:  # as a step from fresh state makes them: scaled, unscaled, backed off on an overflow
                 (_, (reported, _)), grads = self._value_and_grad(trainable, self._non_trainable, self._array(x),
                                                                  self._array(y), scale)
-                if self.spec.loss_scale is None or scale <= 1 or all(
-                        bool(jnp.all(jnp.isfinite(g))) for g in grads):
+                if self.spec.loss_scale is None:
+                    return float(reported), self._numpy(grads)
+                if scale <= 1 or all(bool(jnp.all(jnp.isfinite(g))) for g in grads):
                     return float(reported), self._numpy([g / scale for g in grads])
                 scale = scale * 0.5  # LossScaleOptimizer's backoff
 

@@ -29,7 +29,7 @@ NATIVE = ("torch-nn", "jax-optax", "keras")
 DEFAULT_OPTIMIZING = ("numpy", "numpy-fd", *NATIVE)  # what a compare runs for any other optimizer or schedule
 FLOAT64_ONLY = ("numpy-fd",)  # every other implementation runs in float64 and float32
 # the ones that also run the spec's reduced dtypes (bfloat16, float16); the others decline them with a reason
-REDUCED = ("numpy", "torch", "jax", "jax-step", "torch-compile")
+REDUCED = ("numpy", "torch", "jax", "jax-step", "torch-compile", "torch-nn", "jax-optax", "keras")
 MIXED = ("numpy", "torch-nn", "jax-optax", "keras")  # follow the mixed policy (--mixed-precision)
 PLAIN_SGD_ONLY = ("torch", "jax", "numpy-fast", "jax-step", "torch-compile", "torch-loop")  # hand-rolled SGD loops
 

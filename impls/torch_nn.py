@@ -18,10 +18,8 @@ from torch import nn
 from impls.interface import Params, TrainResult, Unavailable, check_record, require_dtype
 from contextlib import nullcontext
 
-from impls.spec import DTYPES, LOW_DTYPES, ModelSpec
+from impls.spec import RUN_DTYPES, ModelSpec
 from impls.torch_common import exchangeable, host, under_matmul_precision
-
-MIXED_DTYPES = LOW_DTYPES  # under the mixed policy (torch.autocast on the CPU takes both)
 
 ACTIVATION = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "identity": nn.Identity}
 OPTIMIZER = {"sgd": torch.optim.SGD, "momentum": torch.optim.SGD, "nesterov": torch.optim.SGD,
@@ -51,7 +49,7 @@ class TorchNN:
     relu_grad_at_zero = 0.0  # nn.ReLU's backward (threshold_backward) passes gradient only where the output > 0
 
     def __init__(self, spec: ModelSpec) -> None:
-        require_dtype(self.name, spec, MIXED_DTYPES if spec.mixed else DTYPES, mixed=True)
+        require_dtype(self.name, spec, RUN_DTYPES, mixed=True)
         if spec.device == "cuda" and not torch.cuda.is_available():
             raise Unavailable(f"{self.name}: torch {torch.__version__} sees no CUDA device here")
         self.spec = spec
@@ -107,8 +105,8 @@ class TorchNN:
         """The Linear layers' parameters in the spec's layout, as fresh arrays."""
         out: dict[str, np.ndarray] = {}
         for i, linear in enumerate(self.linears):
-            out[f"w{i}"] = linear.weight.detach().T.cpu().numpy().copy()
-            out[f"b{i}"] = linear.bias.detach()[None, :].cpu().numpy().copy()
+            out[f"w{i}"] = host(linear.weight.T)
+            out[f"b{i}"] = host(linear.bias[None, :])
         return out
 
     def _objective(self, model: nn.Sequential):
@@ -165,8 +163,8 @@ class TorchNN:
             loss.backward()
         grads: dict[str, np.ndarray] = {}
         for i, linear in enumerate(self.linears):
-            grads[f"w{i}"] = linear.weight.grad.T.cpu().numpy().copy()
-            grads[f"b{i}"] = linear.bias.grad[None, :].cpu().numpy().copy()
+            grads[f"w{i}"] = host(linear.weight.grad.T)
+            grads[f"b{i}"] = host(linear.bias.grad[None, :])
         return float(self._reported(loss.detach(), y_t.numel())), {k: grads[k] for k in params}
 
     def train(self, params: Params, x: np.ndarray, y: np.ndarray, steps: int,
@@ -202,6 +200,6 @@ class TorchNN:
             objectives.append(loss.detach())  # the loss before this update; no sync
         if steps in wanted:
             checkpoints[steps] = self._params()
-        losses = self._reported(torch.stack(objectives), y_t.numel()).cpu().numpy().astype(np.float64)
+        losses = host(self._reported(torch.stack(objectives), y_t.numel())).astype(np.float64)
         final = self._params()
         return TrainResult(losses=losses, params={k: final[k] for k in params}, checkpoints=checkpoints)

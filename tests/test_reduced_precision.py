@@ -57,10 +57,10 @@ def test_a_planted_bug_fails_in_bfloat16_blamed_on_it_alone(tmp_path, planted):
 
 
 def test_the_others_decline_with_a_reason(tmp_path):
-    assert not supports("torch-nn", ModelSpec(dtype="bfloat16")) and supports("torch", ModelSpec(dtype="float16"))
-    code, verdicts, summary = _run(tmp_path, "--impls", "numpy,torch-nn", "--dtype", "bfloat16", *CONCLUSIVE)
+    assert not supports("numpy-fast", ModelSpec(dtype="bfloat16")) and supports("torch-nn", ModelSpec(dtype="float16"))
+    code, verdicts, summary = _run(tmp_path, "--impls", "numpy,numpy-fast", "--dtype", "bfloat16", *CONCLUSIVE)
     assert code == 0 and list(verdicts.impl) == ["numpy"]
-    assert "torch-nn bfloat16: torch-nn has no bfloat16" in summary
+    assert "numpy-fast bfloat16: numpy-fast has no bfloat16" in summary
 
 
 def test_numpy_accumulates_products_in_float32_and_rounds_once():
