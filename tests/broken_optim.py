@@ -115,3 +115,11 @@ class AdamWCoupled(NumpyBackprop):
 
     def optimizer(self):
         return _CoupledDecay(self.spec, self.dtype)
+
+
+class StatesEpsBeforeFollowsSpec(NumpyBackprop):
+    """States keras's eps before bias correction, but adds it after, as the spec does: a convention stated and
+    not followed, which the report would otherwise print as fact."""
+
+    name = "states-eps-before"
+    conventions = {"eps": "before bias correction"}

@@ -72,6 +72,19 @@ def test_lr_held_in_float32_is_named_when_stated_and_fails_when_not():
     assert all(line.split(":")[1].strip().startswith("lr-in-float32-unstated") for line in outcome.failures)
 
 
+def test_a_convention_stated_but_not_followed_fails_and_says_so():
+    # keras's eps before bias correction, stated by a run that adds it after (the spec's): a statement the report
+    # would otherwise print as fact; keras itself, which follows it, is named as a convention beside it
+    planted = {broken_optim.StatesEpsBeforeFollowsSpec.name: broken_optim.StatesEpsBeforeFollowsSpec}
+    config = RunConfig(impls=("keras",), dtype=("float64",), steps=60, check_every=6, optimizer="adam", eps=1e-3,
+                       lr=0.01, quiet=True)
+    outcome = compare(config, planted, timings=False)
+    verdicts = {v.impl: v for v in outcome.verdicts}
+    assert verdicts["keras"].status == "convention", outcome.failures
+    stated = [f for f in verdicts["states-eps-before"].failing if f.check == "stated"]
+    assert len(stated) == 1 and "eps is added before bias correction" in stated[0].detail
+
+
 def test_a_convention_that_does_not_show_is_not_named():
     # momentum at a constant lr: keras's lr inside the buffer is the same rule
     outcome, verdicts = _run(impls=("keras",), steps=60, optimizer="momentum")

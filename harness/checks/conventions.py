@@ -24,6 +24,7 @@ from harness.running.roster import FRAMEWORK_DEFAULTS
 from harness.running.runs import Run
 from harness.truth.optimizers import RELU_CONVENTION, conventions_of, departures
 from harness.truth.oracle import EXTENDED, Oracle
+from harness.truth.tolerances import UNFOLLOWED
 from harness.truth.references import (FD_TWIN, TRUTH, Envelope, Reference, ReferenceJob, envelope, sampled_runs,
                                       wider)
 from impls.interface import TrainResult, exact
@@ -121,6 +122,27 @@ def explain(run: Run, shared: ModelSpec, truth: Reference, rounding: Envelope, e
                            f"{key} = {value:g} (the library's default; shared: {getattr(shared, key):g})",
                            _first_apart(run, alone, truth, rounding, end)))
     return sorted(shown, key=lambda s: (s.step is None, s.step or 0)), followed
+
+
+def not_followed(run: Run, shared: ModelSpec, truth: Reference, rounding: Envelope, end: int, params, x, y
+                 ) -> list[str]:
+    """For a run that stayed on the spec's trajectory: each convention it states that it does not follow, with
+    where that shows: the truth under the convention alone moves more than ``UNFOLLOWED`` times what is allowed
+    from the spec's truth at a checkpoint, where the run is within what is allowed of the spec's (so, by the
+    triangle inequality, far from the convention's)."""
+    found = []
+    for key, value in departures(run.impl.spec, conventions_of(run.impl)).items():
+        alone = _truth_under(shared, {key: value}, truth, params, x, y)
+        as_run = Run(run.impl, _result(alone), 0.0)
+        table = param_table(as_run, truth, rounding, end)
+        far = table[table.rel_err > UNFOLLOWED.times * table.allowed]
+        if len(far):
+            first = far.iloc[0]
+            found.append(f"it states that {phrase(key, value)}, yet its run stays on the spec's trajectory: at step"
+                         f" {int(first.step)} the truth under that convention has moved {first.param}"
+                         f" {first.rel_err:.1e} from the spec's, {first.rel_err / first.allowed:.0f} times what is"
+                         " allowed, and the run has not")
+    return found
 
 
 def _truth_under(spec: ModelSpec, conventions: dict[str, str], truth: Reference, params, x, y) -> Reference:

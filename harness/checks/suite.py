@@ -10,7 +10,7 @@ import pandas as pd
 from harness import notebook
 from harness.checks.gradcheck import finite_differences, table, teacher_forced
 from harness.checks.policy import policy_rows
-from harness.checks.conventions import explain
+from harness.checks.conventions import explain, not_followed
 from harness.checks.replay import name_cause
 from harness.checks.rounding import kernel_ulps
 from harness.checks.arrays import cast
@@ -198,6 +198,8 @@ def follow(config, roster: Roster, oracle: Oracle, trained: Trained, run: Run, p
         if later.step is not None and later.step > div.step:
             (losses, params_err), div, states = own, later, followed.truth.checkpoints
             div.judged_under = followed.stated
+    if div.step is None:  # a convention stated is checked, never trusted
+        div.unfollowed = tuple(not_followed(run, config.spec(run.dtype), truth, rounding, end, params, x, y))
     div.unresolved_at, div.allowed_by = unresolved, source
     if div.step is None and (found := conclusiveness(run, truth, params_err)) is not None:
         div.inconclusive_at, div.inconclusive = found

@@ -53,6 +53,7 @@ class Divergence:
     # the stated conventions it was judged under: it follows the truth under them up to ``step``, where the spec's
     # truth parts from it earlier (harness.checks.conventions.Followed)
     judged_under: tuple[str, ...] = ()
+    unfollowed: tuple[str, ...] = ()  # a run on the spec's trajectory: the stated conventions it does not follow
     # (allowed at the last checkpoint, the truth's movement from its start, the run's own) where the first is at
     # least the second: the trajectory check could not have failed (harness.checks.verdict.INCONCLUSIVE)
     inconclusive: tuple[float, float, float] | None = None

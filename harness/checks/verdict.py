@@ -114,6 +114,8 @@ def decide(compared: list[tuple[str, str]], gradients: pd.DataFrame, divergences
             allowed, moved, own = d.inconclusive
             findings[key].append(Finding(INCONCLUSIVE, d.impl, d.dtype, d.inconclusive_at, "params", moved, allowed,
                                          detail=inconclusive_detail(allowed, moved, own)))
+        for line in d.unfollowed:  # a stated convention the run does not follow: its statement is wrong
+            findings[key].append(Finding("stated", d.impl, d.dtype, detail=line))
         if d.step is not None and d.cause == RELU_BRANCH:  # compared up to there; named, never a failure
             findings[key].append(Finding("branch", d.impl, d.dtype, d.step, d.param, d.rel, d.allowed,
                                          detected_by=d.detected_by, cause=d.cause, cause_step=d.cause_step))

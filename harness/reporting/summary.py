@@ -68,6 +68,8 @@ def failure_line(f: Finding) -> str:
     if f.check == "blow-up":
         return (f"trajectory: {who} diverged at step {f.step} (non-finite loss) before the oracle"
                 f" ({_never(f.oracle_at)}) and the reference runs in {f.dtype} ({_never(f.reference_at)})")
+    if f.check == "stated":
+        return f"stated: {who}: {f.detail}"
     if f.check == "policy":
         return f"policy: {who}: {f.detail}"
     if f.check == INCONCLUSIVE:

@@ -101,6 +101,14 @@ class Factor:
     reason: str
 
 
+UNFOLLOWED = Factor(
+    3.0,
+    "a run on the spec's trajectory does not follow a convention it states when the truth under that convention"
+    " is more than 3 times the allowance from the spec's truth at a checkpoint: the run, within 1 allowance of the"
+    " spec's truth, is then at least 2 allowances from the convention's (per parameter, the triangle inequality),"
+    " so no rounding that the allowance covers can make both true",
+)
+
 FINGERPRINT_VALUES = Factor(
     3,
     "a mixed run is said to hold its loss (or master weights) in the low dtype when every one of at least 3 of"
