@@ -239,7 +239,9 @@ def main(argv: list[str] | None = None) -> int:
         for s, handler in previous.items():
             signal.signal(s, handler)
     if config.quiet:
-        print("\n".join(outcome.failures + outcome.conventions_named) or "PASS")
+        unsure = summary.inconclusive_lines(outcome.verdicts)  # exit 1 too: never printed as PASS
+        print("\n".join(outcome.failures + unsure + outcome.conventions_named)
+              or ("PASS" if verdict.exit_code(outcome.verdicts) == 0 else "NOTHING COMPARED"))
     else:
         print(summary.summary_md(config, outcome, short=True))
     print(f"results: {written}")

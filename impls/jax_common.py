@@ -59,3 +59,8 @@ def segments(wanted: list[int], steps: int) -> list[tuple[int, int, int]]:
             runs.append((previous, length, 1))
         previous = stop
     return runs
+
+
+# jax's gradient of a bias added by broadcasting is lax.reduce_sum in the operand's dtype (no float32 accumulator,
+# unlike jnp.sum), so its partial sums are float16 in a float16 run; every jax-based implementation states it
+JAX_BIAS_SUM = {"bias_grad_sum": "in the dtype"}

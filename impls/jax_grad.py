@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from impls.jax_common import device_of, matmul_setting, scope, segments
+from impls.jax_common import JAX_BIAS_SUM, device_of, matmul_setting, scope, segments
 from impls.interface import Params, TrainResult, check_record, require_dtype, require_plain_sgd
 from impls.spec import RUN_DTYPES, ModelSpec
 
@@ -103,6 +103,7 @@ class JaxGrad:
         require_dtype(self.name, spec, RUN_DTYPES)
         require_plain_sgd(self.name, spec)
         self.spec = spec
+        self.conventions = dict(JAX_BIAS_SUM) if spec.dtype == "float16" else {}  # how jax sums a bias gradient
         self.x64 = spec.dtype == "float64"
         self.device = device_of(self.name, spec.device)
         self.matmul_precision, self.matmul_error = matmul_setting(spec, self.device)

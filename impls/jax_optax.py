@@ -26,7 +26,7 @@ import numpy as np
 import optax
 from jax import lax
 
-from impls.jax_common import device_of, matmul_setting, scope, segments
+from impls.jax_common import JAX_BIAS_SUM, device_of, matmul_setting, scope, segments
 from impls.interface import Params, TrainResult, check_record, require_dtype
 from impls.spec import RUN_DTYPES, ModelSpec
 
@@ -71,6 +71,7 @@ class JaxOptax:
             {"amsgrad_max": "over bias-corrected v"} if spec.optimizer == "amsgrad" else {})
         if spec.loss_scale is not None:  # a skipped step keeps the optimizer's state, and with it optax's count
             self.conventions["schedule_count"] = "steps taken"
+        self.conventions.update(JAX_BIAS_SUM if spec.dtype == "float16" else {})
         self.framework_defaults = framework_defaults_of(spec.optimizer)
         self.optimizer = self._optimizer()
         self._forward_jit = jax.jit(self._forward)

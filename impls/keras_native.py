@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 from jax import lax  # noqa: E402
 
 from impls.interface import Params, TrainResult, Unavailable, check_record, require_dtype  # noqa: E402
-from impls.jax_common import device_of, matmul_setting, scope, segments  # noqa: E402
+from impls.jax_common import JAX_BIAS_SUM, device_of, matmul_setting, scope, segments  # noqa: E402
 from impls.spec import RUN_DTYPES, ModelSpec  # noqa: E402
 
 VELOCITY = "velocity v = momentum v - lr g; p += momentum v - lr g"
@@ -64,6 +64,7 @@ class KerasNative:
         if spec.loss_scale is not None:  # LossScaleOptimizer: initial_scale=2.0**15; a skipped step leaves the
             # inner optimizer's iterations, which its learning-rate schedule reads, where they were
             self.conventions.update(loss_scale_initial="2^15", schedule_count="steps taken")
+        self.conventions.update(JAX_BIAS_SUM if spec.dtype == "float16" else {})  # keras's Dense bias gradient is jax's
         self.framework_defaults = _defaults(_OPTIMIZER[spec.optimizer])
         self.framework_settings = {"keras": keras.__version__, "backend": keras.backend.backend(),
                                    "floatx": spec.param_dtype, "dtype policy": self.policy,

@@ -54,6 +54,10 @@ CONVENTIONS: dict[str, tuple[str, ...]] = {
     # what the step schedule counts where float16's loss scaling skips a step: every step of the loop (torch's
     # StepLR, stepped each iteration), or the optimizer's steps taken (optax's count and keras's iterations stay)
     "schedule_count": ("every step", "steps taken"),
+    # how the bias gradient sums over samples: the spec's float32 accumulation (rounded once), or jax's, whose
+    # transpose of the bias broadcast is a reduce in the dtype itself: in float16 a partial sum can pass 65504
+    # where the whole does not, so under loss scaling jax skips steps the spec does not
+    "bias_grad_sum": ("float32", "in the dtype"),
     # the loss scale float16's dynamic scaling starts from: torch.amp.GradScaler's 2^16, or keras's 2^15
     "loss_scale_initial": ("2^16", "2^15"),
     # relu'(0), from an implementation's ``relu_grad_at_zero`` (any value in [0, 1], written as "%g"):

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from harness.checks import rounding
-from harness.checks.updates import ExpectedUpdates, scaling_skips
+from harness.checks.updates import ExpectedUpdates
 from harness.checks.arrays import along, cast, error_row, fd_directions, finite_difference_grads
 from harness.running.remote import batched
 from harness.truth.oracle import NOTEBOOK_FD_STEP, Oracle
@@ -100,8 +100,7 @@ def teacher_forced(impls: list[Implementation], oracle: Oracle, states: Mapping[
                                  relu_convention(impl, oracle, params, x, y, name, got[name], dtype, limit)})
                 if updates:  # one step from fresh optimizer state
                     expected = ExpectedUpdates(impl)
-                    rows += expected.rows(impl, step, params, after, got, truth.scale,
-                                          scaling_skips(impl.spec, params, x, y, expected.loss_scale))
+                    rows += expected.rows(impl, step, params, after, got, truth.scale, expected.skips(params, x, y))
     return table(rows)
 
 

@@ -22,7 +22,7 @@ import pandas as pd
 
 from harness.checks.arrays import rel_diff
 from harness.checks.gradcheck import loss_and_grads, teacher_forced
-from harness.checks.updates import ExpectedUpdates, scaling_skips
+from harness.checks.updates import ExpectedUpdates
 from harness.checks.trajectory import RELU_BRANCH, Divergence, branch_apart, relu_branch
 from harness.running.runs import Run
 from harness.truth.oracle import EXTENDED, Oracle
@@ -59,7 +59,7 @@ def name_cause(found: Divergence, run: Run, losses: pd.DataFrame, params: pd.Dat
         truth = oracle.truth(states[step], x, y)
         rows += expected.rows(run.impl, step, states[step], states[step + 1],
                               loss_and_grads(run.impl, states[step], x, y), truth.scale,
-                              scaling_skips(run.impl.spec, states[step], x, y, expected.loss_scale))
+                              expected.skips(states[step], x, y))
     checks = pd.concat([checks, pd.DataFrame(rows)], ignore_index=True) if rows else checks
     failed = checks[~checks.passed.astype(bool)]
     if len(failed):

@@ -16,9 +16,9 @@ from typing import Mapping
 
 import numpy as np
 
-from harness.truth.optimizers import Rule, conventions_of, initial_loss_scale
+from harness.truth.optimizers import Rule, conventions_of, departures, initial_loss_scale
 from harness.truth.oracle import EXTENDED, Oracle
-from harness.truth.tolerances import UPDATE_ULPS, floor
+from harness.truth.tolerances import SKIP_HEADROOM, UPDATE_ULPS, floor
 from impls.interface import Implementation, Params, exact
 
 
@@ -38,15 +38,30 @@ class ExpectedUpdates:
 
     def __init__(self, impl: Implementation) -> None:
         spec, conventions = impl.spec, conventions_of(impl)
-        self.spec = spec
+        self.spec, self.conventions = spec, conventions
         self.names = list(spec.param_shapes())
         held = spec.param_dtype  # where the optimizer's constants and state live (float32 under the mixed policy)
         self.rules = [Rule(spec, EXTENDED, conventions, constants=held) for _ in range(3)]
         self.rules.append(Rule(spec, EXTENDED, conventions))
         self.rules.append(Rule(spec, EXTENDED, conventions, corrections=held))
+        # in a reduced dtype the optimizer's own arithmetic rounds there (Adam's v of a small gradient is a
+        # float16 subnormal, its square root 20 % off): one more rule computes the step in the dtype itself
+        self._in_dtype = np.dtype(held).itemsize < 4
+        if self._in_dtype:
+            self.rules.append(Rule(spec, held, conventions))
         self.grad_floor = floor(spec.dtype, exact(impl)).rel
         scaling = spec.loss_scale  # mixed float16: the dynamic loss scale the policy has reached
         self.loss_scale, self._finite_run = initial_loss_scale(spec, conventions), 0
+
+    def skips(self, params: Params, x: np.ndarray, y: np.ndarray) -> bool | None:
+        """Whether the policy, under the implementation's stated conventions, skips its next step at ``params``
+        (at the loss scale reached); None where rounding decides: the oracle's decision flips within
+        ``SKIP_HEADROOM`` of that scale."""
+        at = scaling_skips(self.spec, params, x, y, self.loss_scale, self.conventions)
+        if self.loss_scale is None:
+            return at
+        other = self.loss_scale / SKIP_HEADROOM.times if at else self.loss_scale * SKIP_HEADROOM.times
+        return None if scaling_skips(self.spec, params, x, y, other, self.conventions) != at else at
 
     def _scaled(self, skipped: bool) -> None:
         """Move the loss scale on by one step, as the policy does (``impls.spec.LossScale``)."""
@@ -76,15 +91,22 @@ class ExpectedUpdates:
         p, g = self._flat(before), self._flat(grads)
         moved = self.grad_floor * np.abs(self._flat(scale))
         out = []
-        for rule, grad in zip(self.rules, (g, g + moved, g - moved, g, g)):
-            after = p.copy()
-            rule.step(after, grad.copy())
+        for rule, grad in zip(self.rules, (g, g + moved, g - moved, g, g, g)):
+            if rule.dtype is EXTENDED:
+                after = p.copy()
+                rule.step(after, grad.copy())
+            else:  # the rule in the run's reduced dtype, from the same state and gradients rounded there
+                with np.errstate(all="ignore"):
+                    after = p.astype(rule.dtype)
+                    rule.step(after, grad.astype(rule.dtype))
+                after = after.astype(EXTENDED)
             out.append(after)
         allowance = np.max([np.abs(other - out[0]) for other in out[1:]], axis=0)
         return p, out[0], allowance
 
     def rows(self, impl: Implementation, step: int, before: Params, after: Params,
-             grads: Mapping[str, np.ndarray], scale: Mapping[str, np.ndarray], skipped: bool = False) -> list[dict]:
+             grads: Mapping[str, np.ndarray], scale: Mapping[str, np.ndarray], skipped: bool | None = False
+             ) -> list[dict]:
         """One native step (``before`` to ``after``) against the expected one, one row per parameter.
 
         Judged relative to the step's size, not to |p|: a step 0.1 % off moves p by far
@@ -93,6 +115,8 @@ class ExpectedUpdates:
         """
         dtype, held = impl.spec.dtype, impl.spec.param_dtype
         scale_before = self.loss_scale
+        if skipped is None:  # rounding decides whether this step overflows: the implementation's choice stands
+            skipped = all(np.array_equal(np.asarray(after[k]), np.asarray(before[k], after[k].dtype)) for k in before)
         p, expected, allowance = self.next(before, grads, scale, skipped)
         new = self._flat(after)
         late = _late_schedule(impl.spec, step)  # the step as it would be at the lr before this step's decay
@@ -146,11 +170,13 @@ def _ulp(value, dtype: str) -> np.longdouble:
         return np.spacing(np.asarray(value, dtype)).astype(EXTENDED)
 
 
-def scaling_skips(spec, params: Params, x: np.ndarray, y: np.ndarray, loss_scale: float | None) -> bool:
+def scaling_skips(spec, params: Params, x: np.ndarray, y: np.ndarray, loss_scale: float | None,
+                  conventions: Mapping[str, str] | None = None) -> bool:
     """Whether the mixed policy skips a step at ``params``: its float16 gradients, with the loss scaled by
-    ``loss_scale``, overflow (the oracle's plain run of one step says)."""
+    ``loss_scale``, overflow (the oracle's plain run of one step says, under the stated ``conventions``)."""
     if loss_scale is None:
         return False
     oracle = Oracle(spec)
-    oracle.train([params], x, y, 1, (), np.dtype(spec.dtype).type, textbook=True, loss_scale=loss_scale)
+    oracle.train([params], x, y, 1, (), np.dtype(spec.dtype).type, textbook=True, loss_scale=loss_scale,
+                 conventions=departures(spec, conventions or {}))
     return bool(oracle.effects[0].skipped)

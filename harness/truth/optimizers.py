@@ -21,6 +21,7 @@ import numpy as np
 from impls.spec import CONVENTIONS, ModelSpec
 
 SPEC_CONVENTIONS = {key: choices[0] for key, choices in CONVENTIONS.items()}
+BIAS_SUM = "bias_grad_sum"  # not an optimizer's either: the oracle's backward pass follows it (float16 only)
 RELU_CONVENTION = "relu_grad_at_zero"  # not an optimizer's: the oracle's slopes follow it (harness.truth.oracle)
 
 
@@ -50,7 +51,8 @@ def departures(spec: ModelSpec, conventions: Mapping[str, str]) -> dict[str, str
                 "momentum_lr": spec.optimizer == "momentum" and changing,  # nesterov's form says where its lr goes
                 "lr_dtype": True, RELU_CONVENTION: "relu" in spec.activations,
                 "schedule_count": changing and spec.loss_scale is not None,
-                "loss_scale_initial": spec.loss_scale is not None}
+                "loss_scale_initial": spec.loss_scale is not None,
+                BIAS_SUM: spec.dtype == "float16"}  # elsewhere: rounding only (bfloat16 has float32's range)
     return {k: v for k, v in conventions.items() if relevant[k] and v != SPEC_CONVENTIONS[k]}
 
 

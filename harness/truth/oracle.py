@@ -29,9 +29,9 @@ import ml_dtypes
 import numpy as np
 from scipy.special import expit
 
-from harness.truth.optimizers import DECAY_FORMS, RELU_CONVENTION, Rule, initial_loss_scale
+from harness.truth.optimizers import BIAS_SUM, DECAY_FORMS, RELU_CONVENTION, Rule, initial_loss_scale
 from harness.truth.tolerances import ORACLE_CONDITIONED, ORACLE_SAMPLES, ORACLE_SELF_CHECK
-from impls.spec import ModelSpec
+from impls.spec import CONVENTIONS, ModelSpec
 
 EXTENDED = np.longdouble  # 80-bit x87 on x86-64 Linux: 11 more bits than float64
 COMPLEX = np.clongdouble
@@ -403,6 +403,7 @@ class Oracle:
         fd_h = np.asarray(NOTEBOOK_FD_STEP, dtype)
 
         relu0 = float((conventions or {}).get(RELU_CONVENTION, self.relu0))
+        in_dtype_sums = (conventions or {}).get(BIAS_SUM) == CONVENTIONS[BIAS_SUM][1]
 
         def slope(i: int, z, out):
             found = _activation_slope(acts[i], z, out, textbook, relu0)
@@ -470,6 +471,8 @@ class Oracle:
                     if i < depth - 1:
                         delta = delta * slope(i, zs[i], outs[i])
                     np.matmul(inputs_t[i], delta, out=grads[i])
+                    if in_dtype_sums:  # the bias row summed sample by sample in the dtype, as a stated convention
+                        grads[i][:, -1, :] = np.cumsum(delta, axis=1, dtype=dtype)[:, -1, :]
                     if i:
                         delta = _product(delta, weights_t[i], dtype)
                 if mixed:

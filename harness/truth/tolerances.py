@@ -101,6 +101,14 @@ class Factor:
     reason: str
 
 
+SKIP_HEADROOM = Factor(
+    2.0,
+    "float16 loss scaling: where the oracle's policy decides differently at twice (or half) the scale reached,"
+    " whether a step overflows is rounding's and either choice passes the update check: a correct"
+    " implementation's sums can pass 65504 where the spec's do not (XLA's float16 reductions keep float16 partial"
+    " sums, in its own order), and the scale moves in steps of 2; the trajectory still judges what follows",
+)
+
 UNFOLLOWED = Factor(
     3.0,
     "a run on the spec's trajectory does not follow a convention it states when the truth under that convention"
