@@ -26,7 +26,7 @@ from impls.interface import Implementation, Params, exact
 class ExpectedUpdates:
     """The steps of one run as the truth's rule takes them from the implementation's gradients.
 
-    Five rules run side by side, with the hyperparameters rounded to the run's dtype
+    Five rules run side by side (six in a reduced dtype), with the hyperparameters rounded to the run's dtype
     as the implementation holds them: one fed the gradients, two fed them moved by
     plus and minus the dtype's gradient floor times the term scale, one with exact
     hyperparameters (a framework may keep them in double whatever the run's dtype:
@@ -34,7 +34,9 @@ class ExpectedUpdates:
     1 - beta^t computed in the run's dtype, where they cancel (optax and keras). How far the others land from
     the first is what rounding can move the step (for the gradients, the optimizer's
     own sensitivity: 1 for SGD, up to 1 / (1 - momentum) with a buffer, about
-    m / sqrt(v) for Adam), and is allowed.
+    m / sqrt(v) for Adam), and is allowed. In a reduced dtype a sixth rule computes the step in the dtype
+    itself, and an Adam entry whose second moment is a subnormal there is not judged. Under float16 loss
+    scaling it carries the scale and expects a skipped step where the oracle's policy overflows.
     """
 
     def __init__(self, impl: Implementation) -> None:
@@ -51,7 +53,7 @@ class ExpectedUpdates:
         if self._in_dtype:
             self.rules.append(Rule(spec, held, conventions))
         self.grad_floor = floor(spec.dtype, exact(impl)).rel
-        scaling = spec.loss_scale  # mixed float16: the dynamic loss scale the policy has reached
+        # mixed float16: the dynamic loss scale the policy has reached, and finite steps since it last moved
         self.loss_scale, self._finite_run = initial_loss_scale(spec, conventions), 0
 
     def skips(self, params: Params, x: np.ndarray, y: np.ndarray) -> bool | None:
