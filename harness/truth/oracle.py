@@ -333,9 +333,8 @@ class Oracle:
         in Monte Carlo arithmetic, as ``reverse`` does at one state: every step, each tanh
         and sigmoid output moved at random by up to k ulps and each product by up to half
         an ulp of its absolute terms. Under the mixed policy with loss scaling, ``loss_scale`` replaces the
-        scale it starts from. In a reduced dtype ``self.effects`` says, per start, what it did (``Effects``). The loop is
-        ``reverse``
-        unrolled for real arrays into preallocated buffers, because a 100,000-step run
+        scale it starts from. In a reduced dtype ``self.effects`` says, per start, what it did (``Effects``).
+        The loop is ``reverse`` unrolled for real arrays into preallocated buffers, because a 100,000-step run
         spends its time in per-call overhead, not arithmetic: each layer's bias rides
         in its weight matrix as one more row, fed by a column of ones in the layer's
         input, so one matmul gives z = h w + b and one more gives both gradients.
