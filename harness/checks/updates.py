@@ -19,14 +19,14 @@ import numpy as np
 
 from harness.truth.optimizers import Rule, conventions_of, departures, initial_loss_scale
 from harness.truth.oracle import EXTENDED, Oracle
-from harness.truth.tolerances import SKIP_HEADROOM, UPDATE_ULPS, floor
+from harness.truth.tolerances import IN_DTYPE_ORDER, SKIP_HEADROOM, UPDATE_ULPS, floor
 from impls.interface import Implementation, Params, exact
 
 
 class ExpectedUpdates:
     """The steps of one run as the truth's rule takes them from the implementation's gradients.
 
-    Five rules run side by side (six in a reduced dtype), with the hyperparameters rounded to the run's dtype
+    Five rules run side by side (seven in a reduced dtype), with the hyperparameters rounded to the run's dtype
     as the implementation holds them: one fed the gradients, two fed them moved by
     plus and minus the dtype's gradient floor times the term scale, one with exact
     hyperparameters (a framework may keep them in double whatever the run's dtype:
@@ -34,8 +34,8 @@ class ExpectedUpdates:
     1 - beta^t computed in the run's dtype, where they cancel (optax and keras). How far the others land from
     the first is what rounding can move the step (for the gradients, the optimizer's
     own sensitivity: 1 for SGD, up to 1 / (1 - momentum) with a buffer, about
-    m / sqrt(v) for Adam), and is allowed. In a reduced dtype a sixth rule computes the step in the dtype
-    itself, and an Adam entry whose second moment is a subnormal there is not judged. Under float16 loss
+    m / sqrt(v) for Adam), and is allowed. In a reduced dtype a sixth takes 1 - beta from the exact betas and
+    1 - beta^t from the rounded ones (keras), and a seventh computes the step in the dtype itself, and an Adam entry whose second moment is a subnormal there is not judged. Under float16 loss
     scaling it carries the scale and expects a skipped step where the oracle's policy overflows.
     """
 
@@ -50,7 +50,9 @@ class ExpectedUpdates:
         # in a reduced dtype the optimizer's own arithmetic rounds there (Adam's v of a small gradient is a
         # float16 subnormal, its square root 20 % off): one more rule computes the step in the dtype itself
         self._in_dtype = np.dtype(held).itemsize < 4
-        if self._in_dtype:
+        if self._in_dtype:  # and keras's mix there: 1 - beta from the exact betas, 1 - beta^t from rounded ones
+            self.rules.append(Rule(spec, EXTENDED, conventions, constants=held, corrections=held,
+                                   complements_exact=True))
             self.rules.append(Rule(spec, held, conventions))
         self.grad_floor = floor(spec.dtype, exact(impl)).rel
         # mixed float16: the dynamic loss scale the policy has reached, and finite steps since it last moved
@@ -95,7 +97,7 @@ class ExpectedUpdates:
         p, g = self._flat(before), self._flat(grads)
         moved = self.grad_floor * np.abs(self._flat(scale))
         out = []
-        for rule, grad in zip(self.rules, (g, g + moved, g - moved, g, g, g)):
+        for rule, grad in zip(self.rules, (g, g + moved, g - moved, g, g, g, g)):
             if rule.dtype is EXTENDED:
                 after = p.copy()
                 rule.step(after, grad.copy())
@@ -105,7 +107,10 @@ class ExpectedUpdates:
                     rule.step(after, grad.astype(rule.dtype))
                 after = after.astype(EXTENDED)
             out.append(after)
-        allowance = np.max([np.abs(other - out[0]) for other in out[1:]], axis=0)
+        spread = [np.abs(other - out[0]) for other in out[1:]]
+        allowance = np.max(spread[:-1] if self._in_dtype else spread, axis=0)
+        if self._in_dtype:  # the dtype's own arithmetic rounds on top of how the constants were rounded, and
+            allowance = allowance + IN_DTYPE_ORDER.times * spread[-1]  # another order of it as far again
         moment = self.rules[0].state.get("v")
         if self._in_dtype and moment is not None:  # a second moment below the dtype's normal range: a subnormal
             # with few bits (float16 eps 1e-8 rounds to 0 as well), so its step is rounding's, not judged
