@@ -27,7 +27,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.checks.verdict import INCONCLUSIVE
 from harness.reporting import plots, results
+from harness.reporting.summary import inconclusive_lines
 from harness.reporting import tables as report
 from harness.compare import compare, run_config
 from harness import internal
@@ -90,7 +92,8 @@ def measure(point: Point, base: RunConfig) -> tuple[pd.DataFrame, list[str]]:
                      "passed": v.passed, "matmul_form": jax_forms(config, impl, dtype), **ran_on})
     frame = pd.DataFrame(rows).drop(columns=["batch"]).rename(columns={"samples": "batch"})
     at = f"{point.axis}={point.value}"
-    return frame, [f"{at}: {line}" for line in outcome.failures]
+    unsure = inconclusive_lines(outcome.verdicts)  # not failures, but never "passed" either
+    return frame, [f"{at}: {line}" for line in outcome.failures + unsure]
 
 
 def jax_forms(config: RunConfig, impl: str, dtype: str) -> str:
@@ -200,7 +203,8 @@ def _sweep(base: RunConfig, axes: tuple[str, ...], pool, out: Path, quiet: bool)
     summary = report.summary(
         f"harness.sweep: {len(grid)} points, {base.steps} checked steps each",
         "**PASS**: every check passed at every point." if sweep.passed.all() else
-        "**FAIL**:\n\n" + "\n".join(f"- {line}" for line in failures),
+        ("**INCONCLUSIVE**" if sweep[~sweep.passed].verdict.eq(INCONCLUSIVE).all() else "**FAIL**")
+        + ":\n\n" + "\n".join(f"- {line}" for line in failures),
         {"Fastest path per framework at each size": fastest(sweep),
          "Crossovers": "\n".join(f"- {line}" for line in crossovers(sweep)),
          "Every point (time per step, us)": _wide(sweep)})
