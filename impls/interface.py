@@ -84,8 +84,8 @@ def require_dtype(name: str, spec: ModelSpec, supported: tuple[str, ...], mixed:
     if spec.dtype not in supported:
         raise Unavailable(f"{name} has no {spec.dtype}; it runs in {', '.join(supported)}")
     if spec.mixed and not mixed:
-        raise Unavailable(f"{name} has no mixed precision: it computes {spec.dtype} with {spec.dtype} weights; numpy,"
-                          f" torch-nn, jax-optax and keras follow the mixed policy")
+        raise Unavailable(f"{name} has no mixed precision: it computes {spec.dtype} with {spec.dtype} weights"
+                          f" (impls/registry.py MIXED lists those that follow the mixed policy)")
 
 
 def require_plain_sgd(name: str, spec: ModelSpec) -> None:

@@ -132,8 +132,8 @@ def check_all(config, roster: Roster, trained: Trained, oracle: Oracle, params, 
         progress(f"checks {run.name} {run.dtype}")
         found = early.take(run, truth, trained.references)
         if found is not None:
-            grads.append(pd.concat([found, table(policy_rows(run))], ignore_index=True) if run.impl.spec.mixed
-                         else found)
+            policy = policy_rows(run)  # a mixed run's: where it holds its loss and master weights
+            grads.append(pd.concat([found, table(policy)], ignore_index=True) if policy else found)
             runs.append(run)
     checked = Checked(pd.concat(grads, ignore_index=True) if grads else table([]), pd.DataFrame(), pd.DataFrame())
     loss_tables, param_tables = [], []
