@@ -30,10 +30,10 @@ import numpy as np
 from scipy.special import expit
 
 from harness.truth.optimizers import BIAS_SUM, DECAY_FORMS, RELU_CONVENTION, Rule, initial_loss_scale
+from harness.truth.products import EXTENDED, matmul
 from harness.truth.tolerances import ORACLE_CONDITIONED, ORACLE_SAMPLES, ORACLE_SELF_CHECK
 from impls.spec import CONVENTIONS, ModelSpec
 
-EXTENDED = np.longdouble  # 80-bit x87 on x86-64 Linux: 11 more bits than float64
 COMPLEX = np.clongdouble
 NOTEBOOK_FD_STEP = 1e-8  # the notebook's prime(): the plain evaluation that numpy-fd's rounding is measured by
 STEP = 1e-30  # complex step h: Im f(x + ih) / h has error O(h^2 f'''), far below longdouble's eps
@@ -135,7 +135,7 @@ class Oracle:
         """(each sample's share of the objective, shape (B, k); the per-element loss, shape (B, k, m))."""
         h = x[None]
         for i, act in enumerate(self.spec.activations):
-            z = h @ q[f"w{i}"] + q[f"b{i}"]
+            z = matmul(h, q[f"w{i}"]) + q[f"b{i}"]
             h = _relu(z, self.relu0) if act == "relu" else ACTIVATIONS[act](z)
         per_element = _softplus(z) - y * z if self.spec.loss == "bce" else 0.5 * (y - h) ** 2
         weight = 1 if self.spec.reduction == "sum" else 1 / y.size
@@ -183,7 +183,7 @@ class Oracle:
         """z of every layer, in longdouble (to tell when a relu sits exactly at its kink)."""
         h, zs = np.asarray(x, EXTENDED), []
         for i, act in enumerate(self.spec.activations):
-            z = h @ np.asarray(params[f"w{i}"], EXTENDED) + np.asarray(params[f"b{i}"], EXTENDED)
+            z = matmul(h, np.asarray(params[f"w{i}"], EXTENDED)) + np.asarray(params[f"b{i}"], EXTENDED)
             zs.append(z)
             h = ACTIVATIONS[act](z)
         return zs
@@ -221,7 +221,7 @@ class Oracle:
             z = _product(h, p[f"w{i}"], dtype) + p[f"b{i}"]
             if rng is not None:
                 unit = dtype(ml_dtypes.finfo(dtype).eps / 2)
-                z = z + (rng.uniform(-1, 1, z.shape) * unit * (np.abs(h) @ np.abs(p[f"w{i}"]))).astype(dtype)
+                z = z + (rng.uniform(-1, 1, z.shape) * unit * matmul(np.abs(h), np.abs(p[f"w{i}"]))).astype(dtype)
             inputs.append(h)
             zs.append(z)
             h = ACTIVATIONS[act](z)
@@ -260,7 +260,7 @@ class Oracle:
             grads[f"w{i}"] = _product(inputs[i].T, delta, dtype)
             grads[f"b{i}"] = _column_sum(delta, dtype)
             if with_scale:
-                scale[f"w{i}"] = np.abs(inputs[i]).T @ np.abs(delta)
+                scale[f"w{i}"] = matmul(np.abs(inputs[i]).T, np.abs(delta))
                 scale[f"b{i}"] = np.abs(delta).sum(axis=0, keepdims=True)
             delta = _product(delta, p[f"w{i}"].T, dtype)
         loss = per_element.mean()
@@ -437,7 +437,7 @@ class Oracle:
                 if mixed:  # the master weights rounded to the dtype the passes compute in
                     np.copyto(low, flat, casting="unsafe")
                 for i in range(depth):
-                    np.matmul(inputs[i], blocks[i], out=zs[i])
+                    _into(inputs[i], blocks[i], zs[i])
                     for j, rng, _ in noisy:  # another summation order: up to half an ulp of the terms
                         zs[i][j] += rng.uniform(-1, 1, zs[i][j].shape) * unit * (np.abs(inputs[i][j])
                                                                                  @ np.abs(blocks[i][j]))
@@ -469,7 +469,7 @@ class Oracle:
                 for i in range(depth - 1, -1, -1):
                     if i < depth - 1:
                         delta = delta * slope(i, zs[i], outs[i])
-                    np.matmul(inputs_t[i], delta, out=grads[i])
+                    _into(inputs_t[i], delta, grads[i])
                     if in_dtype_sums:  # the bias row summed sample by sample in the dtype, as a stated convention
                         grads[i][:, -1, :] = np.cumsum(delta, axis=1, dtype=dtype)[:, -1, :]
                     if i:
@@ -506,8 +506,16 @@ class Oracle:
 def _product(a: np.ndarray, b: np.ndarray, dtype) -> np.ndarray:
     """a @ b in ``dtype``: in a reduced dtype the spec's rule, accumulated in float32 and rounded once (NumPy's
     bfloat16 matmul returns float32, its float16 one accumulates in float)."""
-    found = a @ b
+    found = matmul(a, b)
     return found if found.dtype == dtype else found.astype(dtype)
+
+
+def _into(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """out = a @ b, in place (extended products by ``products.matmul``, the others by NumPy's into ``out``)."""
+    if out.dtype == EXTENDED:
+        out[...] = matmul(a, b)
+    else:
+        np.matmul(a, b, out=out)
 
 
 def _column_sum(a: np.ndarray, dtype) -> np.ndarray:

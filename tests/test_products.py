@@ -1,0 +1,100 @@
+"""The oracle's extended products by exact float64 slices (harness.truth.products), against exact arithmetic."""
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from harness.truth import products
+from harness.truth.products import EXTENDED, EXTENDED_BITS, matmul, slicing, worth_splitting
+
+
+def exact(value) -> Fraction:
+    """An extended value as an exact fraction: hi + lo in float64, each exact."""
+    hi = float(value)
+    return Fraction(hi) + Fraction(float(EXTENDED(value) - EXTENDED(hi)))
+
+
+def exact_product(a: np.ndarray, b: np.ndarray, i: int, j: int) -> Fraction:
+    return sum((exact(p) * exact(q) for p, q in zip(a[i], b[:, j])), Fraction(0))
+
+
+def spread(rng, shape, decades: float) -> np.ndarray:
+    """Entries over ``decades`` decades, with every one of the extended significand's bits in use."""
+    value = rng.standard_normal(shape) * 10.0 ** rng.uniform(-decades / 2, decades / 2, shape)
+    return value.astype(EXTENDED) * (1 + rng.standard_normal(shape).astype(EXTENDED) * EXTENDED(2.0 ** -60))
+
+
+@pytest.mark.parametrize("m,k,n,decades", [(40, 48, 36, 3), (33, 300, 35, 3), (40, 64, 36, 30)])
+def test_split_products_are_exact_to_the_slices_bound_and_to_the_loop_over_a_few_decades(m, k, n, decades):
+    """The guarantee: each entry within 2^-(bits x slices) of its row's and column's largest entries times the
+    other side's absolute sums, plus a few roundings of the last sum. Within a few decades a row, as a trained
+    network's activations and gradients are, that is as good as NumPy's extended loop or better."""
+    rng = np.random.default_rng(m * k)
+    a, b = spread(rng, (m, k), decades), np.tanh(spread(rng, (k, n), decades))
+    assert worth_splitting(m, k, n)
+    found, loop, scale = matmul(a, b), a @ b, np.abs(a) @ np.abs(b)
+    bits, count = slicing(k)
+    cut = Fraction(1, 2 ** (bits * count))
+    unit = Fraction(1, 2 ** EXTENDED_BITS)
+    for i, j in [(0, 0), (m - 1, n - 1), (m // 2, 3), (5, n // 2)]:
+        truth, size = exact_product(a, b, i, j), exact(scale[i, j])
+        bound = cut * (exact(np.max(np.abs(a[i]))) * exact(np.abs(b[:, j]).sum())
+                       + exact(np.abs(a[i]).sum()) * exact(np.max(np.abs(b[:, j])))) + 4 * unit * size
+        split_error, loop_error = abs(exact(found[i, j]) - truth), abs(exact(loop[i, j]) - truth)
+        assert split_error <= bound, (i, j, float(split_error / size))
+        if decades <= 3:
+            assert split_error <= max(loop_error, 4 * unit * size), (i, j, float(split_error), float(loop_error))
+
+
+def test_complex_products_take_four_exact_real_ones():
+    rng = np.random.default_rng(7)
+    a = spread(rng, (3, 40, 50), 3) + 1j * EXTENDED(1e-30) * spread(rng, (3, 40, 50), 3)
+    b = np.tanh(spread(rng, (3, 50, 45), 3)).astype(np.clongdouble)
+    b.imag = spread(rng, (3, 50, 45), 3) * EXTENDED(1e-30)
+    found, loop = matmul(a, b), a @ b
+    assert found.dtype == np.clongdouble
+    for got, want, size in [(found.real, loop.real, np.abs(a.real) @ np.abs(b.real)),
+                            (found.imag, loop.imag, np.abs(a.real) @ np.abs(b.imag) + np.abs(a.imag) @ np.abs(b.real))]:
+        assert np.max(np.abs(got - want) / size) < 2.0 ** -58
+    real_b = np.tanh(spread(rng, (3, 50, 45), 3))
+    mixed = matmul(a, real_b)
+    assert mixed.dtype == np.clongdouble
+    assert np.max(np.abs(mixed.imag - (a.imag @ real_b)) / (np.abs(a.imag) @ np.abs(real_b))) < 2.0 ** -58
+
+
+def test_a_rerun_is_identical_whatever_the_memory_layout():
+    rng = np.random.default_rng(3)
+    a, b = spread(rng, (64, 80), 3), spread(rng, (80, 70), 3)
+    first = matmul(a, b)  # compared by value: an extended array's padding bytes are not part of it
+    assert np.array_equal(first, matmul(a, b))
+    assert np.array_equal(first, matmul(np.asfortranarray(a), np.asfortranarray(b)))
+    assert np.array_equal(first, matmul(a[::-1][::-1], b.T.copy().T))
+
+
+def test_thin_products_other_dtypes_and_values_out_of_range_take_the_plain_loop():
+    rng = np.random.default_rng(4)
+    thin = spread(rng, (4, 2), 3), spread(rng, (2, 4), 3)
+    assert np.array_equal(matmul(*thin), thin[0] @ thin[1])
+    a, b = rng.standard_normal((64, 64)), rng.standard_normal((64, 64))
+    assert np.array_equal(matmul(a, b), a @ b)  # float64 is NumPy's
+    huge = spread(rng, (64, 64), 3)
+    huge[3, 4] = EXTENDED(2.0) ** 600  # beyond the rows float64 can scale back
+    assert np.array_equal(matmul(huge, huge), huge @ huge)
+    huge[3, 4] = np.nan
+    assert np.isnan(matmul(huge, huge)[3]).all()
+
+
+def test_slices_carry_more_bits_than_the_extended_significand_and_their_products_stay_exact():
+    for inner in (32, 257, 1025, 4096):
+        bits, count = slicing(inner)
+        assert bits * count >= EXTENDED_BITS + products.GUARD_BITS
+        assert 2 * bits + np.ceil(np.log2(inner)) <= 53  # every partial sum of a slice product is an integer < 2^53
+    rng = np.random.default_rng(5)
+    a = spread(rng, (50, 300), 30)
+    bits, count = slicing(300)
+    slices, exponent = products._split(a, -1, bits, count)
+    assert np.all(np.abs(slices) <= 2.0 ** bits) and np.all(slices == np.rint(slices))
+    rebuilt = sum(slices[j].astype(EXTENDED) * EXTENDED(2.0) ** (-bits * j) for j in range(count))
+    rebuilt = rebuilt * np.ldexp(EXTENDED(1), exponent)
+    rows = np.max(np.abs(a), axis=-1, keepdims=True)
+    assert np.all(np.abs(rebuilt - a) <= rows * EXTENDED(2.0) ** (-EXTENDED_BITS))
