@@ -1,6 +1,6 @@
 """python -m harness.fuzz [--impls ...] [--impl MODULE:ATTR] [--dtype float64,float32] [--max-examples 100]
     [--time-budget SECONDS] [--shrink-budget SECONDS] [--max-steps 500] [--seed 0] [--shards N] [--jobs 1 | --scheduler tcp://HOST:PORT]
-    [--out DIR] [--overwrite] [--quiet]
+    [--time-limit 600] [--out DIR] [--overwrite] [--quiet]
 
 Differential fuzzing: Hypothesis searches the space of valid configurations
 (``harness.fuzzing.space``: depth, widths, activations, loss and reduction,
@@ -11,11 +11,12 @@ failures or not; then each distinct failure (an implementation and the check it
 failed) is shrunk once to a minimal configuration, printed as a ready-to-run
 ``python -m harness.compare`` line. Shards and shrink tasks run in local
 processes (``--jobs``) or on a Dask cluster (``--scheduler``): the rows are the
-same either way.
+same either way, and so is isolation: an implementation that crashes, is killed
+or hangs past ``--time-limit`` is one fault line and the campaign goes on.
 Writes fuzz.csv, summary.md, meta.json and the examples database (replayed
 first when the same --out is fuzzed again).
 Exit codes: 0 no disagreement, 1 a disagreement (or a crash) was found, 2 bad usage, 3 an internal error,
-130 interrupted (nothing written).
+4 the Dask workers run other versions than this process (nothing run), 130 interrupted (nothing written).
 """
 from __future__ import annotations
 
@@ -30,13 +31,13 @@ import pandas as pd
 from tqdm import tqdm
 
 from harness import internal
-from harness.config import UsageError, repeated
+from harness.config import HELP, RunConfig, UsageError, repeated
 from harness.fuzzing import campaign, report, space
 from harness.fuzzing.search import Shard
 from harness.meta import run_metadata
 from harness.reporting import results
 from harness.running import plugins
-from harness.running.executors import SchedulerError, executor
+from harness.running.executors import VERSION_MISMATCH, SchedulerError, VersionMismatch, executor
 from impls.registry import names
 from impls.spec import DTYPES, RUN_DTYPES
 
@@ -77,6 +78,8 @@ def parse(argv: list[str] | None) -> Plan:
     parser.add_argument("--shards", type=int, default=None, help="independent searches (default: --jobs)")
     parser.add_argument("--jobs", type=int, default=1, help="local processes (default: 1)")
     parser.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT", help="a Dask cluster instead")
+    parser.add_argument("--time-limit", type=float, default=RunConfig.time_limit, metavar="SECONDS",
+                        help=f"{HELP['time_limit']} (default: {RunConfig.time_limit:g})")
     parser.add_argument("--out", default=None, help="results folder (default: a new one under results/)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     parser.add_argument("--quiet", action="store_true", help="no progress bar; print only the verdict")
@@ -97,7 +100,8 @@ def parse(argv: list[str] | None) -> Plan:
                              ("--max-steps", args.max_steps, space.MIN_STEPS), ("--shards", args.shards or 1, 1)):
         if value < low:
             raise UsageError(f"{flag} must be >= {low}, got {value}")
-    for flag, budget in (("--time-budget", args.time_budget), ("--shrink-budget", args.shrink_budget)):
+    for flag, budget in (("--time-budget", args.time_budget), ("--shrink-budget", args.shrink_budget),
+                         ("--time-limit", args.time_limit)):
         if budget is not None and not 0 < budget < math.inf:
             raise UsageError(f"{flag} must be a number of seconds > 0, got {budget}")
     for reference in args.impl:
@@ -112,7 +116,7 @@ def parse(argv: list[str] | None) -> Plan:
     per_shard = math.ceil(args.max_examples / count)
     deadline = None if args.time_budget is None else time.time() + args.time_budget
     shards = [Shard(args.seed * 1000 + i, per_shard, deadline, impls, tuple(args.impl), dtypes, args.max_steps,
-                    args.shrink_budget) for i in range(count)]
+                    args.shrink_budget, args.time_limit) for i in range(count)]
     return Plan(shards, args.jobs, args.scheduler, out, args.quiet, database)
 
 
@@ -120,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         plan = parse(argv)
         pool = executor(plan.jobs, plan.scheduler)
+    except VersionMismatch as exc:
+        print(f"harness.fuzz: error: {exc}", file=sys.stderr)
+        return VERSION_MISMATCH
     except (UsageError, ValueError, SchedulerError, results.ResultsError) as exc:
         print(f"harness.fuzz: error: {exc}", file=sys.stderr)
         return 2
@@ -152,7 +159,7 @@ def _fuzz(plan: Plan, pool) -> int:
     text = report.summary(title, rows, reproducers)
     meta = {"config": {"impls": list(shard.impls), "impl": list(shard.plugins), "dtypes": list(shard.dtypes),
                        "max_examples": total, "max_steps": shard.max_steps, "shards": len(plan.shards),
-                       "shrink_budget_s": shard.shrink_seconds,
+                       "shrink_budget_s": shard.shrink_seconds, "time_limit_s": shard.time_limit,
                        "seeds": [s.seed for s in plan.shards], "ran_on": ran_on},
             "environment": run_metadata()}
     written = results.write(plan.out, {"fuzz": rows, "reproducers": reproducers}, meta, text,

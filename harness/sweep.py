@@ -1,5 +1,5 @@
-"""python -m harness.sweep [--axes width,batch,depth] [--impls ...] [--dtype float64,float32] [--steps 200]
-    [--device cpu] [--jobs 1 | --scheduler tcp://HOST:PORT]
+"""python -m harness.sweep [--axes width,batch,depth] [--impls ...] [--impl MODULE:ATTR] [--dtype float64,float32]
+    [--steps 200] [--device cpu] [--jobs 1 | --scheduler tcp://HOST:PORT] [--time-limit 600]
 
 How each implementation's cost grows with the work, one factor at a time around a
 base point (parity:4, one hidden tanh layer of width 16, sigmoid output):
@@ -15,8 +15,11 @@ crossovers) and log-log plots of time per step against width and batch.
 running side by side on a 2-core machine slow each other and skew every timing.
 ``--scheduler tcp://HOST:PORT`` runs them on an existing Dask cluster instead
 (``harness.running.executors``); each row says the host and device it ran on.
+Either way an implementation (``--impl``: your own, validated first) that crashes,
+is killed or hangs past ``--time-limit`` is one fault line and the sweep goes on.
 Exit codes: 0 every check passed, 1 a check failed at some point, 2 bad usage, 3 an internal error
-(one line, the traceback saved to a file), 130 interrupted (nothing written).
+(one line, the traceback saved to a file), 4 the Dask workers run other versions than this process
+(nothing run), 130 interrupted (nothing written).
 """
 from __future__ import annotations
 
@@ -33,10 +36,11 @@ from harness.reporting.summary import inconclusive_lines
 from harness.reporting import tables as report
 from harness.compare import compare, run_config
 from harness import internal
-from harness.config import RunConfig, UsageError, repeated, validate
+from harness.config import HELP, RunConfig, UsageError, repeated, validate
 from harness.data import load
 from harness.meta import run_metadata
-from harness.running.executors import SchedulerError, executor, gpu_capped, where
+from harness.running import plugins
+from harness.running.executors import VERSION_MISMATCH, SchedulerError, VersionMismatch, executor, gpu_capped, where
 from impls.registry import names
 
 BASE = {"width": 16, "depth": 1, "batch": 4}  # batch is the parity bit count: 2**4 = 16 samples
@@ -58,8 +62,8 @@ class Point:
         knobs = self.settings()
         bits = knobs["batch"]
         layers = (bits, *[knobs["width"]] * knobs["depth"], 1)
-        return RunConfig(impls=base.impls, dtype=base.dtype, steps=base.steps, check_every=base.check_every,
-                         device=base.device,
+        return RunConfig(impls=base.impls, impl=base.impl, dtype=base.dtype, steps=base.steps,
+                         check_every=base.check_every, device=base.device, time_limit=base.time_limit,
                          layers=layers, activations=("tanh",) * knobs["depth"] + ("sigmoid",),
                          dataset=f"parity:{bits}", quiet=True)
 
@@ -73,7 +77,7 @@ def measure(point: Point, base: RunConfig) -> tuple[pd.DataFrame, list[str]]:
     """One row per implementation and dtype at ``point``, and the failures found there (with the host and
     device it ran on)."""
     config = point.config(base)
-    outcome = compare(config)
+    outcome = compare(config, {reference: plugins.load(reference) for reference in config.impl})
     ran_on = where(config.device)
     t = outcome.tables["timings"].set_index(["impl", "dtype", "measure"])
     grads = outcome.tables["gradients"]
@@ -144,12 +148,15 @@ def parse(argv: list[str] | None) -> tuple[RunConfig, tuple[str, ...], int, str 
     parser = argparse.ArgumentParser(prog="python -m harness.sweep", description=__doc__.splitlines()[2])
     parser.add_argument("--axes", default="width,batch,depth", help="axes to sweep (default: width,batch,depth)")
     parser.add_argument("--impls", default=",".join(names()), help="implementations (default: every registered one)")
+    parser.add_argument("--impl", action="append", default=[], metavar="MODULE:ATTR", help="your own (repeatable)")
     parser.add_argument("--dtype", default="float64,float32", help="dtypes (default: float64,float32)")
     parser.add_argument("--steps", type=int, default=200, help="trajectory length checked at each point (default: 200)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda, for torch and jax (default: cpu)")
     parser.add_argument("--jobs", type=int, default=1, help="grid points run in parallel processes (default: 1)")
     parser.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
                         help="run the grid points on this Dask cluster instead (needs the dask extra)")
+    parser.add_argument("--time-limit", type=float, default=RunConfig.time_limit, metavar="SECONDS",
+                        help=f"{HELP['time_limit']} (default: {RunConfig.time_limit:g})")
     parser.add_argument("--out", default=None, help="results folder (default: a new one under results/)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     parser.add_argument("--quiet", action="store_true", help="print only the verdict and failures")
@@ -162,9 +169,15 @@ def parse(argv: list[str] | None) -> tuple[RunConfig, tuple[str, ...], int, str 
         raise UsageError(f"unknown axis {unknown[0]!r}; choose from {', '.join(GRID)}")
     if args.jobs < 1:
         raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
-    base = RunConfig(impls=tuple(args.impls.split(",")), dtype=tuple(args.dtype.split(",")), steps=args.steps,
-                     check_every=max(1, args.steps // 2), device=args.device)
+    base = RunConfig(impls=tuple(args.impls.split(",")), impl=tuple(args.impl), dtype=tuple(args.dtype.split(",")),
+                     steps=args.steps, check_every=max(1, args.steps // 2), device=args.device,
+                     time_limit=args.time_limit)
     validate(base)
+    for reference in base.impl:
+        try:
+            plugins.load(reference)
+        except plugins.PluginError as exc:
+            raise UsageError(str(exc)) from None
     out = Path(args.out) if args.out else results.default_out(results.RESULTS, "sweep")
     results.check_out(out, args.overwrite)
     return base, axes, args.jobs, args.scheduler, out, args.quiet
@@ -177,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         if note:
             print(f"harness.sweep: {note}", file=sys.stderr)
         pool = executor(jobs, scheduler)
+    except VersionMismatch as exc:
+        print(f"harness.sweep: error: {exc}", file=sys.stderr)
+        return VERSION_MISMATCH
     except (UsageError, ValueError, SchedulerError) as exc:
         print(f"harness.sweep: error: {exc}", file=sys.stderr)
         return 2

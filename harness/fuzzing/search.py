@@ -42,6 +42,7 @@ from hypothesis.errors import Unsatisfiable
 
 from harness.checks.verdict import CONVENTION, FAIL, FAULTY, INCONCLUSIVE, PASS
 from harness.compare import compare
+from harness.config import RunConfig
 from harness.fuzzing import space
 from harness.running import plugins
 from harness.running.executors import where
@@ -99,6 +100,7 @@ class Shard:
     dtypes: tuple[str, ...] = space.DTYPES
     max_steps: int = space.MAX_STEPS
     shrink_seconds: float | None = None  # per shrink task: no new shrinking step after this long
+    time_limit: float = RunConfig.time_limit  # seconds one call into an implementation may take (--time-limit)
 
 
 @dataclass(frozen=True)
@@ -152,11 +154,15 @@ def _short(f) -> str:
 
 
 def causes(outcome) -> dict[Key, str]:
-    """Each failure key's own cause: its implementation's first failing check, step and parameter."""
+    """Each failure key's own cause: its implementation's fault (the call and what stopped it), else its first
+    failing check, step and parameter."""
     found: dict[Key, str] = {}
     for v in outcome.verdicts:
         if v.status in (FAIL, FAULTY) and v.failing:
-            f = v.failing[0]
+            f = next((f for f in v.failing if f.check == "fault"), v.failing[0])
+            if f.check == "fault":
+                found.setdefault((v.impl, f.check), f"{v.impl} {v.dtype}: {f.detail}")
+                continue
             step = f.cause_step if f.check == "trajectory" and f.cause_step is not None else f.step
             where_ = f" at step {step}" if step is not None else ""  # a trajectory's: where its cause lies
             found.setdefault((v.impl, _check(f)), f"{v.impl} {v.dtype}: {_check(f)}{where_} {f.param}".strip())
@@ -166,7 +172,7 @@ def causes(outcome) -> dict[Key, str]:
 def _judge(chosen: dict, shard: Shard, extra: dict) -> tuple[str, str, list[Key], float, dict[Key, str]]:
     start = time.perf_counter()
     try:
-        outcome = compare(space.config(chosen, shard.impls, shard.plugins), extra, timings=False)
+        outcome = compare(space.config(chosen, shard.impls, shard.plugins, shard.time_limit), extra, timings=False)
         (verdict, cause, keys), by_key = classify(outcome), causes(outcome)
     except Exception as exc:  # noqa: BLE001 -- the harness itself failed here: a finding, shrunk like the rest
         verdict, cause, keys = "harness error", f"{type(exc).__name__}: {one_line(exc)}", [("harness", "error")]
@@ -238,7 +244,8 @@ def shrink(task: Shrink, progress: Callable[[], None] | None = None) -> Found:
             if final:  # Hypothesis replays each minimal failing example once more, at the end
                 found.failures[kept[0]] = choices_to_bytes(current_build_context().data.choices)
                 found.reproducers.append({**row, "cause": by_key.get(kept[0], cause),  # the kept failure's own
-                                          "command": space.command(chosen, _named(kept[:1], shard), shard.plugins)})
+                                          "command": space.command(chosen, _named(kept[:1], shard), shard.plugins,
+                                                                         shard.time_limit)})
             raise _kind(kept[0])(cause)
 
     example._hypothesis_internal_database_key = KEY  # the same key in every task and every run

@@ -56,13 +56,16 @@ def settings(draw, dtypes: tuple[str, ...] = DTYPES, optimizers: tuple[str, ...]
     return found
 
 
-def config(found: dict, impls: tuple[str, ...], plugins: tuple[str, ...]) -> RunConfig:
+def config(found: dict, impls: tuple[str, ...], plugins: tuple[str, ...],
+           time_limit: float = RunConfig.time_limit) -> RunConfig:
     """The comparison of one example."""
-    return RunConfig(impls=impls, impl=plugins, quiet=True, **found)
+    return RunConfig(impls=impls, impl=plugins, quiet=True, time_limit=time_limit, **found)
 
 
-def command(found: dict, impls: tuple[str, ...], plugins: tuple[str, ...]) -> str:
-    """A ready-to-run ``python -m harness.compare`` line for one example."""
+def command(found: dict, impls: tuple[str, ...], plugins: tuple[str, ...],
+            time_limit: float = RunConfig.time_limit) -> str:
+    """A ready-to-run ``python -m harness.compare`` line for one example (with its --time-limit where that is
+    not compare's default)."""
     parts = ["python -m harness.compare"]
     if impls:
         parts.append("--impls " + ",".join(impls))
@@ -70,4 +73,6 @@ def command(found: dict, impls: tuple[str, ...], plugins: tuple[str, ...]) -> st
     for key, value in found.items():
         text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
         parts.append(f"--{key.replace('_', '-')} {text}")
+    if time_limit != RunConfig.time_limit:
+        parts.append(f"--time-limit {time_limit:g}")
     return " ".join(parts)

@@ -7,7 +7,9 @@ between calls. The main process only sends arguments and waits in short polls,
 so Ctrl-C and SIGTERM reach it at once; whatever stops a call (an exception, a
 signal, ``os._exit``, the kernel's OOM killer, a hang past the time limit) comes
 back as ``Fault`` with one line naming the call and the cause, and a worker that
-died or hung is killed and stays dead. ``stop_all`` ends every worker.
+died or hung is killed and stays dead. ``stop_all`` ends every worker. A worker
+asks the kernel's OOM killer to take it first, so an implementation that runs
+memory out loses its own process, not the run's (nor a Dask worker's).
 ``harness.running.remote`` puts the common interface in front of one.
 """
 from __future__ import annotations
@@ -76,6 +78,7 @@ class WorkerError(Exception):
 
 def _serve(conn: Connection, factory: Callable, args: tuple) -> None:
     """In the worker: build the object, then answer (function, args) calls until told to stop."""
+    _first_to_go()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it ends every worker
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a plain fork inherits the parent's handler: not the worker's
     np.seterr(all="ignore")  # overflow to inf or NaN is a result here, reported per run, as in the main process
@@ -103,6 +106,15 @@ def _serve(conn: Connection, factory: Callable, args: tuple) -> None:
             conn.send(("ok", result))
         except Exception as exc:  # noqa: BLE001 -- e.g. a result that cannot be pickled
             conn.send(("raised", type(exc).__name__, f"its result could not be sent back: {one_line(exc)}"))
+
+
+def _first_to_go() -> None:
+    """Have the kernel's OOM killer take this process before any other (Linux; raising it needs no privilege)."""
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("1000")
+    except OSError:  # no /proc, or not allowed: the kernel then picks by size alone
+        pass
 
 
 PLAIN = (str, int, float, bool, type(None))
