@@ -306,6 +306,38 @@ def print_default_floor(count: int = 1) -> None:
               f" max {max(ratios):.3f}" + _against_floor_target(float(np.median(ratios))))
 
 
+SCALING_LAYERS = (8, 256, 256, 1)  # issue 24's network: parity:8, tanh, tanh, sigmoid
+SCALING_ACTIVATIONS = ("tanh", "tanh", "sigmoid")
+
+
+def print_scaling(steps: int) -> None:
+    """The oracle's parts on a realistic MLP, its extended products by NumPy's loop and by exact float64 slices,
+    one after the other in this process, and what one extended product costs in float64 products."""
+    from harness.data import load
+    from harness.running.oracle_cost import oracle_cost
+    from harness.truth.products import products_per_product, slicing
+
+    config = RunConfig(layers=SCALING_LAYERS, activations=SCALING_ACTIVATIONS, dataset=f"parity:{SCALING_LAYERS[0]}",
+                       steps=steps, dtype=("float64",))
+    x, y = load(config.dataset)
+    params = initial_params(config.spec("float64"), config.preset())
+    print(f"scaling: the oracle's parts on {'-'.join(map(str, config.layers))} ({config.dataset}, {steps} steps,"
+          f" checkpoints every {config.check_every}), wall seconds in this process")
+    loop, split = oracle_cost(config, params, x, y, split=False), oracle_cost(config, params, x, y)
+    rows = [("the truth's trajectory", loop.truth_s, split.truth_s),
+            (f"the truth at {split.states} checkpoints", loop.states_s, split.states_s),
+            ("  of which complex step", loop.complex_step_s, split.complex_step_s),
+            ("extended work (the two above)", loop.extended_s, split.extended_s),
+            ("reference runs (float64)", loop.references_s, split.references_s)]
+    print(f"{'part':34} {'loop s':>9} {'slices s':>9} {'loop / slices':>14}")
+    for label, before, after in rows:
+        print(f"{label:34} {before:9.2f} {after:9.2f} {before / after:14.2f}")
+    inner = SCALING_LAYERS[1] + 1
+    bits, count = slicing(inner)
+    print(f"one extended product of inner dimension {inner}: {products_per_product(inner)} exact float64 products"
+          f" ({count} slices of {bits} bits a side)", flush=True)
+
+
 def _against_floor_target(ratio: float) -> str:
     return f", target <= {DEFAULT_FLOOR_TARGET}" + _over(ratio, DEFAULT_FLOOR_TARGET)
 
@@ -332,6 +364,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--against", default=None, help="git revision whose default compare to time beside this one")
     parser.add_argument("--pairs", type=int, default=3, help="alternating pairs for --against")
     parser.add_argument("--only-against", action="store_true", help="run only the --against section")
+    parser.add_argument("--scaling-steps", type=int, default=200, help="steps of the scaling section's network")
+    parser.add_argument("--only-scaling", action="store_true", help="run only the scaling section (the oracle's"
+                        " parts, products by NumPy's loop and by slices)")
     args = parser.parse_args(argv)
     if args.default_runs < 1:
         parser.error("--default-runs must be at least 1")
@@ -342,6 +377,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.only_default:
         print_default_floor(args.default_runs)
+        return 0
+    if args.only_scaling:
+        print_scaling(args.scaling_steps)
         return 0
     if args.only_fast_paths:
         print_fast_paths(args.fast_steps, args.fast_repeats, args.fast_dtype, args.csv)

@@ -91,3 +91,21 @@ def test_complex_step_along_directions_takes_an_exact_zero_relu_input_as_the_kin
     assert any(np.any(z == 0) for z in oracle.preactivations(params, x))
     truth = oracle.truth(params, x, y)  # raised OracleError before
     assert "along 4 directions" in truth.method
+
+
+def test_complex_tanh_of_a_wide_layer_matches_numpys_to_a_few_extended_ulps():
+    """Complex step through a wide tanh layer takes tanh by its identity in real functions; NumPy's complex tanh
+    is the yardstick, the far tails (|Re z| > 40) and small arrays are NumPy's own."""
+    from harness.truth.oracle import FAST_COMPLEX_TANH_MIN, _tanh
+
+    rng = np.random.default_rng(11)
+    z = (rng.standard_normal(FAST_COMPLEX_TANH_MIN) * 8).astype(np.longdouble) \
+        + 1j * np.longdouble(1e-30) * rng.standard_normal(FAST_COMPLEX_TANH_MIN)
+    z.real[:4] = [60.0, -6000.0, 0.0, 1e-25]
+    found, numpy = _tanh(z), np.tanh(z)
+    unit = np.finfo(np.longdouble).eps
+    assert np.all(np.abs(found.real - numpy.real) <= 8 * unit * np.abs(numpy.real))
+    assert np.all(np.abs(found.imag - numpy.imag) <= 8 * unit * np.abs(numpy.imag))
+    assert found[0] == numpy[0] and found[1] == numpy[1]
+    small = z[:FAST_COMPLEX_TANH_MIN - 1]
+    assert np.array_equal(_tanh(small), np.tanh(small))

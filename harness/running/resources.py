@@ -5,9 +5,12 @@ and checkpoints (in its worker and again here), its activations, the oracle's
 runs (longdouble, and a stack of three in each dtype), the per-step tables, and
 the complex-step copies of the network. Time is the per-step cost of each
 trajectory, from a fixed per-call overhead per implementation plus the matmul
-work at a rate measured here and now in each dtype (longdouble's matmuls have no
-BLAS, so the oracle's cost grows fastest), spread over the two cores the
-trajectories share, plus the checks at every checkpoint. Where that comes to
+work at a rate measured here and now in each dtype, spread over the two cores the
+trajectories share, plus the checks at every checkpoint. The oracle's extended
+products are costed as it takes them (``harness.truth.products``): by NumPy's
+longdouble loop where that is faster, else as float64 BLAS products of their
+slices plus the extended elementwise work of splitting them; its activations
+(real, and complex for complex step) at their measured rates. Where that comes to
 more than 30 s, each implementation cheap enough to time runs 20 steps twice in
 its worker (the first call compiles or warms up), and its measured cost per step
 replaces the guess. Both are estimates,
@@ -25,9 +28,12 @@ import numpy as np
 
 from harness.running.runs import OTHER_US_PER_STEP, REFERENCE_US_PER_STEP, US_PER_STEP, checkpoint_steps, slots
 from harness.truth.oracle import FULL_COMPLEX_STEP_MAX, VERIFY_DIRECTIONS
+from harness.truth.products import EXTENDED, products_per_product, worth_splitting
 from impls.spec import ORACLE_DTYPE
 
 MATMULS_PER_STEP = 3  # forward, and two in the backward pass
+SPLIT_OPS_PER_ENTRY = 6  # extended elementwise operations per entry of a split product's operands and result
+ACTIVATION_OPS = 3  # an extended activation and its slope, per entry, in units of one tanh
 ACTIVATION_COPIES = 8  # arrays of k x width alive per layer in a step (inputs, z, outputs, deltas, slopes, ...)
 LOSS_COPIES = 3  # per-step losses: in the worker, in transit, and here
 TABLE_BYTES_PER_STEP = 96  # the per-step loss table (impl, dtype, step, loss, error, allowed) here, per run
@@ -57,12 +63,61 @@ def _bytes(dtype: str) -> int:
 def flop_seconds(dtype: str, size: int = 64) -> float:
     """Seconds per multiply-add of a size x size matmul in ``dtype`` here (best of three: a few ms)."""
     a = np.ones((size, size), np.longdouble if dtype == ORACLE_DTYPE else dtype)
+    return _best(lambda: a @ a) / size**3
+
+
+def _best(work) -> float:
     best = float("inf")
     for _ in range(3):
         start = time.perf_counter()
-        a @ a
+        work()
         best = min(best, time.perf_counter() - start)
-    return best / size**3
+    return best
+
+
+@dataclass(frozen=True)
+class Rates:
+    """Seconds per unit of the oracle's work, measured here and now (a few ms in all)."""
+
+    loop: float  # one multiply-add of NumPy's extended matmul loop
+    blas: float  # one float64 multiply-add by BLAS (at 128 x 128)
+    element: float  # one extended elementwise operation (an add)
+    tanh: float  # one extended tanh
+    complex_tanh: float  # one complex extended tanh
+
+    @classmethod
+    def measure(cls) -> "Rates":
+        small, wide = np.ones((4096,), EXTENDED), np.ones((128, 128))
+        rough = np.full(1024, 0.5 + 1e-30j, np.clongdouble)
+        return cls(flop_seconds(ORACLE_DTYPE), _best(lambda: wide @ wide) / 128**3,
+                   _best(lambda: small + small) / small.size, _best(lambda: np.tanh(small)) / small.size,
+                   _best(lambda: np.tanh(rough)) / rough.size)
+
+
+def product_seconds(m: int, k: int, n: int, rates: Rates) -> float:
+    """One extended (m x k) @ (k x n) product, taken as the oracle takes it."""
+    if not worth_splitting(m, k, n):
+        return m * k * n * rates.loop
+    return products_per_product(k) * m * k * n * rates.blas + SPLIT_OPS_PER_ENTRY * (m * k + k * n + m * n) * rates.element
+
+
+def oracle_step_seconds(widths, k: int, rates: Rates) -> float:
+    """One step of the truth's trajectory: per layer its forward product, its gradient and the product that carries
+    the gradient back, and its activation with its slope."""
+    total = 0.0
+    for i, (n, m) in enumerate(zip(widths, widths[1:])):
+        total += product_seconds(k, n + 1, m, rates) + product_seconds(n + 1, k, m, rates)
+        total += product_seconds(k, m, n, rates) if i else 0.0
+        total += ACTIVATION_OPS * k * m * rates.tanh
+    return total
+
+
+def state_seconds(widths, k: int, copies: int, rates: Rates) -> float:
+    """The truth at one state: reverse mode (about a step and a half of the trajectory: the scale's products too)
+    and the complex-step forward pass through ``copies`` copies of the network (four real products a complex one)."""
+    forward = sum(4 * copies * product_seconds(k, n + 1, m, rates) + copies * k * m * rates.complex_tanh
+                  for n, m in zip(widths, widths[1:]))
+    return 1.5 * oracle_step_seconds(widths, k, rates) + forward
 
 
 def estimate(config, x: np.ndarray, measured: dict[tuple[str, str], float] | None = None) -> Estimate:
@@ -85,7 +140,8 @@ def estimate(config, x: np.ndarray, measured: dict[tuple[str, str], float] | Non
                                                        + activations * _bytes(dtype))
     copies = params if params * macs <= FULL_COMPLEX_STEP_MAX else VERIFY_DIRECTIONS
     memory["the oracle's complex step"] = copies * activations * 2 * _bytes(ORACLE_DTYPE)
-    rates = {d: flop_seconds(d) for d in {ORACLE_DTYPE, *config.dtype}}
+    rates = {d: flop_seconds(d) for d in config.dtype}
+    extended = Rates.measure()
     seconds = {}
     for name, dtype in runs:
         overhead = US_PER_STEP.get(name, OTHER_US_PER_STEP) * 1e-6
@@ -93,11 +149,11 @@ def estimate(config, x: np.ndarray, measured: dict[tuple[str, str], float] | Non
     for (name, dtype), per_step in (measured or {}).items():
         seconds[f"{name} {dtype}"] = steps * per_step
     for dtype, count in stacks:
-        seconds[f"the oracle's {dtype} run"] = steps * (REFERENCE_US_PER_STEP * 1e-6
-                                                        + count * MATMULS_PER_STEP * macs * rates[dtype])
+        work = oracle_step_seconds(widths, k, extended) if dtype == ORACLE_DTYPE else \
+            count * MATMULS_PER_STEP * macs * rates[dtype]
+        seconds[f"the oracle's {dtype} run"] = steps * (REFERENCE_US_PER_STEP * 1e-6 + work)
     trajectories = max(sum(seconds.values()) / slots(), max(seconds.values()))
-    checks = checkpoints * (len(runs) * PER_CHECKPOINT_CALL_S
-                            + copies * MATMULS_PER_STEP * macs * rates[ORACLE_DTYPE] * 4)  # complex: 4 real products
+    checks = checkpoints * (len(runs) * PER_CHECKPOINT_CALL_S + state_seconds(widths, k, copies, extended))
     return Estimate(sum(memory.values()), trajectories + checks, max(memory, key=memory.get),
                     max(seconds, key=seconds.get), seconds)
 

@@ -30,6 +30,8 @@ is faster there, and the default run's numbers stay as they were.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
+from typing import Iterator
 
 import numpy as np
 
@@ -117,12 +119,25 @@ def worth_splitting(m: int, k: int, n: int) -> bool:
     return min(m, k, n) > 0 and 1 / (1 / m + 1 / k + 1 / n) >= OZAKI_MIN_HARMONIC
 
 
+SPLIT = [True]  # [False]: every product by NumPy's loop (``loop_only``: the benchmark's "before")
+
+
+@contextmanager
+def loop_only() -> Iterator[None]:
+    """Within the block every extended product in this process takes NumPy's loop, as before splitting."""
+    SPLIT[0] = False
+    try:
+        yield
+    finally:
+        SPLIT[0] = True
+
+
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a @ b, exact to extended precision: by slices through float64 BLAS where both are extended (real or complex)
     and the product is large enough to pay (``worth_splitting``), else NumPy's own matmul (small products, other
     dtypes, values outside float64's range)."""
     a, b = np.asarray(a), np.asarray(b)
-    if ({a.dtype, b.dtype} - {np.dtype(EXTENDED), np.dtype(np.clongdouble)} or a.ndim < 2 or b.ndim < 2
+    if (not SPLIT[0] or {a.dtype, b.dtype} - {np.dtype(EXTENDED), np.dtype(np.clongdouble)} or a.ndim < 2 or b.ndim < 2
             or not worth_splitting(a.shape[-2], a.shape[-1], b.shape[-1])):
         return a @ b
     bits, count = slicing(a.shape[-1])
