@@ -143,7 +143,8 @@ def _compare(config: RunConfig, extra: dict[str, Factory], timings: bool) -> Out
     return Outcome(tables, verdicts, cast.skipped, conventions,
                    {(f["impl"], f["dtype"]): f["notebook_line"] for f in checked.finals}, environment,
                    {r.name: conventions_of(r.impl) for r in checked.runs},
-                   {(r.name, r.dtype): r.impl.spec for r in checked.runs}, training.work(trained))
+                   {(r.name, r.dtype): r.impl.spec for r in checked.runs},
+                   {**training.work(trained), "oracle_checks_s": getattr(oracle, "seconds", None)})
 
 
 def _time_check(config: RunConfig, cast, params, x, y) -> None:

@@ -109,3 +109,21 @@ def test_complex_tanh_of_a_wide_layer_matches_numpys_to_a_few_extended_ulps():
     assert found[0] == numpy[0] and found[1] == numpy[1]
     small = z[:FAST_COMPLEX_TANH_MIN - 1]
     assert np.array_equal(_tanh(small), np.tanh(small))
+
+
+def test_a_large_networks_truths_are_shared_by_two_oracle_workers_and_match_one():
+    from harness.running.remote import PARALLEL_PARAMS, RemoteOracle
+    from harness.truth.oracle import Oracle
+
+    spec = ModelSpec(layers=(2, 100, 100, 1), activations=("tanh", "tanh", "sigmoid"))
+    assert sum(n * m for n, m in spec.param_shapes().values()) >= PARALLEL_PARAMS
+    x, y = load("xor")
+    rng = np.random.default_rng(2)
+    states = [{k: rng.standard_normal(shape) / 10 for k, shape in spec.param_shapes().items()} for _ in range(3)]
+    remote = RemoteOracle(spec)
+    remote.prefetch([("truth", (state, x, y), {}) for state in states])
+    assert remote._second is not None and remote.seconds > 0
+    here = Oracle(spec)
+    for state in states:
+        far, near = remote.truth(state, x, y), here.truth(state, x, y)
+        assert far.loss == near.loss and all(np.array_equal(far.grads[k], near.grads[k]) for k in near.grads)

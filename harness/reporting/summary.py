@@ -15,7 +15,7 @@ from harness.checks.verdict import CONVENTION, INCONCLUSIVE, Finding, Verdict
 from harness.config import RunConfig
 from harness.reporting import tables as report
 from harness.running.roster import FRAMEWORK_DEFAULTS
-from harness.truth import tolerances
+from harness.truth import products, tolerances
 from harness.truth.optimizers import SPEC_CONVENTIONS, departures
 from impls.spec import MIXED_PRECISIONS, ORACLE_DTYPE
 
@@ -308,6 +308,9 @@ def oracle_info() -> dict:
     """How much more precise than float64 the oracle is here (longdouble is platform-dependent)."""
     eps = float(np.finfo(np.longdouble).eps)
     return {"dtype": ORACLE_DTYPE, "eps": eps, "more_precise_than_float64": eps < float(np.finfo(np.float64).eps),
+            "significand_bits": products.EXTENDED_BITS,
             "gradients": "complex step in clongdouble (every entry; along random directions for large networks),"
                          " reverse mode in longdouble checked against it",
+            "products": f"NumPy's longdouble loop where thin; else exact float64 BLAS products of slices"
+                        f" ({products.GUARD_BITS} bits past the significand; harness.truth.products)",
             "imports_from_impls": "impls.spec only"}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pickle
+import time
 from functools import partial
 from typing import Any, Callable
 
@@ -121,15 +122,32 @@ def where_it_lives(impl, fn: Callable, *args: Any, label: str) -> Any:
     return impl.run(fn, *args, label=label) if isinstance(impl, RemoteImpl) else fn(impl, *args)
 
 
+def on_one_blas_thread(factory: Callable, *args: Any) -> Any:
+    """In an oracle's worker: this process's BLAS held to one thread, then ``factory(*args)``. Its extended
+    products run as float64 BLAS products (``harness.truth.products``) beside other processes, the trajectories
+    or a second oracle worker: two BLAS threads a process on two cores wait on each other and run several
+    times slower, one each keeps every core busy."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="blas")
+    return factory(*args)
+
+
+PARALLEL_PARAMS = 10_000  # a network this large has its truths at many states computed by two workers side by side
+
+
 class RemoteOracle:
-    """The oracle in a worker of its own: its truth, reverse mode and forward pass, computed there."""
+    """The oracle in a worker of its own: its truth, reverse mode and forward pass, computed there. A large
+    network's many-state requests are shared with a second worker, started the first time, on the other core."""
 
     def __init__(self, spec) -> None:
         from harness.truth.oracle import Oracle
 
         self.spec = spec
-        self.worker = Worker("oracle", Oracle, (spec,))
+        self.worker = Worker("oracle", on_one_blas_thread, (Oracle, spec))
+        self._second: Worker | None = None
         self._cache: dict[bytes, Any] = {}
+        self.seconds = 0.0  # wall seconds its answers took (the checks' share of the oracle's work)
 
     def _remote(self, method: str, *args: Any, **kwargs: Any) -> Any:
         key = pickle.dumps((method, args, kwargs))  # the checks ask for the same states once per implementation
@@ -139,18 +157,30 @@ class RemoteOracle:
 
     def prefetch(self, requests: list[tuple[str, tuple, dict]]) -> None:
         """Compute each (method, args, kwargs) not yet asked in one round trip; the calls that follow find it."""
-        from harness.truth.oracle import OracleError
+        from harness.truth.oracle import Oracle, OracleError
 
         keys = {pickle.dumps(request): request for request in requests}
         missing = [key for key in keys if key not in self._cache]
         if not missing:
             return
         label = f"the oracle's {requests[0][0]}()" if len(missing) == 1 else f"the oracle at {len(missing)} points"
+        start = time.perf_counter()
+        shared = len(missing) > 1 and sum(n * m for n, m in self.spec.param_shapes().values()) >= PARALLEL_PARAMS
+        if shared and self._second is None:
+            self._second = Worker("oracle, second", on_one_blas_thread, (Oracle, self.spec), numpy_only=True)
+        workers = [self.worker, self._second] if shared else [self.worker]
+        parts = [missing[i::len(workers)] for i in range(len(workers))]
         try:
-            found = self.worker.call(_calls, ([keys[key] for key in missing],), label)
+            for worker, part in zip(workers, parts):
+                worker.submit(_calls, ([keys[key] for key in part],), label)
+            for worker, part in zip(workers, parts):
+                self._cache.update(zip(part, worker.result()))
         except Fault as exc:  # the harness's own truth failed: never an implementation's fault
+            for worker in workers:  # a call may still be pending: the run ends here
+                worker.stop()
             raise OracleError(str(exc)) from None
-        self._cache.update(zip(missing, found))
+        finally:
+            self.seconds += time.perf_counter() - start
 
     def truth(self, params, x, y):
         return self._remote("truth", params, x, y)

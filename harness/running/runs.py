@@ -10,7 +10,7 @@ import numpy as np
 
 from harness.running import timing
 from harness.running.guard import Fault, guarded, one_line
-from harness.running.remote import RemoteImpl, usable
+from harness.running.remote import RemoteImpl, on_one_blas_thread, usable
 from harness.running.workers import POLL_S, Worker, wait
 from harness.truth.oracle import OracleError
 from harness.truth.references import Reference, ReferenceJob, first_nonfinite
@@ -106,8 +106,9 @@ def oracle_workers(jobs: list[ReferenceJob], params: Params, x, y, steps: int, e
     not start workers (the oracle then trains here, in ``train_all``)."""
     if not usable(ReferenceJob):
         return None
-    found = OracleWorkers(jobs, [Worker(f"oracle {job.dtype}", ReferenceJob, (job.spec, job.dtype, job.conventions),
-                                        numpy_only=True) for job in jobs])
+    found = OracleWorkers(jobs, [Worker(f"oracle {job.dtype}", on_one_blas_thread,
+                                        (ReferenceJob, job.spec, job.dtype, job.conventions), numpy_only=True)
+                                 for job in jobs])
     if first and found.workers:
         found.workers[0].submit(_reference_run, (dict(params), x, y, steps, every), "the oracle's run")
         found.first_running = True
