@@ -30,9 +30,12 @@ except ImportError as exc:  # the dask extra is optional; CI installs it
 
 ROOT = Path(__file__).resolve().parent.parent
 DASK = shutil.which("dask", path=str(Path(sys.executable).parent)) or shutil.which("dask")
-LIMIT = 2.0  # --time-limit of the runs that hang
-HANG = ("tests.cluster_faults:HangsInTrain", f"hangs float64: train() ran past the {LIMIT:g} s time limit and was stopped")
-SEGFAULT = ("tests.cluster_faults:SegfaultsInTrain", "segfaults float64: killed by SIGSEGV during train()")
+# --time-limit: short where the plugin hangs (every call of numpy's and the plugin's must still fit in it on a
+# loaded machine), generous where it crashes
+LIMIT = 3.0
+HANG = ("tests.cluster_faults:HangsInTrain", LIMIT,
+        f"hangs float64: train() ran past the {LIMIT:g} s time limit and was stopped")
+SEGFAULT = ("tests.cluster_faults:SegfaultsInTrain", 60.0, "segfaults float64: killed by SIGSEGV during train()")
 
 
 @pytest.fixture(scope="module")
@@ -68,11 +71,12 @@ def cluster(tmp_path_factory):
             process.wait()
 
 
-@pytest.mark.parametrize("plugin, line", [HANG, SEGFAULT], ids=["hang", "segfault"])
-def test_a_fuzz_campaign_on_a_cluster_gets_one_fault_line_and_writes_its_results(cluster, tmp_path, plugin, line):
+@pytest.mark.parametrize("plugin, limit, line", [HANG, SEGFAULT], ids=["hang", "segfault"])
+def test_a_fuzz_campaign_on_a_cluster_gets_one_fault_line_and_writes_its_results(cluster, tmp_path, plugin, limit,
+                                                                                 line):
     out = tmp_path / "out"
     code = fuzz.main(["--impls", "numpy", "--impl", plugin, "--dtype", "float64", "--max-examples", "1",
-                      "--max-steps", "20", "--time-limit", f"{LIMIT:g}", "--scheduler", cluster, "--out", str(out),
+                      "--max-steps", "20", "--time-limit", f"{limit:g}", "--scheduler", cluster, "--out", str(out),
                       "--quiet"])
     assert code == 1  # a fault found: not 3, an internal error
     rows = pd.read_csv(out / "fuzz.csv")
@@ -80,22 +84,23 @@ def test_a_fuzz_campaign_on_a_cluster_gets_one_fault_line_and_writes_its_results
     assert f"- {line}\n" in (out / "summary.md").read_text()  # the one reproducer: the plugin's, numpy's is clean
     assert "--impls numpy" in pd.read_csv(out / "reproducers.csv").command.iloc[0]
     if plugin == HANG[0]:  # stopped at the limit: each example is the hang plus one comparison of numpy
-        assert rows.seconds.between(LIMIT, LIMIT + 5).all(), rows.seconds
+        assert rows.seconds.between(LIMIT, LIMIT + 10).all(), rows.seconds
 
 
-@pytest.mark.parametrize("plugin, line", [HANG, SEGFAULT], ids=["hang", "segfault"])
+@pytest.mark.parametrize("plugin, limit, line", [HANG, SEGFAULT], ids=["hang", "segfault"])
 def test_a_sweep_on_a_cluster_gets_one_fault_line_per_point_and_the_rest_is_compared(cluster, tmp_path, capsys,
-                                                                                     monkeypatch, plugin, line):
+                                                                                     monkeypatch, plugin, limit, line):
     monkeypatch.setitem(sweep.GRID, "depth", (1, 2))  # the grid is drawn here: two points, one a worker
     out = tmp_path / "out"
     start = time.perf_counter()
     code = sweep.main(["--axes", "depth", "--impls", "numpy", "--impl", plugin, "--dtype", "float64",
-                       "--steps", "20", "--time-limit", f"{LIMIT:g}", "--scheduler", cluster, "--out", str(out),
+                       "--steps", "20", "--time-limit", f"{limit:g}", "--scheduler", cluster, "--out", str(out),
                        "--quiet"])
     assert code == 1 and time.perf_counter() - start < 60
     printed = capsys.readouterr().out.splitlines()
     impl, detail = line.split(" float64: ")
-    assert [p for p in printed if "faulty" in p] == [f"depth={d}: faulty: {impl} float64: {detail}" for d in (1, 2)]
+    assert [p for p in printed if "faulty" in p] == [f"depth={d}: faulty: {impl} float64: {detail}" for d in (1, 2)], \
+        printed
     rows = pd.read_csv(out / "sweep.csv")
     numpy = rows[rows.impl == "numpy"]
     assert len(numpy) == 2 and numpy.passed.all() and numpy.step_median_s.notna().all()  # compared and timed
