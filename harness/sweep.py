@@ -3,7 +3,7 @@
 
 How each implementation's cost grows with the work, one factor at a time around a
 base point (parity:4, one hidden tanh layer of width 16, sigmoid output):
-- width: hidden width 4 to 1024;
+- width: hidden width 4 to 16,384;
 - batch: parity:N for N = 2 to 12, so 4 to 4,096 samples;
 - depth: 1 to 4 hidden layers of width 16.
 At every point the full comparison runs on a short trajectory (``--steps``: the
@@ -44,7 +44,7 @@ from harness.running.executors import VERSION_MISMATCH, SchedulerError, VersionM
 from impls.registry import names
 
 BASE = {"width": 16, "depth": 1, "batch": 4}  # batch is the parity bit count: 2**4 = 16 samples
-GRID = {"width": (4, 16, 64, 256, 1024), "batch": (2, 4, 6, 8, 10, 12), "depth": (1, 2, 3, 4)}
+GRID = {"width": (4, 16, 64, 256, 1024, 4096, 16384), "batch": (2, 4, 6, 8, 10, 12), "depth": (1, 2, 3, 4)}
 
 
 @dataclass(frozen=True)
@@ -93,11 +93,24 @@ def measure(point: Point, base: RunConfig) -> tuple[pd.DataFrame, list[str]]:
                      "call_median_s": t.loc[(impl, dtype, "loss_and_grads"), "median_s"] if timed else float("nan"),
                      "first_call_s": t.loc[(impl, dtype, "first_call"), "median_s"] if timed else float("nan"),
                      "one_step_rel_err": one.rel.max() if len(one) else float("nan"), "verdict": v.status,
-                     "passed": v.passed, "matmul_form": jax_forms(config, impl, dtype), **ran_on})
+                     "passed": v.passed, "matmul_form": jax_forms(config, impl, dtype), **oracle_share(outcome.work,
+                                                                                                    config.steps),
+                     **ran_on})
     frame = pd.DataFrame(rows).drop(columns=["batch"]).rename(columns={"samples": "batch"})
     at = f"{point.axis}={point.value}"
     unsure = inconclusive_lines(outcome.verdicts)  # not failures, but never "passed" either
     return frame, [f"{at}: {line}" for line in outcome.failures + unsure]
+
+
+def oracle_share(work: dict, steps: int) -> dict[str, float]:
+    """The oracle's cost at a point (the same on each of its rows): its truth's seconds per step, the seconds its
+    truths at the checkpoints took, and its share of the point's work (its runs and those truths, against the
+    implementations' trajectories)."""
+    oracle = work.get("oracle_s", float("nan")) + (work.get("oracle_checks_s") or 0.0)
+    total = oracle + work.get("trajectories_s", float("nan"))
+    return {"oracle_step_s": work.get("truth_s", float("nan")) / steps,
+            "oracle_checks_s": work.get("oracle_checks_s") or float("nan"),
+            "oracle_share": oracle / total if total > 0 else float("nan")}
 
 
 def jax_forms(config: RunConfig, impl: str, dtype: str) -> str:

@@ -69,7 +69,9 @@ def test_the_fast_paths_csv_has_a_row_per_path(tmp_path, monkeypatch, capsys):
 
 def test_a_compare_run_is_set_beside_the_floor_its_meta_records(tmp_path):
     wall, work, code = bench.default_floor(tmp_path, ("--impls", "numpy", "--dtype", "float64", "--steps", "200"))
-    assert code == 0 and set(work) == {"trajectories_s", "oracle_s", "slots", "floor_s", "oracle_checks_s"}
+    assert code == 0 and set(work) == {"trajectories_s", "oracle_s", "truth_s", "slots", "floor_s",
+                                     "oracle_checks_s"}
+    assert 0 < work["truth_s"] <= work["oracle_s"]  # the truth's trajectory, the reference runs beside it
     assert 0 < work["oracle_checks_s"] < wall  # the checks' round trips to the oracle's worker
     assert 0 < work["floor_s"] == pytest.approx((work["trajectories_s"] + work["oracle_s"]) / work["slots"])
     assert wall > work["floor_s"]  # the whole process: start, workers, checks, report

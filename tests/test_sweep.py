@@ -30,6 +30,8 @@ def test_a_small_sweep_writes_its_table_summary_and_plots(tiny_grid, tmp_path):
     assert set(zip(table.axis, table.value)) == {("width", 4), ("width", 32), ("batch", 4), ("batch", 8)}
     assert table.passed.all() and set(table.impl) == {"numpy", "jax"}
     assert (table.step_median_s >= table.step_median_s.min()).all() and table.one_step_rel_err.max() < 1e-12
+    assert (table.oracle_step_s > 0).all() and table.oracle_share.between(0, 1, inclusive="neither").all()
+    assert (table.groupby(["axis", "value"]).oracle_step_s.nunique() == 1).all()  # one oracle a point
     text = (out / "summary.md").read_text()
     assert "## Fastest path per framework at each size" in text and "## Crossovers" in text
 
@@ -40,7 +42,7 @@ def test_parallel_points_give_the_same_rows_as_serial_ones(tiny_grid, tmp_path):
     assert sweep.main([*argv, "--jobs", "1", "--out", str(tmp_path / "b")]) == 0
     parallel, serial = (pd.read_csv(tmp_path / d / "sweep.csv") for d in "ab")
     assert list(zip(parallel.axis, parallel.value)) == [("depth", 1), ("depth", 2)]
-    untimed = [c for c in serial.columns if not c.endswith("_s")]
+    untimed = [c for c in serial.columns if not c.endswith("_s") and c != "oracle_share"]
     pd.testing.assert_frame_equal(parallel[untimed], serial[untimed])
 
 

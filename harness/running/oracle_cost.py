@@ -14,6 +14,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from harness.running.runs import checkpoint_steps
 from harness.truth import products
@@ -41,7 +42,7 @@ class OracleCost:
 def oracle_cost(config, params, x: np.ndarray, y: np.ndarray, split: bool = True) -> OracleCost:
     """Time the oracle's parts on ``config`` from ``params``; ``split=False`` takes every product by NumPy's loop."""
     record = checkpoint_steps(config.steps, config.check_every)
-    with nullcontext() if split else products.loop_only():
+    with threadpool_limits(1, user_api="blas"), nullcontext() if split else products.loop_only():
         start = time.perf_counter()
         truth = ReferenceJob(config.spec("float64"), ORACLE_DTYPE)(params, x, y, config.steps, record)[0]
         truth_s = time.perf_counter() - start

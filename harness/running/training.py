@@ -110,5 +110,5 @@ def work(trained: Trained) -> dict[str, float]:
     whole run's wall time beside it."""
     trajectories = sum(run.cpu_s for run in trained.runs)
     oracle = trained.truth.cpu_s + sum(stack[0].cpu_s for stack in trained.references.values() if stack)
-    return {"trajectories_s": trajectories, "oracle_s": oracle, "slots": slots(),
+    return {"trajectories_s": trajectories, "oracle_s": oracle, "truth_s": trained.truth.cpu_s, "slots": slots(),
             "floor_s": (trajectories + oracle) / slots()}
