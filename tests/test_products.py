@@ -24,7 +24,7 @@ def spread(rng, shape, decades: float) -> np.ndarray:
     return value.astype(EXTENDED) * (1 + rng.standard_normal(shape).astype(EXTENDED) * EXTENDED(2.0 ** -60))
 
 
-@pytest.mark.parametrize("m,k,n,decades", [(40, 48, 36, 3), (33, 300, 35, 3), (40, 64, 36, 30)])
+@pytest.mark.parametrize("m,k,n,decades", [(70, 80, 60, 3), (33, 300, 35, 3), (70, 64, 64, 30)])
 def test_split_products_are_exact_to_the_slices_bound_and_to_the_loop_over_a_few_decades(m, k, n, decades):
     """The guarantee: each entry within 2^-(bits x slices) of its row's and column's largest entries times the
     other side's absolute sums, plus a few roundings of the last sum. Within a few decades a row, as a trained
@@ -48,15 +48,15 @@ def test_split_products_are_exact_to_the_slices_bound_and_to_the_loop_over_a_few
 
 def test_complex_products_take_four_exact_real_ones():
     rng = np.random.default_rng(7)
-    a = spread(rng, (3, 40, 50), 3) + 1j * EXTENDED(1e-30) * spread(rng, (3, 40, 50), 3)
-    b = np.tanh(spread(rng, (3, 50, 45), 3)).astype(np.clongdouble)
-    b.imag = spread(rng, (3, 50, 45), 3) * EXTENDED(1e-30)
+    a = spread(rng, (3, 64, 70), 3) + 1j * EXTENDED(1e-30) * spread(rng, (3, 64, 70), 3)
+    b = np.tanh(spread(rng, (3, 70, 64), 3)).astype(np.clongdouble)
+    b.imag = spread(rng, (3, 70, 64), 3) * EXTENDED(1e-30)
     found, loop = matmul(a, b), a @ b
     assert found.dtype == np.clongdouble
     for got, want, size in [(found.real, loop.real, np.abs(a.real) @ np.abs(b.real)),
                             (found.imag, loop.imag, np.abs(a.real) @ np.abs(b.imag) + np.abs(a.imag) @ np.abs(b.real))]:
         assert np.max(np.abs(got - want) / size) < 2.0 ** -58
-    real_b = np.tanh(spread(rng, (3, 50, 45), 3))
+    real_b = np.tanh(spread(rng, (3, 70, 64), 3))
     mixed = matmul(a, real_b)
     assert mixed.dtype == np.clongdouble
     assert np.max(np.abs(mixed.imag - (a.imag @ real_b)) / (np.abs(a.imag) @ np.abs(real_b))) < 2.0 ** -58

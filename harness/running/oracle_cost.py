@@ -14,8 +14,8 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
+from harness.running.remote import prepare_oracle_process
 from harness.running.runs import checkpoint_steps
 from harness.truth import products
 from harness.truth.oracle import Oracle
@@ -42,7 +42,8 @@ class OracleCost:
 def oracle_cost(config, params, x: np.ndarray, y: np.ndarray, split: bool = True) -> OracleCost:
     """Time the oracle's parts on ``config`` from ``params``; ``split=False`` takes every product by NumPy's loop."""
     record = checkpoint_steps(config.steps, config.check_every)
-    with threadpool_limits(1, user_api="blas"), nullcontext() if split else products.loop_only():
+    prepare_oracle_process()  # as the oracle's workers are: one BLAS thread, large blocks kept by malloc
+    with nullcontext() if split else products.loop_only():
         start = time.perf_counter()
         truth = ReferenceJob(config.spec("float64"), ORACLE_DTYPE)(params, x, y, config.steps, record)[0]
         truth_s = time.perf_counter() - start

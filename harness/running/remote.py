@@ -1,6 +1,8 @@
 """The common interface in front of a worker: implementations and the oracle computed in processes of their own."""
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import pickle
 import time
 from functools import partial
@@ -123,14 +125,33 @@ def where_it_lives(impl, fn: Callable, *args: Any, label: str) -> Any:
 
 
 def on_one_blas_thread(factory: Callable, *args: Any) -> Any:
-    """In an oracle's worker: this process's BLAS held to one thread, then ``factory(*args)``. Its extended
-    products run as float64 BLAS products (``harness.truth.products``) beside other processes, the trajectories
-    or a second oracle worker: two BLAS threads a process on two cores wait on each other and run several
-    times slower, one each keeps every core busy."""
+    """In an oracle's worker: the process prepared (``prepare_oracle_process``), then ``factory(*args)``."""
+    prepare_oracle_process()
+    return factory(*args)
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+KEEP_BYTES = 1 << 30  # blocks up to this size stay in the heap when freed, and the heap keeps this much free
+
+
+def prepare_oracle_process() -> None:
+    """This process's BLAS held to one thread, and glibc's malloc told to keep large blocks.
+
+    The oracle's extended products run as float64 BLAS products (``harness.truth.products``) beside other
+    processes (the trajectories, a second oracle worker): two BLAS threads a process on two cores wait on each
+    other and run several times slower; one each keeps every core busy. Each product and activation allocates
+    arrays of a megabyte or more, which malloc would map fresh and unmap again every time, touching every page
+    anew (a quarter of the truth's time here); kept in the heap, they are reused. Where mallopt is missing
+    (not glibc) only the BLAS limit applies."""
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1, user_api="blas")
-    return factory(*args)
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, KEEP_BYTES)
+        libc.mallopt(M_TRIM_THRESHOLD, KEEP_BYTES)
+    except (OSError, AttributeError):
+        pass
 
 
 PARALLEL_PARAMS = 10_000  # a network this large has its truths at many states computed by two workers side by side

@@ -40,7 +40,8 @@ SIGNIFICAND_BITS = 53  # float64's: what an exact integer partial sum must fit
 EXTENDED_BITS = np.finfo(EXTENDED).nmant + 1  # 64 on x86-64 Linux (x87); 53 where longdouble is a double
 GUARD_BITS = 2  # slices reach this many bits past the extended significand, so truncation is below its rounding
 RANGE = 2.0 ** 450  # split rows whose largest entry lies within 2^-450..2^450: scaled back in float64, exactly
-OZAKI_MIN_HARMONIC = 10  # split a product whose sides' harmonic mean reaches this (below it NumPy's loop is faster)
+OZAKI_MIN_RATIO = 4  # split where multiply-adds per entry of the operands and result reach this (bench: scaling)
+OZAKI_MIN_MACS = 1 << 18  # and the product has this many multiply-adds: about a millisecond of NumPy's loop
 
 
 def slicing(inner: int) -> tuple[int, int]:
@@ -113,10 +114,12 @@ def _times(a: Sliced, b: Sliced, bits: int) -> np.ndarray:
 
 
 def worth_splitting(m: int, k: int, n: int) -> bool:
-    """Whether an (m x k) @ (k x n) product is faster by slices: NumPy's loop costs about m k n, splitting about
-    m k + k n + m n elementwise steps (the BLAS products are cheap beside them), so it pays where the sides'
-    harmonic mean 1 / (1/m + 1/k + 1/n) reaches ``OZAKI_MIN_HARMONIC``."""
-    return min(m, k, n) > 0 and 1 / (1 / m + 1 / k + 1 / n) >= OZAKI_MIN_HARMONIC
+    """Whether an (m x k) @ (k x n) product is faster by slices. NumPy's loop costs about m k n multiply-adds,
+    splitting about m k + k n + m n elementwise steps (the BLAS products are cheap beside them) and a fixed
+    cost, so it pays where m k n / (m k + k n + m n) reaches ``OZAKI_MIN_RATIO`` and the product is large
+    enough to repay the fixed cost (``OZAKI_MIN_MACS``)."""
+    elements = m * k + k * n + m * n
+    return elements > 0 and m * k * n >= max(OZAKI_MIN_MACS, OZAKI_MIN_RATIO * elements)
 
 
 SPLIT = [True]  # [False]: every product by NumPy's loop (``loop_only``: the benchmark's "before")
