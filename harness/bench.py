@@ -314,7 +314,7 @@ def print_scaling(steps: int) -> None:
     """The oracle's parts on a realistic MLP, its extended products by NumPy's loop and by exact float64 slices,
     one after the other in this process, and what one extended product costs in float64 products."""
     from harness.data import load
-    from harness.running.oracle_cost import oracle_cost
+    from harness.running.oracle_cost import oracle_cost, split_against_loop
     from harness.truth.products import products_per_product, slicing
 
     config = RunConfig(layers=SCALING_LAYERS, activations=SCALING_ACTIVATIONS, dataset=f"parity:{SCALING_LAYERS[0]}",
@@ -336,6 +336,9 @@ def print_scaling(steps: int) -> None:
     bits, count = slicing(inner)
     print(f"one extended product of inner dimension {inner}: {products_per_product(inner)} exact float64 products"
           f" ({count} slices of {bits} bits a side)", flush=True)
+    gap = split_against_loop(config.spec("float64"), [params, split.final], x, y)
+    print(f"the truth's gradients by slices against by the loop, at the start and after {steps} steps: at most"
+          f" {gap:.1e} of each entry's term scale (longdouble's unit roundoff: {np.finfo(np.longdouble).eps / 2:.1e})")
 
 
 def _against_floor_target(ratio: float) -> str:

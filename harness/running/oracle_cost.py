@@ -32,6 +32,7 @@ class OracleCost:
     states_s: float  # the truth at every checkpoint, complex step included
     complex_step_s: float  # of which the complex-step checks
     states: int
+    final: dict  # the truth's parameters at the end of the run
 
     @property
     def extended_s(self) -> float:
@@ -57,4 +58,18 @@ def oracle_cost(config, params, x: np.ndarray, y: np.ndarray, split: bool = True
             state = {name: np.asarray(value, config.dtype[0]) for name, value in truth.state(step).items()}
             oracle.truth(state, x, y)
         states_s = time.perf_counter() - start
-    return OracleCost(truth_s, references_s, states_s, oracle.complex_step_s, len(record))
+    return OracleCost(truth_s, references_s, states_s, oracle.complex_step_s, len(record), truth.state(config.steps))
+
+
+def split_against_loop(spec, states: list, x: np.ndarray, y: np.ndarray) -> float:
+    """The largest gap between the truth's gradients with products by slices and by NumPy's loop at ``states``,
+    relative to each entry's term scale (what the checks divide by): how far the faster truth moved."""
+    worst = 0.0
+    for state in states:
+        split = Oracle(spec).reverse(state, x, y, with_scale=True)
+        with products.loop_only():
+            loop = Oracle(spec).reverse(state, x, y)
+        for name, grad in split[1].items():
+            gap = np.abs(grad - loop[1][name]) / np.maximum(split[2][name], np.finfo(np.longdouble).tiny)
+            worst = max(worst, float(np.max(gap)))
+    return worst
