@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,7 +78,9 @@ def measure(point: Point, base: RunConfig) -> tuple[pd.DataFrame, list[str]]:
     """One row per implementation and dtype at ``point``, and the failures found there (with the host and
     device it ran on)."""
     config = point.config(base)
+    start = time.perf_counter()
     outcome = compare(config, {reference: plugins.load(reference) for reference in config.impl})
+    point_s = time.perf_counter() - start
     ran_on = where(config.device)
     t = outcome.tables["timings"].set_index(["impl", "dtype", "measure"])
     grads = outcome.tables["gradients"]
@@ -93,9 +96,8 @@ def measure(point: Point, base: RunConfig) -> tuple[pd.DataFrame, list[str]]:
                      "call_median_s": t.loc[(impl, dtype, "loss_and_grads"), "median_s"] if timed else float("nan"),
                      "first_call_s": t.loc[(impl, dtype, "first_call"), "median_s"] if timed else float("nan"),
                      "one_step_rel_err": one.rel.max() if len(one) else float("nan"), "verdict": v.status,
-                     "passed": v.passed, "matmul_form": jax_forms(config, impl, dtype), **oracle_share(outcome.work,
-                                                                                                    config.steps),
-                     **ran_on})
+                     "passed": v.passed, "matmul_form": jax_forms(config, impl, dtype), "point_s": point_s,
+                     **oracle_share(outcome.work, config.steps), **ran_on})
     frame = pd.DataFrame(rows).drop(columns=["batch"]).rename(columns={"samples": "batch"})
     at = f"{point.axis}={point.value}"
     unsure = inconclusive_lines(outcome.verdicts)  # not failures, but never "passed" either

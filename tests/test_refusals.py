@@ -71,3 +71,20 @@ def test_calibrated_costs_replace_the_guess():
     guessed = resources.estimate(config, x).parts["numpy float64"]
     measured = resources.estimate(config, x, {("numpy", "float64"): 1.0}).parts["numpy float64"]
     assert measured == 1000.0 and guessed < 1.0
+
+
+def test_the_oracles_cost_follows_its_split_products(monkeypatch):
+    """At fixed rates (this machine's, rounded): the truth's step of a 1024-wide net costs its split products and
+    activations, a tenth or less of what NumPy's loop would cost, so a 2,000-step check fits the default
+    --max-hours; a thin product keeps the loop's cost."""
+    rates = resources.Rates(loop=6e-9, blas=2.5e-11, element=5e-9, tanh=5e-8, complex_tanh=1.7e-7)
+    monkeypatch.setattr(resources.Rates, "measure", classmethod(lambda cls: rates))
+    assert resources.product_seconds(4, 2, 4, rates) == 32 * rates.loop
+    widths, k = (10, 1024, 1024, 1), 1024
+    loop_only = 3 * sum((n + 1) * m for n, m in zip(widths, widths[1:])) * k * rates.loop
+    assert resources.oracle_step_seconds(widths, k, rates) < loop_only / 10
+    config = RunConfig(layers=widths, activations=("tanh", "tanh", "sigmoid"), dataset="parity:10", steps=2000,
+                       impls=("numpy",), dtype=("float64",))
+    found = resources.estimate(config, load(config.dataset)[0])
+    assert resources.refusal(found, config.max_hours, None) is None
+    assert found.biggest_seconds == "the oracle's longdouble run"
