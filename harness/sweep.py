@@ -238,6 +238,7 @@ def _sweep(base: RunConfig, axes: tuple[str, ...], pool, out: Path, quiet: bool)
         + ":\n\n" + "\n".join(f"- {line}" for line in failures),
         {"Fastest path per framework at each size": fastest(sweep),
          "Crossovers": "\n".join(f"- {line}" for line in crossovers(sweep)),
+         "The oracle's cost at each point": oracle_costs(sweep),
          "Every point (time per step, us)": _wide(sweep)})
     meta = {"config": {**run_config(base), "axes": list(axes), "grid": {a: list(GRID[a]) for a in axes},
                        "base": BASE, "ran_on": ran_on}, "environment": run_metadata()}
@@ -247,6 +248,22 @@ def _sweep(base: RunConfig, axes: tuple[str, ...], pool, out: Path, quiet: bool)
     print("\n".join(failures) or "PASS" if quiet else summary)
     print(f"results: {written}")
     return 0 if sweep.passed.all() else 1
+
+
+def oracle_costs(sweep: pd.DataFrame) -> pd.DataFrame:
+    """One row per grid point: its wall seconds, the truth's time per step in extended precision beside the
+    fastest and the slowest implementation's, the seconds of its truths at the checkpoints, and the oracle's
+    share of the point's work."""
+    rows = []
+    for (axis, value), group in sweep.groupby(["axis", "value"], sort=False):
+        steps = group.step_median_s.dropna()
+        rows.append({"axis": axis, "value": value, "point (s)": f"{group.point_s.iloc[0]:.0f}",
+                     "oracle (us/step)": f"{group.oracle_step_s.iloc[0] * 1e6:.3g}",
+                     "fastest impl (us/step)": f"{steps.min() * 1e6:.3g}" if len(steps) else "-",
+                     "slowest impl (us/step)": f"{steps.max() * 1e6:.3g}" if len(steps) else "-",
+                     "oracle at checkpoints (s)": f"{group.oracle_checks_s.iloc[0]:.2g}",
+                     "oracle's share": f"{group.oracle_share.iloc[0]:.1%}"})
+    return pd.DataFrame(rows)
 
 
 def _wide(sweep: pd.DataFrame) -> pd.DataFrame:

@@ -207,7 +207,7 @@ def _scaling_figure(sweep: pd.DataFrame, axis: str) -> Figure:
     truth = _finite(points, ["oracle_step_s"], positive=["oracle_step_s"]) if "oracle_step_s" in data else None
     if truth is not None:  # the oracle's truth in extended precision: what checking costs beside training
         ax.plot(truth["value"], truth["oracle_step_s"] * 1e6, color="black", linestyle="--", linewidth=2,
-                marker="s", label="oracle (the truth, extended precision)")
+                marker="s", label="oracle (extended)")
     ax.set(xscale="log", yscale="log", xlabel=AXIS_LABELS.get(axis, axis), ylabel="median time per step (us)",
            title=title)
     _legend(ax)
