@@ -68,7 +68,9 @@ FAST_RATIOS = (
 )
 C_LOOP = "C loop"  # the yardstick's row (harness.running.c_loop)
 C_TARGETS = {"jax": 1.0, "torch-loop": 6.0}  # each fastest path's per-step time at most this many C loops
-FLOOR_TARGET = 1.25  # numpy-fast at most this many times (its NumPy calls per step x the cheapest call)
+# numpy-fast against its calls per step x the cheapest call: printed, no longer a target (retired in issue 25)
+FLOOR_NOTE = ("the floor prices every call as the cheapest, an add of 4 entries; the step's matmuls, tanh and"
+              " exp cost more than that whatever the loop around them does, so the ratio stays above 1.25")
 DEFAULT_FLOOR_TARGET = 1.2  # the default compare's wall time at most this many times its floor (meta.json work)
 # Each round times a path over back-to-back calls lasting at least this long, per step = total / steps run:
 # a fused loop's 20,000 steps take 3-7 ms, where waking XLA's thread pool after another path's run (0.1-0.5 ms,
@@ -216,8 +218,7 @@ def print_fast_paths(steps: int, repeats: int, dtype: str = "float64", csv: str 
         calls = numpy_fast_calls(ModelSpec(dtype=dtype))
         ratio = min(per_step["numpy-fast"]) / (calls * call_s)
         print(f"numpy-fast: {calls} NumPy calls per step x {call_s * 1e6:.3f} us (the cheapest call) ="
-              f" {calls * call_s * 1e6:.2f} us floor; measured {ratio:.2f}x it, target <= {FLOOR_TARGET}"
-              + _over(ratio, FLOOR_TARGET))
+              f" {calls * call_s * 1e6:.2f} us floor; measured {ratio:.2f}x it (no target: {FLOOR_NOTE})")
     torch_paths = [name for name in TORCH_FAST if name in per_step]
     if torch_paths:
         best = min(torch_paths, key=lambda name: min(per_step[name]))
@@ -278,7 +279,7 @@ def print_against(rev: str, pairs: int) -> None:
                 print(f"  this tree {mine:7.1f} s   {rev} {base:7.1f} s   ratio {mine / base:.3f}", flush=True)
             ratios = [m / b for m, b in rows]
             print(f"ratio this tree / {rev}: min {min(ratios):.3f}, median {np.median(ratios):.3f},"
-                  f" max {max(ratios):.3f}; target <= {AGAINST_TARGET}")
+                  f" max {max(ratios):.3f}; target <= {AGAINST_TARGET}" + _over(float(np.median(ratios)), AGAINST_TARGET))
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=here, check=False,
                            capture_output=True)
@@ -345,9 +346,15 @@ def _against_floor_target(ratio: float) -> str:
     return f", target <= {DEFAULT_FLOOR_TARGET}" + _over(ratio, DEFAULT_FLOOR_TARGET)
 
 
+MISSED: list[str] = []  # every target missed in this run: main exits 1 when there is one
+
+
 def _over(value: float, target: float) -> str:
-    """The flag every figure past its target carries in the bench's output."""
-    return "" if value <= target else "  OVER"
+    """The flag every figure past its target carries in the bench's output (and the miss, for the exit code)."""
+    if value <= target:
+        return ""
+    MISSED.append(f"{value:.3g} > {target:g}")
+    return "  OVER"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -371,22 +378,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only-scaling", action="store_true", help="run only the scaling section (the oracle's"
                         " parts, products by NumPy's loop and by slices)")
     args = parser.parse_args(argv)
+    MISSED.clear()
     if args.default_runs < 1:
         parser.error("--default-runs must be at least 1")
+    if args.only_against and not args.against:
+        parser.error("--only-against needs --against REV")
     if args.only_against:
-        if not args.against:
-            parser.error("--only-against needs --against REV")
         print_against(args.against, args.pairs)
-        return 0
-    if args.only_default:
+    elif args.only_default:
         print_default_floor(args.default_runs)
-        return 0
-    if args.only_scaling:
+    elif args.only_scaling:
         print_scaling(args.scaling_steps)
-        return 0
-    if args.only_fast_paths:
+    elif args.only_fast_paths:
         print_fast_paths(args.fast_steps, args.fast_repeats, args.fast_dtype, args.csv)
-        return 0
+    else:
+        print_all(args)
+    return _verdict()
+
+
+def print_all(args: argparse.Namespace) -> None:
+    """Every section but scaling (which takes minutes: ``--only-scaling``)."""
     print(f"bookkeeping: {args.steps:,} steps, {args.repeats} interleaved repeats of each variant;")
     print(f"the ratio of the fastest repeats is the cost estimate (noise only adds time), target <= {BOOKKEEPING_TARGET}")
     print(f"{'impl':13} {'dtype':8} {'bare s':>12} {'harness s':>12} {'ratio (min)':>11} {'ratio (median)':>14}")
@@ -399,8 +410,14 @@ def main(argv: list[str] | None = None) -> int:
     print_fast_paths(args.fast_steps, args.fast_repeats, args.fast_dtype, args.csv)
     if args.against:
         print_against(args.against, args.pairs)
-    return 0
 
+
+def _verdict() -> int:
+    """0 when every target this run measured was met; else 1, after a line counting the misses."""
+    if not MISSED:
+        return 0
+    print(f"harness.bench: {len(MISSED)} target(s) missed ({'; '.join(MISSED)})")
+    return 1
 
 if __name__ == "__main__":
     sys.exit(main())

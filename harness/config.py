@@ -66,10 +66,12 @@ class RunConfig:
 
     def spec(self, dtype: str) -> ModelSpec:
         """The model spec of this run in ``dtype`` (raises ValueError on a bad combination)."""
-        return ModelSpec(self.layers, self.activations, self.loss, self.reduction, dtype, self.lr, self.device,
-                         self.optimizer, self.momentum, self.beta1, self.beta2, self.eps, self.weight_decay,
-                         self.schedule, self.decay_every, self.decay_factor, self.matmul_precision,
-                         dtype == MIXED_PRECISIONS.get(self.mixed_precision or ""))
+        return ModelSpec(
+            layers=self.layers, activations=self.activations, loss=self.loss, reduction=self.reduction, dtype=dtype,
+            lr=self.lr, device=self.device, optimizer=self.optimizer, momentum=self.momentum, beta1=self.beta1,
+            beta2=self.beta2, eps=self.eps, weight_decay=self.weight_decay, schedule=self.schedule,
+            decay_every=self.decay_every, decay_factor=self.decay_factor, matmul_precision=self.matmul_precision,
+            mixed=dtype == MIXED_PRECISIONS.get(self.mixed_precision or ""))
 
     def preset(self) -> InitPreset:
         return NOTEBOOK if self.seed is None else InitPreset(seed=self.seed)

@@ -98,3 +98,13 @@ def test_fewer_than_one_default_run_is_bad_usage(capsys):
     with pytest.raises(SystemExit) as stop:
         bench.main(["--only-default", "--default-runs", "0"])
     assert stop.value.code == 2 and "--default-runs must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("wall, code", [(11.0, 0), (13.0, 1)])
+def test_bench_exits_1_when_a_target_is_missed(monkeypatch, capsys, wall, code):
+    """Against a floor of 10 s the default compare's target is 1.2: 11 s meets it, 13 s misses it."""
+    monkeypatch.setattr(bench, "default_floor", lambda tmp: (wall, {
+        "trajectories_s": 18.0, "oracle_s": 2.0, "slots": 2, "floor_s": 10.0}, 0))
+    assert bench.main(["--only-default", "--default-runs", "1"]) == code
+    out = capsys.readouterr().out
+    assert ("OVER" in out and "1 target(s) missed" in out) if code else "OVER" not in out

@@ -168,7 +168,8 @@ def test_two_runs_give_identical_non_timing_outputs(tmp_path):
         if name not in timing_files | {"meta.json"}:
             assert (a / name).read_bytes() == (b / name).read_bytes(), name
     meta_a, meta_b = (json.loads((d / "meta.json").read_text()) for d in (a, b))
-    assert set(meta_a.pop("work")) == set(meta_b.pop("work")) == {"trajectories_s", "oracle_s", "slots", "floor_s"}
+    assert set(meta_a.pop("work")) == set(meta_b.pop("work")) == {"trajectories_s", "oracle_s", "truth_s",
+                                                                  "slots", "floor_s", "oracle_checks_s"}
     assert meta_a == meta_b  # all but the seconds it took
     assert _without_timings((a / "summary.md").read_text()) == _without_timings((b / "summary.md").read_text())
 
@@ -222,3 +223,18 @@ def test_a_timing_that_raises_is_a_fault_of_that_implementation_and_its_trajecto
                for line in lines), lines
     timed = set(outcome.tables["timings"]["impl"])
     assert timed == {"numpy"} and set(outcome.tables["final"]["impl"]) == {"numpy", "numpy-fd"}
+
+
+def test_a_network_whose_truth_takes_split_products_reruns_identically(tmp_path):
+    """8-64-64-1 on 256 samples: the oracle's 256 x 65 x 64 products go through float64 slices (harness.truth.
+    products), whose BLAS sums are exact, so every non-timing output is the same bytes on a rerun."""
+    from harness.truth.products import worth_splitting
+
+    assert worth_splitting(256, 65, 64)
+    argv = ["--impls", "numpy", "--dtype", "float64", "--layers", "8,64,64,1", "--activations", "tanh,tanh,sigmoid",
+            "--dataset", "parity:8", "--steps", "10", "--quiet", "--no-plots"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert compare.main([*argv, "--out", str(a)]) == 0
+    assert compare.main([*argv, "--out", str(b)]) == 0
+    for name in ("gradients.csv", "trajectory.csv", "parameters.csv", "final.csv", "verdicts.csv"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -145,9 +145,9 @@ def train_all(impls: list[Implementation], references: list[ReferenceJob], param
     hosts = oracle.workers if oracle else []
     running = {len(impls): hosts[0]} if oracle and oracle.first_running else {}
     try:
-        tasks = [(i, impl.worker, timed_train, "train()", US_PER_STEP.get(impl.name, OTHER_US_PER_STEP), limit,
-                  (factories.get(impl.name),)) for i, impl in enumerate(impls) if i not in done]
-        tasks += [(len(impls) + j, w, _reference_run, "the oracle's run", REFERENCE_US_PER_STEP, 0.0, ())
+        tasks = [Task(i, impl.worker, timed_train, "train()", US_PER_STEP.get(impl.name, OTHER_US_PER_STEP), limit,
+                      (factories.get(impl.name),)) for i, impl in enumerate(impls) if i not in done]
+        tasks += [Task(len(impls) + j, w, _reference_run, "the oracle's run", REFERENCE_US_PER_STEP)
                   for j, w in enumerate(hosts) if len(impls) + j not in running]
         def in_hand(found: dict[int, object], tail: bool) -> bool:
             runs = [Run(impl, *found[i]) for i, impl in enumerate(impls) if isinstance(found.get(i), tuple)]
@@ -169,12 +169,24 @@ def train_all(impls: list[Implementation], references: list[ReferenceJob], param
     return runs, [done[len(impls) + j] for j in range(len(references))]
 
 
-def _order(tasks: list[tuple], oracle_from: int) -> list[tuple]:
+class Task(NamedTuple):
+    """One piece of work for ``schedule``: ``fn(hosted, *args, *more)`` in ``worker``."""
+
+    key: int  # where its value goes in ``schedule``'s answer
+    worker: Worker
+    fn: Callable
+    label: str  # the call, as a fault names it
+    cost: float  # expected microseconds per step: the longest start first
+    seconds: float = 0.0  # its time limit (0: none)
+    more: tuple = ()  # arguments after the ones every task shares
+
+
+def _order(tasks: list[Task], oracle_from: int) -> list[Task]:
     """The longest trajectories first, one per core (longest-first balances the cores), then the oracle's
     (keys from ``oracle_from``): every run's one-step checks wait for its dtype's reference runs, and can then
     fill a free core between the trajectories (``schedule``'s idle) instead of running after the last."""
-    trajectories = sorted((t for t in tasks if t[0] < oracle_from), key=lambda t: -t[4])
-    return trajectories[:slots()] + [t for t in tasks if t[0] >= oracle_from] + trajectories[slots():]
+    trajectories = sorted((t for t in tasks if t.key < oracle_from), key=lambda t: -t.cost)
+    return trajectories[:slots()] + [t for t in tasks if t.key >= oracle_from] + trajectories[slots():]
 
 
 def slots() -> int:
@@ -183,9 +195,9 @@ def slots() -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
-def schedule(tasks: list[tuple], args: tuple, idle: Callable[[dict], bool] | None = None,
+def schedule(tasks: list[Task], args: tuple, idle: Callable[[dict], bool] | None = None,
              before: dict | None = None, running: dict | None = None) -> dict[int, object]:
-    """Run (key, worker, fn, label, cost, seconds, more args) tasks in order, one per core at a time:
+    """Run ``tasks`` in order, one per core at a time:
     key -> value or Fault. Whenever a core is free, ``idle(done so far, with ``before``; whether every task
     has started)`` first does one
     piece of this process's own work there, if it has any (asked again only once more tasks have ended),
@@ -201,12 +213,12 @@ def schedule(tasks: list[tuple], args: tuple, idle: Callable[[dict], bool] | Non
                 continue
             idle_found_nothing_at = len(done)
         if queue and len(running) < slots_:
-            key, worker, fn, label, _, seconds, more = queue.pop(0)
+            task = queue.pop(0)
             try:
-                worker.submit(fn, args + more, label, seconds)
-                running[key] = worker
+                task.worker.submit(task.fn, args + task.more, task.label, task.seconds)
+                running[task.key] = task.worker
             except Fault as exc:
-                done[key] = exc
+                done[task.key] = exc
             continue
         wait([w for w in running.values()], POLL_S)
         _collect(running, done)
