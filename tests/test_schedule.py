@@ -21,7 +21,8 @@ def test_this_process_works_only_on_a_free_core_and_before_the_next_task():
         return  # one core: no task ever runs beside this process's work, which the overlap check covers
     hosts = [workers.Worker(f"nap {i}", Idle) for i in range(3)]
     try:
-        tasks = [(i, hosts[i], nap, "nap()", 0, 0.0, (seconds,)) for i, seconds in enumerate((1.5, 0.2, 0.3))]
+        tasks = [runs.Task(i, hosts[i], nap, "nap()", 0, 0.0, (seconds,))
+                 for i, seconds in enumerate((1.5, 0.2, 0.3))]
         pieces: list[tuple[set, float, float]] = []
         tails: list[bool] = []
 
