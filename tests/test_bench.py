@@ -16,6 +16,8 @@ from impls.interface import Unavailable
 from impls.registry import create
 from impls.spec import ModelSpec
 
+pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m 'not slow'
+
 needs_cc = pytest.mark.skipif(not any(shutil.which(c) for c in c_loop.COMPILERS), reason="no C compiler here")
 
 

@@ -20,6 +20,8 @@ from harness.compare import compare
 from harness.config import RunConfig
 from impls.registry import DEFAULT
 
+pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m 'not slow'
+
 SHORT = dict(steps=200, check_every=100, quiet=True)
 
 

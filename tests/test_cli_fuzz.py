@@ -14,6 +14,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E
 
 from harness import compare, sweep  # noqa: E402
 
+pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m 'not slow'
+
 EXAMPLES = int(os.environ.get("XOR_HARNESS_FUZZ_EXAMPLES", "12"))
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
                     suppress_health_check=list(HealthCheck))

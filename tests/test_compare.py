@@ -11,6 +11,8 @@ from impls.spec import ModelSpec
 from tests.broken import BiasGradMean, LrDoubledInLoop, TanhPrimeWrong, register
 from tests.conftest import make
 
+pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m 'not slow'
+
 SHORT = ["--steps", "300", "--check-every", "100"]
 FILES = ["summary.md", "gradients.csv", "trajectory.csv", "parameters.csv", "divergence.csv", "final.csv",
          "timings.csv", "agreement.csv", "verdicts.csv", "meta.json", "loss.png", "deviation.png", "timings.png"]

@@ -21,6 +21,8 @@ from harness.running.executors import TaskDied, in_own_process, mismatches, vers
 from harness.running.workers import Worker, pid_of
 from tests.conftest import REQUIRE_ALL
 
+pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m 'not slow'
+
 try:
     from dask.distributed import Client
 except ImportError as exc:  # the dask extra is optional; CI installs it

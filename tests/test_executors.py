@@ -8,6 +8,8 @@ from harness import fuzz, sweep
 from harness.running import executors
 from tests.conftest import REQUIRE_ALL
 
+pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m 'not slow'
+
 try:
     from dask.distributed import LocalCluster
 except ImportError as exc:  # the dask extra is optional; CI installs it

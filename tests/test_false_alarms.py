@@ -2,11 +2,15 @@
 judged now within what rounding can do at that state; and the true defect among them still fails, named."""
 from __future__ import annotations
 
+import pytest
+
 import pandas as pd
 
 from harness.compare import compare
 from harness.config import RunConfig
 from tests.broken import TanhPrimeWrong
+
+pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m 'not slow'
 
 BOTTLENECK = dict(layers=(2, 60, 1, 1), activations=("tanh", "tanh", "tanh"), seed=0, lr=0.1, dtype=("float64",))
 

@@ -15,6 +15,8 @@ from harness.truth.tolerances import SAME_MATH, SAME_MATH_F64, TRAJECTORY_F32
 from impls.spec import ModelSpec
 from tests.conftest import make
 
+pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m 'not slow'
+
 FAST = ["numpy-fast", "jax-step", "torch-compile"]
 DTYPES = ["float64", "float32"]
 STEPS = 2_000

@@ -12,6 +12,8 @@ from harness.checks.verdict import Finding, Verdict
 from harness.fuzzing.search import causes, classify
 from harness.running import remote
 
+pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m 'not slow'
+
 BUDGET = ["--max-examples", "25", "--max-steps", "20", "--seed", "1", "--quiet"]
 
 

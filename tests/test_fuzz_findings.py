@@ -3,8 +3,12 @@ tests/test_oracle.py). Both were correct implementations blamed by an allowance 
 may round."""
 from __future__ import annotations
 
+import pytest
+
 from harness.compare import compare
 from harness.config import RunConfig
+
+pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m 'not slow'
 
 
 def _verdicts(**settings):

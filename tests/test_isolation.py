@@ -15,6 +15,8 @@ from harness.running.guard import Fault
 from impls.registry import create
 from impls.spec import ModelSpec
 
+pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m 'not slow'
+
 ROOT = Path(__file__).resolve().parent.parent
 SHORT = ["--steps", "20", "--check-every", "10", "--dtype", "float64", "--quiet", "--no-plots"]
 

@@ -15,6 +15,8 @@ from impls.jax_grad import BROADCAST_MAX_PRODUCT, layer_forms, matmul_form
 from impls.spec import ModelSpec
 from tests.conftest import make
 
+pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m 'not slow'
+
 # A hidden 4x4 layer, so a transposed weight still fits; tanh, relu and sigmoid layers.
 SQUARE = ModelSpec(layers=(2, 4, 4, 1), activations=("tanh", "relu", "sigmoid"), reduction="mean")
 # Segments of 1, 65 and 134 steps: in float64 (chunks of 64 steps) no whole chunk, one and two, each with

@@ -11,6 +11,8 @@ from impls.registry import create
 from impls.spec import CONVENTIONS, OPTIMIZERS, ModelSpec
 from tests.conftest import DEEP, SCHEDULED, make, random_params as _params
 
+pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m 'not slow'
+
 MODELS = {"sel-sum": {}, "sel-mean": dict(reduction="mean"), "bce": dict(loss="bce"), "deep": DEEP}
 STEPS = 200
 

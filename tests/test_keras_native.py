@@ -11,6 +11,8 @@ from harness.truth.references import param_errors
 from impls.spec import CONVENTIONS, OPTIMIZERS, ModelSpec
 from tests.conftest import make
 
+pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m 'not slow'
+
 TIGHT = 1e-13  # forward and gradients against numpy, float64
 TRAINED = 1e-12  # parameters after 200 steps against the oracle under the stated conventions
 DEEP = dict(layers=(2, 5, 3, 2), activations=("relu", "tanh", "sigmoid"))

@@ -15,6 +15,8 @@ from impls.spec import ModelSpec
 from impls.torch_autograd import TorchAutograd
 from impls.torch_common import under_matmul_precision
 
+pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m 'not slow'
+
 
 @under_matmul_precision
 class _TorchSeen(TorchAutograd):

@@ -13,6 +13,8 @@ from harness import compare
 from impls.registry import MIXED, create, supports
 from impls.spec import ModelSpec
 
+pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m 'not slow'
+
 # the notebook's net at its own lr: pure bfloat16 stalls there (inconclusive); the mixed policy trains
 NOTEBOOK_BF16 = ["--mixed-precision", "bf16", "--steps", "1000"]
 # float16 loss scaling at work: 5 steps skipped at the start (gradients overflow at 2^16) and a step schedule

@@ -11,6 +11,8 @@ from harness.checks.verdict import FAIL, FAULTY, PASS, Verdict
 from harness.mutation import classify as c
 from harness.mutation import mutant, report, runone, session, usage
 
+pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m 'not slow'
+
 ROOT = Path(__file__).resolve().parent.parent
 ALL = ("numpy", "numpy-fd", "torch", "jax", "numpy-fast", "jax-step", "torch-compile", "torch-loop", "torch-nn",
        "jax-optax", "keras")

@@ -10,6 +10,8 @@ from impls.registry import create
 from impls.spec import ModelSpec, OPTIMIZERS
 from tests import broken_optim
 
+pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m 'not slow'
+
 NATIVE = ("numpy", "torch-nn", "jax-optax", "keras")
 
 

@@ -10,6 +10,8 @@ from harness.api import assert_matches_reference
 from harness.running.plugins import PluginError, load
 from tests import broken
 
+pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m 'not slow'
+
 RUN = ["--steps", "300", "--check-every", "100", "--dtype", "float64", "--impls", "numpy", "--quiet", "--no-plots"]
 
 

@@ -14,6 +14,8 @@ from harness import compare
 from impls.registry import REDUCED, create, supports
 from impls.spec import ModelSpec
 
+pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m 'not slow'
+
 CONCLUSIVE = ["--steps", "500", "--lr", "0.1"]  # the notebook's net moves well past bfloat16's rounding by then
 
 

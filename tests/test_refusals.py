@@ -9,6 +9,8 @@ from harness.config import RunConfig
 from harness.data import load
 from harness.running import resources
 
+pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m 'not slow'
+
 QUIET = ["--quiet", "--no-plots"]
 
 

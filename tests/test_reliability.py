@@ -13,6 +13,8 @@ from harness import compare
 from harness.reporting import results
 from harness.config import parse_args
 
+pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m 'not slow'
+
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["--steps", "200", "--check-every", "100", "--quiet", "--no-plots"]
 

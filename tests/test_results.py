@@ -8,6 +8,8 @@ import pytest
 from harness.reporting import results
 from harness.running import timing
 
+pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m 'not slow'
+
 
 def _write(out, plots=()):
     return results.write(out, {"final": pd.DataFrame({"impl": ["numpy"], "loss": [0.5]})},

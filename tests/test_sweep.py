@@ -4,6 +4,8 @@ import pytest
 
 from harness import sweep
 
+pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m 'not slow'
+
 
 @pytest.fixture
 def tiny_grid(monkeypatch):

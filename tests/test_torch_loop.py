@@ -22,6 +22,8 @@ from impls.interface import Unavailable
 from impls.spec import ModelSpec
 from tests.conftest import make
 
+pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m 'not slow'
+
 SPEC = ModelSpec()
 STEPS = 37
 RECORD = [0, 5, 16, 37]  # segments of 5, 11 and 21 steps: each ends in the single-step remainder loop

@@ -7,6 +7,8 @@ from harness.truth.tolerances import NOTEBOOK_FD, SAME_MATH_F64, TRAJECTORY_F32
 from impls.spec import ModelSpec
 from tests.conftest import EXACT, make
 
+pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m 'not slow'
+
 STEPS = 2_000
 RECORD = [0, 1, 10, 100, 1_000, STEPS]
 TOLERANCE = {"float64": SAME_MATH_F64, "float32": TRAJECTORY_F32}

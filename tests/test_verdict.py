@@ -11,6 +11,8 @@ from harness.checks.trajectory import Divergence
 from harness.config import RunConfig
 from harness.truth.references import Reference, envelope
 
+pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m 'not slow'
+
 SHORT = ["--steps", "300", "--check-every", "100", "--quiet", "--no-plots"]
 
 
