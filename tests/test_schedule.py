@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from harness.running import runs, workers
 
 
@@ -18,7 +20,7 @@ def nap(hosted: Idle, seconds: float) -> tuple[float, float]:
 
 def test_this_process_works_only_on_a_free_core_and_before_the_next_task():
     if runs.slots() < 2:
-        return  # one core: no task ever runs beside this process's work, which the overlap check covers
+        pytest.skip("one core: no task ever runs beside this process's work, which the overlap check covers")
     hosts = [workers.Worker(f"nap {i}", Idle) for i in range(3)]
     try:
         tasks = [runs.Task(i, hosts[i], nap, "nap()", 0, 0.0, (seconds,))
