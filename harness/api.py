@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-from harness.compare import compare
+from harness.pipeline import compare
 from harness.config import RunConfig, UsageError, validate
 from harness.running.plugins import Factory, load
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness import internal
-from harness.compare import compare, run_config
+from harness.pipeline import compare, run_config
 from harness.config import RunConfig
 from harness.meta import run_metadata
 from harness.reporting import frameworks as report, results

@@ -35,7 +35,7 @@ from harness.checks.verdict import INCONCLUSIVE
 from harness.reporting import plots, results
 from harness.reporting.summary import inconclusive_lines
 from harness.reporting import tables as report
-from harness.compare import compare, run_config
+from harness.pipeline import compare, run_config
 from harness import internal
 from harness.config import HELP, RunConfig, UsageError, repeated, validate
 from harness.data import load

@@ -41,7 +41,7 @@ from hypothesis.database import ExampleDatabase, choices_to_bytes
 from hypothesis.errors import Unsatisfiable
 
 from harness.checks.verdict import CONVENTION, FAIL, FAULTY, INCONCLUSIVE, PASS
-from harness.compare import compare
+from harness.pipeline import compare
 from harness.config import RunConfig
 from harness.fuzzing import space
 from harness.running import plugins

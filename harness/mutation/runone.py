@@ -75,7 +75,7 @@ def compare_all(impls: tuple[str, ...], copy: Path) -> list[dict]:
     for mod in (harness, package):  # the copy, not the editable install in the virtualenv
         if not Path(mod.__file__).resolve().is_relative_to(copy.resolve()):
             raise RuntimeError(f"{mod.__name__} was imported from {mod.__file__}, not from the copy {copy}")
-    from harness.compare import compare
+    from harness.pipeline import compare
     from harness.config import RunConfig
 
     results = []

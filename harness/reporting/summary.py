@@ -20,7 +20,7 @@ from harness.truth.optimizers import SPEC_CONVENTIONS, departures
 from impls.spec import MIXED_PRECISIONS, ORACLE_DTYPE
 
 if TYPE_CHECKING:
-    from harness.compare import Outcome
+    from harness.pipeline import Outcome
 
 
 def divergence_table(divergences: list[Divergence]) -> pd.DataFrame:
