@@ -170,7 +170,7 @@ def per_step(impl, params, x, y, steps: int) -> float:
 def calibrate(coarse: Estimate, steps: int, x, y, impls: list, params) -> dict[tuple[str, str], float]:
     """Seconds per step of each implementation that ``coarse`` says is cheap enough to time (a few ms each),
     measured where it runs; one that raises is left to the estimate (its fault shows up when it trains)."""
-    from harness.checks.arrays import cast
+    from harness.params import cast
     from harness.running.remote import where_it_lives
 
     found = {}

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Callable
 
-from harness.checks.arrays import cast
+from harness.params import cast
 from harness.running import plugins, workers
 from harness.running.guard import Fault, Hang, guarded, one_line, time_limit
 from harness.running.plugins import Factory
