@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from harness.cli import Parser, UsageError
 from harness.reporting import results
 from harness.running.c_loop import CLoop
 from harness.running import runs
@@ -358,7 +359,7 @@ def _over(value: float, target: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__.splitlines()[0])
+    parser = Parser(prog="python -m harness.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100_000, help="steps per bookkeeping measurement")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats per variant")
     parser.add_argument("--skip-default-run", action="store_true", help="do not time the default compare")
@@ -377,12 +378,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scaling-steps", type=int, default=200, help="steps of the scaling section's network")
     parser.add_argument("--only-scaling", action="store_true", help="run only the scaling section (the oracle's"
                         " parts, products by NumPy's loop and by slices)")
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+        if args.default_runs < 1:
+            raise UsageError("--default-runs must be at least 1")
+        if args.only_against and not args.against:
+            raise UsageError("--only-against needs --against REV")
+    except UsageError as exc:
+        print(f"harness.bench: error: {exc}", file=sys.stderr)
+        return 2
     MISSED.clear()
-    if args.default_runs < 1:
-        parser.error("--default-runs must be at least 1")
-    if args.only_against and not args.against:
-        parser.error("--only-against needs --against REV")
     if args.only_against:
         print_against(args.against, args.pairs)
     elif args.only_default:

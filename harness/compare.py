@@ -12,7 +12,6 @@ traceback saved to a file), 130/143 interrupted (nothing written).
 from __future__ import annotations
 
 import gc
-import signal
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pandas as pd
 
 from harness import internal
 from harness.checks import verdict
+from harness.cli import Interrupted, interrupted_code, stopping_on_signals
 from harness.config import UsageError, parse_args
 from harness.data import load
 from harness.meta import run_metadata
@@ -41,19 +41,17 @@ def _plots(tables: dict[str, pd.DataFrame]) -> list[results.Plot]:
             ("timings.png", plots.plot_timings, tables["timings"])]
 
 
-INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + signal number, the shell's convention
-
-
-class Interrupted(BaseException):
-    """Ctrl-C or SIGTERM arrived; the run stops and writes nothing."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.code = INTERRUPTED[signum]
-
-
-def _on_signal(signum, frame):
-    raise Interrupted(signum)
+def _run(config, extra: dict, out: Path) -> tuple[Outcome, Path]:
+    """The comparison and its report, written atomically: (what it found, where it was written)."""
+    if not config.quiet:
+        print(f"harness.compare: {config.steps:,} steps of {', '.join(config.impls + config.impl)} in"
+              f" {', '.join(config.dtype)}; results go to {out}", file=sys.stderr, flush=True)
+    outcome = compare(config, extra)
+    text = summary.summary_md(config, outcome)
+    meta = {"config": run_config(config), "skipped": outcome.skipped, "oracle": summary.oracle_info(),
+            "work": outcome.work, "environment": run_metadata(outcome.environment)}
+    plots_ = [] if config.no_plots else _plots(outcome.tables)
+    return outcome, results.write(out, outcome.tables, meta, text, plots_)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,30 +68,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as exc:  # noqa: BLE001
         return internal.report("harness.compare", exc)
-    previous = {s: signal.signal(s, _on_signal) for s in INTERRUPTED}
     try:
-        if not config.quiet:
-            print(f"harness.compare: {config.steps:,} steps of {', '.join(config.impls + config.impl)} in"
-                  f" {', '.join(config.dtype)}; results go to {out}", file=sys.stderr, flush=True)
-        outcome = compare(config, extra)
-        text = summary.summary_md(config, outcome)
-        meta = {"config": run_config(config), "skipped": outcome.skipped, "oracle": summary.oracle_info(),
-                "work": outcome.work,
-                "environment": run_metadata(outcome.environment)}
-        plots_ = [] if config.no_plots else _plots(outcome.tables)
-        written = results.write(out, outcome.tables, meta, text, plots_)
+        with stopping_on_signals():
+            outcome, written = _run(config, extra, out)
     except UsageError as exc:  # the calibrated estimate is past --max-hours: refused before any trajectory
         print(f"harness.compare: error: {exc}", file=sys.stderr)
         return 2
     except (Interrupted, KeyboardInterrupt) as exc:
-        code = exc.code if isinstance(exc, Interrupted) else INTERRUPTED[signal.SIGINT]
         print(f"harness.compare: interrupted; nothing was written to {out}", file=sys.stderr)
-        return code
+        return interrupted_code(exc)
     except Exception as exc:  # noqa: BLE001 -- the oracle disagreeing with itself, or any other harness bug
         return internal.report("harness.compare", exc, out)
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
     if config.quiet:
         unsure = summary.inconclusive_lines(outcome.verdicts)  # exit 1 too: never printed as PASS
         print("\n".join(outcome.failures + unsure + outcome.conventions_named)

@@ -1,12 +1,12 @@
 """The run configuration: one frozen dataclass of defaults; the command line is derived from it."""
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass, fields
 
 import ml_dtypes
 import numpy as np
 
+from harness.cli import Parser, UsageError
 from harness.data import load
 from harness.init import NOTEBOOK, InitPreset
 from harness.notebook import STEPS
@@ -91,13 +91,7 @@ def default_check_every(steps: int) -> int:
     return max(1, steps // CHECKPOINTS)
 
 
-class UsageError(Exception):
-    """Bad command-line input; ``str(exc)`` is the one-line message."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, no usage dump
-        raise UsageError(message)
+_Parser = Parser  # (UsageError and Parser live in harness.cli, shared by every command)
 
 
 def _csv(kind):

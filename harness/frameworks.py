@@ -8,7 +8,6 @@ to ``results/optimizers/`` (``--out``) with the summary and meta.json.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pandas as pd
 from harness import internal
 from harness.pipeline import compare, run_config
 from harness.config import RunConfig
+from harness.cli import Interrupted, Parser, UsageError, interrupted_code, stopping_on_signals
 from harness.meta import run_metadata
 from harness.reporting import frameworks as report, results
 from harness.reporting import tables
@@ -25,23 +25,24 @@ OUT = Path("results/optimizers")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.frameworks", description=__doc__.splitlines()[0])
+    parser = Parser(prog="python -m harness.frameworks", description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2000, help="updates in each full run (default: 2000)")
     parser.add_argument("--out", type=Path, default=OUT, help=f"results folder (default: {OUT})")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)
         if args.steps < max(report.EARLY):
-            raise ValueError(f"--steps must be >= {max(report.EARLY)}, got {args.steps}")
+            raise UsageError(f"--steps must be >= {max(report.EARLY)}, got {args.steps}")
         results.check_out(args.out, args.overwrite)
-    except ValueError as exc:
+    except (UsageError, ValueError) as exc:
         print(f"harness.frameworks: error: {exc}", file=sys.stderr)
         return 2
     try:
-        return _run(args.steps, args.out)
-    except KeyboardInterrupt:
+        with stopping_on_signals():
+            return _run(args.steps, args.out)
+    except (Interrupted, KeyboardInterrupt) as exc:
         print(f"harness.frameworks: interrupted; nothing was written to {args.out}", file=sys.stderr)
-        return 130
+        return interrupted_code(exc)
     except Exception as exc:  # noqa: BLE001 -- a harness bug: one line, the traceback in a file
         return internal.report("harness.frameworks", exc, args.out)
 

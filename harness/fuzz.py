@@ -20,7 +20,6 @@ Exit codes: 0 no disagreement, 1 a disagreement (or a crash) was found, 2 bad us
 """
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
@@ -31,6 +30,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from harness import internal
+from harness.cli import Interrupted, Parser, interrupted_code, stopping_on_signals
 from harness.config import HELP, RunConfig, UsageError, repeated
 from harness.fuzzing import campaign, report, space
 from harness.fuzzing.search import Shard
@@ -61,7 +61,7 @@ SHRINK_SECONDS = 300.0
 
 
 def parse(argv: list[str] | None) -> Plan:
-    parser = argparse.ArgumentParser(prog="python -m harness.fuzz", description=__doc__.splitlines()[4])
+    parser = Parser(prog="python -m harness.fuzz", description=__doc__.splitlines()[4])
     parser.add_argument("--impls", default=",".join(n for n in names() if n not in SLOW_TO_BUILD),
                         help=f"built-in implementations (default: all but {', '.join(SLOW_TO_BUILD)})")
     parser.add_argument("--impl", action="append", default=[], metavar="MODULE:ATTR", help="your own (repeatable)")
@@ -83,7 +83,6 @@ def parse(argv: list[str] | None) -> Plan:
     parser.add_argument("--out", default=None, help="results folder (default: a new one under results/)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     parser.add_argument("--quiet", action="store_true", help="no progress bar; print only the verdict")
-    parser.error = lambda message: (_ for _ in ()).throw(UsageError(message))  # one line, no usage dump
     args = parser.parse_args(argv)
     impls = tuple(n for n in args.impls.split(",") if n)
     dtypes = tuple(args.dtype.split(","))
@@ -131,10 +130,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"harness.fuzz: error: {exc}", file=sys.stderr)
         return 2
     try:
-        return _fuzz(plan, pool)
-    except KeyboardInterrupt:
+        with stopping_on_signals():
+            return _fuzz(plan, pool)
+    except (Interrupted, KeyboardInterrupt) as exc:
         print(f"harness.fuzz: interrupted; nothing was written to {plan.out}", file=sys.stderr)
-        return 130
+        return interrupted_code(exc)
     except Exception as exc:  # noqa: BLE001 -- a harness bug: one line, the traceback in a file
         return internal.report("harness.fuzz", exc, plan.out)
 

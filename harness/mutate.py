@@ -27,6 +27,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from harness.cli import Interrupted, Parser, UsageError, interrupted_code, stopping_on_signals
 from harness.mutation import session
 from harness.mutation.session import SessionError
 
@@ -34,16 +35,9 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = Path("results/mutation")
 DEFAULT_SAMPLE = 300  # ~30 min with 2 jobs on this 2-core machine (measured: 10 s a numpy mutant, 20-25 s a torch one)
 DEFAULT_JOBS = 2  # one per core; each job is one process at a time
-INTERRUPTED = 130
 
 
-class UsageError(Exception):
-    """Bad command-line input; ``str(exc)`` is the one-line message."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, no usage dump
-        raise UsageError(message)
+_Parser = Parser
 
 
 def _sample(text: str) -> int | None:
@@ -112,13 +106,16 @@ def _campaign(opts) -> int:
     from harness.mutation.campaign import campaign
 
     try:
-        out, counts = campaign(ROOT, opts)
+        with stopping_on_signals():
+            out, counts = campaign(ROOT, opts)
     except SessionError as exc:
         print(f"harness.mutate: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except BaseException as exc:  # Ctrl-C or SIGTERM (anything else propagates as before)
+        if not isinstance(exc, (KeyboardInterrupt, Interrupted)):
+            raise
         print("harness.mutate: interrupted; nothing was written", file=sys.stderr)
-        return INTERRUPTED
+        return interrupted_code(exc)
     return _verdict(out, counts)
 
 

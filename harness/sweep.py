@@ -23,7 +23,6 @@ Exit codes: 0 every check passed, 1 a check failed at some point, 2 bad usage, 3
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from harness.reporting.summary import inconclusive_lines
 from harness.reporting import tables as report
 from harness.pipeline import compare, run_config
 from harness import internal
+from harness.cli import Interrupted, Parser, interrupted_code, stopping_on_signals
 from harness.config import HELP, RunConfig, UsageError, repeated, validate
 from harness.data import load
 from harness.meta import run_metadata
@@ -160,7 +160,7 @@ def crossovers(sweep: pd.DataFrame) -> list[str]:
 
 
 def parse(argv: list[str] | None) -> tuple[RunConfig, tuple[str, ...], int, str | None, Path, bool]:
-    parser = argparse.ArgumentParser(prog="python -m harness.sweep", description=__doc__.splitlines()[2])
+    parser = Parser(prog="python -m harness.sweep", description=__doc__.splitlines()[2])
     parser.add_argument("--axes", default="width,batch,depth", help="axes to sweep (default: width,batch,depth)")
     parser.add_argument("--impls", default=",".join(names()), help="implementations (default: every registered one)")
     parser.add_argument("--impl", action="append", default=[], metavar="MODULE:ATTR", help="your own (repeatable)")
@@ -175,7 +175,6 @@ def parse(argv: list[str] | None) -> tuple[RunConfig, tuple[str, ...], int, str 
     parser.add_argument("--out", default=None, help="results folder (default: a new one under results/)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     parser.add_argument("--quiet", action="store_true", help="print only the verdict and failures")
-    parser.error = lambda message: (_ for _ in ()).throw(UsageError(message))  # one line, no usage dump
     args = parser.parse_args(argv)
     axes = tuple(args.axes.split(","))
     if twice := repeated(axes):
@@ -212,10 +211,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"harness.sweep: error: {exc}", file=sys.stderr)
         return 2
     try:
-        return _sweep(base, axes, pool, out, quiet)
-    except KeyboardInterrupt:
+        with stopping_on_signals():
+            return _sweep(base, axes, pool, out, quiet)
+    except (Interrupted, KeyboardInterrupt) as exc:
         print(f"harness.sweep: interrupted; nothing was written to {out}", file=sys.stderr)
-        return 130
+        return interrupted_code(exc)
     except Exception as exc:  # noqa: BLE001 -- a harness bug: one line, the traceback in a file
         return internal.report("harness.sweep", exc, out)
 

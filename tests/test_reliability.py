@@ -240,3 +240,22 @@ def test_a_network_whose_truth_takes_split_products_reruns_identically(tmp_path)
     assert compare.main([*argv, "--out", str(b)]) == 0
     for name in ("gradients.csv", "trajectory.csv", "parameters.csv", "final.csv", "verdicts.csv"):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["harness.sweep", "--axes", "width", "--impls", "numpy", "--dtype", "float64", "--steps", "200000"],
+     "harness.sweep: "),
+    (["harness.fuzz", "--impls", "numpy", "--dtype", "float64", "--max-examples", "1000"], "harness.fuzz: up to")])
+def test_sweep_and_fuzz_answer_sigterm_with_143_and_write_nothing(tmp_path, argv, said):
+    """The shared signal handling (harness.cli), as compare's above."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", *argv, "--out", str(out)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    started = proc.stderr.readline()  # printed once the signal handlers are in place
+    assert started.startswith(said), started
+    time.sleep(1.0)  # work under way
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "interrupted; nothing was written" in err
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,56 @@
+"""What every command shares: its parser, the bad-input error, the exit-code ladder and the signals it stops on.
+
+Exit codes, the same for every command:
+0 everything checked passed; 1 a check failed (or a benchmark target was missed);
+2 bad usage (one line, nothing written); 3 an internal error (one line, the traceback
+in a file: ``harness.internal``); 4 the Dask workers run other versions (sweep, fuzz);
+130 interrupted by Ctrl-C, 143 by SIGTERM (nothing written).
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+from contextlib import contextmanager
+from typing import Iterator
+
+OK, FAILED, USAGE, INTERNAL, VERSION_MISMATCH = 0, 1, 2, 3, 4
+INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + signal number, the shell's convention
+
+
+class UsageError(Exception):
+    """Bad command-line input; ``str(exc)`` is the one-line message."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is a UsageError (one line) instead of a usage dump and exit."""
+
+    def error(self, message: str):
+        raise UsageError(message)
+
+
+class Interrupted(BaseException):
+    """Ctrl-C or SIGTERM arrived; the command stops and writes nothing. ``code`` is its exit code."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.code = INTERRUPTED[signum]
+
+
+def interrupted_code(exc: BaseException) -> int:
+    """The exit code of an Interrupted or a KeyboardInterrupt."""
+    return exc.code if isinstance(exc, Interrupted) else INTERRUPTED[signal.SIGINT]
+
+
+def _raise(signum, frame):
+    raise Interrupted(signum)
+
+
+@contextmanager
+def stopping_on_signals() -> Iterator[None]:
+    """Within the block SIGINT and SIGTERM raise Interrupted (caught as the command's 130 or 143)."""
+    previous = {s: signal.signal(s, _raise) for s in INTERRUPTED}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
