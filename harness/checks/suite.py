@@ -23,10 +23,12 @@ from harness.running.plugins import run_faults
 from harness.running.runs import Run, checkpoint_steps
 from harness.running.training import Trained
 from harness.truth.references import envelope
-from harness.truth.oracle import Oracle
+from harness.truth.oracle import Oracle, OracleError
 from harness.truth.tolerances import MC_TRAJECTORIES
 from impls.interface import exact
 from impls.spec import ORACLE_DTYPE
+
+THE_ORACLES = (OracleError,)  # the truth failing goes through every guard: never an implementation's fault
 
 MAX_PRED_COLUMNS = 16  # final.csv keeps every prediction up to this many outputs (accuracy always)
 
@@ -72,7 +74,7 @@ class WhileTraining:
                 teacher_forced([run.impl], self.oracle, states, self.x, self.y),
                 finite_differences([run.impl] if run.dtype == "float64" else [], self.oracle, fd_states,
                                    self.x, self.y),
-            ], ignore_index=True), self.roster.time_limit)
+            ], ignore_index=True), self.roster.time_limit, THE_ORACLES)
         except Fault as exc:
             return exc
 
@@ -210,8 +212,8 @@ def follow(config, roster: Roster, oracle: Oracle, trained: Trained, run: Run, p
         div.cause, div.conventions = "convention", tuple(shown)
         div.cause_step = next((s.step for s in shown if s.step is not None), div.step)
     elif div.step is not None and roster.attempt(
-            run.impl, "train", lambda: name_cause(div, run, losses, params_err, oracle, x, y, params,
-                                                  states)) is None:
+            run.impl, "train", lambda: name_cause(div, run, losses, params_err, oracle, x, y, params, states),
+            THE_ORACLES) is None:
         return None
     final = roster.attempt(run.impl, "forward", lambda: final_row(run, config.steps, x, y))
     return None if final is None else (losses, params_err, div, final)

@@ -6,7 +6,6 @@ import threading
 from contextlib import contextmanager
 from typing import Callable, Iterator, TypeVar
 
-from harness.truth.oracle import OracleError
 
 T = TypeVar("T")
 
@@ -45,8 +44,9 @@ def time_limit(seconds: float, label: str) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def guarded(label: str, fn: Callable[[], T], seconds: float) -> T:
-    """``fn()``, or Fault naming ``label`` when it raises or runs past ``seconds``."""
+def guarded(label: str, fn: Callable[[], T], seconds: float, passes: tuple[type[Exception], ...] = ()) -> T:
+    """``fn()``, or Fault naming ``label`` when it raises or runs past ``seconds``; an exception of a type in
+    ``passes`` goes through as it is (the caller's own, e.g. the oracle's: never an implementation's fault)."""
     try:
         with time_limit(seconds, label):
             return fn()
@@ -54,8 +54,8 @@ def guarded(label: str, fn: Callable[[], T], seconds: float) -> T:
         raise Fault(str(exc)) from None
     except Fault:
         raise  # already one line (a call into a worker that raised, died or hung)
-    except OracleError:
-        raise  # the harness's own truth failed: never an implementation's fault
+    except passes:
+        raise
     except Exception as exc:
         raise Fault(f"{label} raised {type(exc).__name__}: {one_line(exc)}") from None
 

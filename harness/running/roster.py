@@ -28,10 +28,11 @@ class Roster:
     def fault(self, impl: str, dtype: str, what: str) -> None:
         self.faults.setdefault((impl, dtype), []).append(what)
 
-    def attempt(self, impl: Implementation, label: str, fn: Callable):
-        """fn() under the time limit, or None with the fault recorded against ``impl``."""
+    def attempt(self, impl: Implementation, label: str, fn: Callable, passes: tuple[type[Exception], ...] = ()):
+        """fn() under the time limit, or None with the fault recorded against ``impl`` (exceptions of the types in
+        ``passes`` go through: the caller's own)."""
         try:
-            return guarded(f"{label}()", fn, self.time_limit)
+            return guarded(f"{label}()", fn, self.time_limit, passes)
         except Fault as exc:
             self.fault(impl.name, impl.spec.dtype, str(exc))
             return None
