@@ -139,9 +139,9 @@ def prepare_oracle_process() -> None:
 
     The oracle's extended products run as float64 BLAS products (``harness.truth.products``) beside other
     processes (the trajectories, a second oracle worker): two BLAS threads a process on two cores wait on each
-    other and run several times slower; one each keeps every core busy. Each product and activation allocates
+    other and run slower; one each keeps every core busy. Each product and activation allocates
     arrays of a megabyte or more, which malloc would map fresh and unmap again every time, touching every page
-    anew (a quarter of the truth's time here); kept in the heap, they are reused. Where mallopt is missing
+    anew (README: what checking costs); kept in the heap, they are reused. Where mallopt is missing
     (not glibc) only the BLAS limit applies."""
     from threadpoolctl import threadpool_limits
 
