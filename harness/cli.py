@@ -28,8 +28,10 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-class Interrupted(BaseException):
-    """Ctrl-C or SIGTERM arrived; the command stops and writes nothing. ``code`` is its exit code."""
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM arrived; the command stops and writes nothing. ``code`` is its exit code. A
+    KeyboardInterrupt, so whatever stops at once for Ctrl-C (Hypothesis between examples, a pool) does for
+    SIGTERM too, instead of taking it for a failing example."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
