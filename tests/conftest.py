@@ -15,6 +15,18 @@ from impls.spec import ModelSpec
 # CI sets this so that a framework missing from the environment fails the run instead of skipping.
 REQUIRE_ALL = os.environ.get("XOR_HARNESS_REQUIRE_ALL") == "1"
 
+
+def distributed_or_skip():
+    """dask.distributed, or the calling test module skipped with the reason (an error under REQUIRE_ALL)."""
+    try:
+        import dask.distributed
+    except ImportError as exc:  # the dask extra is optional; CI installs it
+        if REQUIRE_ALL:
+            raise
+        pytest.skip(f"dask.distributed is not installed ({exc})", allow_module_level=True)
+    return dask.distributed
+
+
 EXACT = ["numpy", "torch", "jax"]  # implementations with exact (non finite-difference) gradients
 
 

@@ -19,16 +19,11 @@ from harness import fuzz, sweep
 from harness.running import executors
 from harness.running.executors import TaskDied, in_own_process, mismatches, versions
 from harness.running.workers import Worker, pid_of
-from tests.conftest import REQUIRE_ALL
+from tests.conftest import distributed_or_skip
 
 pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m 'not slow'
 
-try:
-    from dask.distributed import Client
-except ImportError as exc:  # the dask extra is optional; CI installs it
-    if REQUIRE_ALL:
-        raise
-    pytest.skip(f"dask.distributed is not installed ({exc})", allow_module_level=True)
+Client = distributed_or_skip().Client
 
 ROOT = Path(__file__).resolve().parent.parent
 DASK = shutil.which("dask", path=str(Path(sys.executable).parent)) or shutil.which("dask")

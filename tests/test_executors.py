@@ -6,16 +6,11 @@ import pytest
 
 from harness import fuzz, sweep
 from harness.running import executors
-from tests.conftest import REQUIRE_ALL
+from tests.conftest import distributed_or_skip
 
 pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m 'not slow'
 
-try:
-    from dask.distributed import LocalCluster
-except ImportError as exc:  # the dask extra is optional; CI installs it
-    if REQUIRE_ALL:
-        raise
-    pytest.skip(f"dask.distributed is not installed ({exc})", allow_module_level=True)
+LocalCluster = distributed_or_skip().LocalCluster
 
 
 @pytest.fixture(scope="module")
