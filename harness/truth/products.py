@@ -144,8 +144,8 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
             or not worth_splitting(a.shape[-2], a.shape[-1], b.shape[-1])):
         return a @ b
     bits, count = slicing(a.shape[-1])
-    left = [_split(np.ascontiguousarray(part), -1, bits, count) for part in _parts(a)]
-    right = [_split(np.ascontiguousarray(part), -2, bits, count) for part in _parts(b)]
+    left = [_split(part, -1, bits, count) for part in _parts(a)]
+    right = [_split(part, -2, bits, count) for part in _parts(b)]
     if any(part is None for part in left + right):
         return a @ b
     (ar, ai), (br, bi) = (*left, None)[:2], (*right, None)[:2]
