@@ -74,8 +74,8 @@ FLOOR_NOTE = ("the floor prices every call as the cheapest, an add of 4 entries;
               " exp cost more than that whatever the loop around them does, so the ratio stays above 1.25")
 DEFAULT_FLOOR_TARGET = 1.2  # the default compare's wall time at most this many times its floor (meta.json work)
 # Each round times a path over back-to-back calls lasting at least this long, per step = total / steps run:
-# a fused loop's 20,000 steps take 3-7 ms, where waking XLA's thread pool after another path's run (0.1-0.5 ms,
-# measured: jax at 0.13 us/step alone, 0.3 right after numpy) would otherwise be a third of its figure.
+# a fused loop's whole run takes milliseconds, and waking XLA's thread pool after another path's run would
+# otherwise be a large share of its figure.
 ROUND_S = 0.05
 AGREE = 5e-13  # every fastest path's and the C loop's final parameters within this of numpy's (max relative)
 CSV_COLUMNS = ("path", "dtype", "us_per_step_min", "us_per_step_median", "ratio_to_c", "compile_s",

@@ -5,7 +5,7 @@ calls cost to dispatch, not arithmetic. A step is a list of calls built once
 per ``train`` (``impls.np_fast_net``) and run by a function generated from it,
 one line per call (``runner``): every output preallocated and passed positionally, every operand
 contiguous, constants as 0-d arrays of the dtype, no Python arithmetic, and as
-few calls as the formulas allow (16 at 2-4-1). The reported losses are not
+few calls as the formulas allow (``calls_per_step``). The reported losses are not
 computed in the loop: each step's output pre-activation goes into a history
 buffer, whose losses are computed a chunk of steps at a time in one vectorised
 pass. ``calls_per_step`` counts a step's calls; ``call_floor_s`` measures what
@@ -29,10 +29,8 @@ Where the order of floating-point operations differs from ``numpy``'s
   ``-(out * (1 - out))``; negation is exact, so this changes no rounding;
 - relu' is ``sign(out)`` and relu ``maximum(z, 0)``: equal to ``numpy``'s up to
   the sign of zero.
-``loss_and_grads`` folds nothing (the gradient is not scaled by lr). Against
-numpy at 2-4-1 float64 over 20,000 steps (``harness.compare``): the one-step
-gradient error is 5.3e-16 (numpy's own 4.6e-16), and the update check's worst
-error is the same 0.11 of its allowance as numpy's.
+``loss_and_grads`` folds nothing (the gradient is not scaled by lr). ``harness.compare
+--impls numpy,numpy-fast`` shows its one-step errors and update checks beside numpy's.
 """
 from __future__ import annotations
 

@@ -70,8 +70,7 @@ def runner(plan: list[Call]) -> Callable[[Sequence[np.ndarray]], None]:
     ``for f, args in plan: f(*args)`` pays for the loop, the tuple unpacking and
     the argument spreading on every call; the generated function makes the same
     calls in the same order with each function and operand a local variable, as
-    ``call_floor_s`` makes its calls (1-8 % off a 2-4-1 step in three side-by-side
-    runs). ``SLOT`` in a call's arguments stands for the step's slot. The source
+    ``call_floor_s`` makes its calls (a few per cent off a 2-4-1 step). ``SLOT`` in a call's arguments stands for the step's slot. The source
     depends only on the plan's shape, so it is compiled once per shape (``_maker``).
     """
     names, values, lines = [], [], []

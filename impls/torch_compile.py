@@ -7,13 +7,13 @@ traces the backward of ``TorchAutograd._objective`` (inherited, not copied), so
 nothing is written by hand. Eager ``torch`` pays, every step, for dispatching some 30 ops
 one by one from Python and for recording and replaying the autograd tape;
 compiled, the step is 4 matmul calls and a few fused C++ kernels behind one
-guard check. Options measured on 2-4-1 float64 (CPU, 2 cores), per step:
+guard check. Of the options tried at 2-4-1 float64 on the CPU, this was the fastest:
 
-- ``torch.compile`` of ``torch.func.grad_and_value`` + in-place update: 0.39x
-  eager (kept); returning new parameter tensors instead: about 0.41x;
+- ``torch.compile`` of ``torch.func.grad_and_value`` + in-place update (kept);
+  returning new parameter tensors instead was slightly slower;
 - ``torch.compile`` of ``torch.autograd.grad`` + in-place update: no faster than
   eager (Dynamo cannot trace into ``autograd.grad``, so the graph breaks);
-- ``torch.jit.script`` with ``torch.autograd.grad``: about 0.8x eager.
+- ``torch.jit.script`` with ``torch.autograd.grad``: barely faster than eager.
 
 Each instance compiles its own step in the first call that needs it (``train``
 or ``loss_and_grads``), as ``jax`` jits per instance, so the harness's first call

@@ -14,7 +14,7 @@ index (``index_put``), all inside the loop. Inductor is asked for ``cpp_wrapper`
 code, with libm's tanh and exp: the tensors are a few elements wide) and
 ``cpp.threads=1``. What is left per step is mostly the allocation of each
 step's intermediate tensors, which Inductor does inside the loop body; three
-choices cut it (3.1 to 1.2 us a step at 2-4-1; README, "Fastest paths"):
+choices cut it (measured in ``python -m harness.bench``; docs, "Performance"):
 every scheduled node is compiled as a kernel of its own
 (``_kernel_per_node``), so Inductor frees each buffer after its last use and
 reuses it for the next step's (3 tensors allocated a step instead of 7); the
@@ -40,21 +40,17 @@ weight gradients, over the outputs for input gradients) are likewise plain
 left-to-right sums. NumPy's ``@`` hands the same products to BLAS, which may
 order and fuse them otherwise, and the loss sum and mean are Inductor's too, so
 results differ from NumPy's in the last bits only. ``harness.compare --impls
-numpy,torch-loop`` passes in float64 and float32; worst one-step relative error
-in float64 (allowance 1e-12): 5.2e-16 at 2-4-1 over 20,000 steps (numpy's own
-4.6e-16), 3.4e-16 at 2-16-16-1 with bce and mean, 2.9e-15 at 3-4-1 on parity:3
-(numpy 2.6e-15). ``forward`` and ``loss_and_grads`` run the same ``_forward``
-eagerly.
+numpy,torch-loop`` passes in float64 and float32, with one-step errors of the size
+of numpy's own. ``forward`` and ``loss_and_grads`` run the same ``_forward`` eagerly.
 
 Compile time: the first ``train`` for a (spec, data shape) compiles, by running
-0 steps; about 5-7 s at 2-4-1 on this 2-core CPU when Inductor's cache already
-holds the C++ build, 15-18 s when it does not (Inductor does not cache graphs
-with a ``while_loop`` itself, so every process traces and lowers again).
-``compile_seconds`` holds what this instance spent. Compiled loops are kept per
-(class, spec but lr, data shapes) in this module, so later instances in a
-process reuse them. Per step at 2-4-1 float64, 20,000 steps, min of 5 rounds
-interleaved in ``python -m harness.bench``: 1.15-1.18 us, 5.0-5.2 times the C loop's
-0.23, against 70 for torch-compile and 105-107 for eager torch (two runs).
+0 steps: seconds, and more when Inductor's cache does not yet hold the C++ build
+(Inductor does not cache graphs with a ``while_loop`` itself, so every process
+traces and lowers again). ``compile_seconds`` holds what this instance spent.
+Compiled loops are kept per (class, spec but lr, data shapes) in this module, so
+later instances in a process reuse them. Its time per step against the C loop's,
+torch-compile's and eager torch's is measured by ``python -m harness.bench``
+(``results/bench/``).
 
 Where this torch cannot compile the loop (no C++ compiler, no ``while_loop``,
 any exception from the compile) it raises ``Unavailable``: the cheap probes at

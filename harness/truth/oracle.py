@@ -10,8 +10,8 @@ that share no derivation:
   network per parameter entry gives every partial derivative, each sample's
   term apart, so the term scale sum_s |d loss_s / d theta| comes free.
 - **reverse mode**, written here from the chain rule, in any real dtype:
-  longdouble to train the truth's own trajectory (4x faster than complex step
-  at 2-4-1), float64 and float32 for the reference runs in the run's dtype.
+  longdouble to train the truth's own trajectory (faster than complex step
+  already at 2-4-1), float64 and float32 for the reference runs in the run's dtype.
   Every gradient the checks take from the oracle is verified: reverse mode
   against complex step, entry by entry (or, for networks too large for one
   copy per entry, along seeded random directions).
