@@ -72,7 +72,7 @@ import sys
 from pathlib import Path
 import numpy as np, pandas as pd
 from harness.reporting import plots, results
-from harness.running.workers import fork_context
+from harness.forking import fork_context
 
 assert fork_context() is not None  # no framework loaded: the plots are drawn in forks
 frame = pd.DataFrame({"impl": "numpy", "dtype": "float64", "step": np.arange(50), "loss": np.exp(-np.arange(50) / 9),

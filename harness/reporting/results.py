@@ -16,7 +16,7 @@ from typing import Callable
 
 import pandas as pd
 
-from harness.running.workers import fork_context
+from harness.forking import fork_context
 
 FORMAT_VERSION = 1
 RESULTS = Path("results")
@@ -84,7 +84,7 @@ def write(out: Path, tables: dict[str, pd.DataFrame], meta: dict, summary: str,
 
 
 def _draw(plots: list[Plot], folder: Path) -> None:
-    """Each plot to its file. Where a plain fork of this process is safe (``workers.fork_context``), all but
+    """Each plot to its file. Where a plain fork of this process is safe (``harness.forking``), all but
     the last are drawn in forks, side by side with the last drawn here (about 0.4 s of drawing in 0.2 s on
     two cores); a plot a fork did not write whole is drawn again here, so its error is raised here."""
     context = fork_context() if len(plots) > 1 else None

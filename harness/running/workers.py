@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from harness.forking import fork_context
 from harness.meta import framework_info
 from harness.running.guard import Fault, one_line
 
@@ -38,18 +39,6 @@ _FORKED: set["Worker"] = set()  # the live workers that are plain forks of this 
 PRELOAD = ["numpy", "scipy.special", "pandas", "harness.running.workers", "harness.truth.references",
            "impls.interface", "impls.registry"]
 _CONTEXT = get_context("forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
-THREADED = ("torch", "jax", "tensorflow", "keras")  # frameworks whose threads a plain fork would not carry over
-
-
-def fork_context():
-    """A plain fork of this process, for work that needs no framework (the oracle's worker, a plot): it starts
-    at once, without waiting for the fork server to import torch and JAX. None where no fork is safe (a
-    framework is loaded here) or possible (no fork on this platform)."""
-    if "fork" not in multiprocessing.get_all_start_methods() or any(m in sys.modules for m in THREADED):
-        return None
-    return get_context("fork")
-
-
 PRELOAD_LAST = ["harness.running.forkserver_exit"]  # after the frameworks: see that module
 FRAMEWORKS: list[str] = []  # torch, jax: imported once by the fork server when the run needs them (see frameworks)
 
