@@ -14,6 +14,11 @@ from impls.registry import DEFAULT, DEFAULT_OPTIMIZING, default_for, names
 from impls.spec import DTYPES, MIXED_PRECISIONS, RUN_DTYPES, ModelSpec
 
 
+# The hyperparameters a library may default differently from the spec (--framework-defaults); momentum's
+# library default is 0, which is no momentum at all, so it is not one of them.
+FRAMEWORK_DEFAULTS = ("lr", "beta1", "beta2", "eps", "weight_decay")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Defaults reproduce the notebook's printed run with every implementation, in both dtypes."""

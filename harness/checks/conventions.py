@@ -19,8 +19,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from harness.config import FRAMEWORK_DEFAULTS
 from harness.checks.trajectory import first_divergence, loss_table, param_table, relu_branch
-from harness.running.roster import FRAMEWORK_DEFAULTS
 from harness.running.runs import Run
 from harness.truth.optimizers import RELU_CONVENTION, conventions_of, departures
 from harness.truth.oracle import EXTENDED, Oracle

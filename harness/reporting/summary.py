@@ -12,9 +12,8 @@ import pandas as pd
 from harness import notebook
 from harness.checks.trajectory import Divergence
 from harness.checks.verdict import CONVENTION, INCONCLUSIVE, Finding, Verdict
-from harness.config import RunConfig
+from harness.config import FRAMEWORK_DEFAULTS, RunConfig
 from harness.reporting import tables as report
-from harness.running.roster import FRAMEWORK_DEFAULTS
 from harness.truth import products, tolerances
 from harness.truth.optimizers import SPEC_CONVENTIONS, departures
 from impls.spec import MIXED_PRECISIONS, ORACLE_DTYPE

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Callable
 
+from harness.config import FRAMEWORK_DEFAULTS
 from harness.params import cast
 from harness.running import plugins, workers
 from harness.running.guard import Fault, Hang, guarded, one_line, time_limit
@@ -72,9 +73,6 @@ def build(config, extra: dict[str, Factory], params, x, y) -> Roster:
         elif isinstance(impl, RemoteImpl):
             impl.worker.stop()
     return roster
-
-
-FRAMEWORK_DEFAULTS = ("lr", "beta1", "beta2", "eps", "weight_decay")  # momentum's library default is 0: not momentum
 
 
 def library_defaults(impl: Implementation) -> dict[str, float]:
