@@ -4,7 +4,7 @@ Compare it with the built-in ones:
 
     python -m harness.compare --impl examples.minimal_impl:MinimalNumpy --impls numpy,torch
 
-or assert it from your tests (see README, "Your own implementation"). It needs
+or assert it from your tests (see the docs, "Writing your own implementation"). It needs
 only the three methods of ``impls.interface.Implementation`` and a ``name``.
 """
 from __future__ import annotations

@@ -141,7 +141,7 @@ def prepare_oracle_process() -> None:
     processes (the trajectories, a second oracle worker): two BLAS threads a process on two cores wait on each
     other and run slower; one each keeps every core busy. Each product and activation allocates
     arrays of a megabyte or more, which malloc would map fresh and unmap again every time, touching every page
-    anew (README: what checking costs); kept in the heap, they are reused. Where mallopt is missing
+    anew (docs: what checking costs as the network grows); kept in the heap, they are reused. Where mallopt is missing
     (not glibc) only the BLAS limit applies."""
     from threadpoolctl import threadpool_limits
 
