@@ -1,7 +1,8 @@
 """The oracle: the spec's MLP written anew from ``ModelSpec``'s definition, in extended precision.
 
-It imports nothing from ``impls/`` but the spec (and from the harness only its tolerances), so no bug in an implementation
-can reach the truth it is judged against. Its gradients come from two methods
+It imports nothing from ``impls/`` but the spec (and from the harness only the truth's own modules:
+tolerances, update rules, products), so no bug in an implementation can reach the truth it is judged
+against. Its gradients come from two methods
 that share no derivation:
 
 - **complex step** in ``np.clongdouble``: d f / d theta_k = Im f(theta + i h e_k) / h

@@ -12,15 +12,19 @@ float64 BLAS, and the gap grows with width. The oracle's products go through
 2. **Multiply** (exact): with |entries| <= 2^bits and 2 bits + log2(k) <= 53
    (k the inner dimension), every partial sum of A_i @ B_j is an integer below
    2^53, so float64 BLAS returns it exactly, whatever its summation order,
-   blocking or thread count: the result is deterministic. All slices go
-   through one GEMM, the row slices stacked above each other against the
-   column slices side by side: ``slices``^2 products in one call.
-3. **Sum** (in longdouble): the products of one level i + j are integers below
-   2^64 and add exactly; the levels are added from the smallest up and scaled
-   back by powers of two (exact).
+   blocking or thread count: the result is deterministic. Only the pairs that
+   reach above the guard are formed (i + j < ``slices``): one GEMM per column
+   slice j, the row slices that pair with it stacked above each other.
+3. **Sum**: the first level (i + j = 0) is exact; the levels below it, 2^-bits
+   of it and less, are summed in float64 from the smallest up, which rounds
+   them by 2^-(53 + bits) of the first level, below the guard. Both are scaled
+   back by powers of two (exact) and added in longdouble.
 
 The only rounding is the slices' truncation, below 2^-(bits x slices) of each row's
-(column's) largest entry, and the final sum over levels in longdouble.
+(column's) largest entry, the float64 sum of the lower levels, and the final sum
+in longdouble. The split writes each extended value as two float64s first, which is
+exact up to 106 bits: where longdouble is IEEE quad (113 bits), the split keeps
+about 106 of them, still far beyond float64.
 ``SLICE_BITS_MIN`` x ``slices`` >= 64 + ``GUARD_BITS`` keeps that beyond
 longdouble's own 64-bit significand. Complex products take four real ones.
 A product too thin to pay for its splitting (``worth_splitting``: every product of the
