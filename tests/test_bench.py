@@ -109,3 +109,12 @@ def test_bench_exits_1_when_a_target_is_missed(monkeypatch, capsys, wall, code):
     assert bench.main(["--only-default", "--default-runs", "1"]) == code
     out = capsys.readouterr().out
     assert ("OVER" in out and "1 target(s) missed" in out) if code else "OVER" not in out
+
+
+def test_a_default_run_over_its_wall_time_target_is_missed_whatever_its_floor(monkeypatch, capsys):
+    """70 s against a floor of 65 s meets the ratio (1.08) but not the 60 s a default run may take."""
+    monkeypatch.setattr(bench, "default_floor", lambda tmp: (70.0, {
+        "trajectories_s": 120.0, "oracle_s": 10.0, "slots": 2, "floor_s": 65.0}, 0))
+    assert bench.main(["--only-default", "--default-runs", "1"]) == 1
+    out = capsys.readouterr().out
+    assert "(and <= 60 s  OVER)" in out and "70 > 60" in out
