@@ -23,7 +23,7 @@ ACTIVATIONS = {
 
 
 class MinimalNumpy:
-    """Backprop for any dense MLP with the sel loss, in about forty lines."""
+    """Backprop for any dense MLP with the sel loss and plain SGD, in about forty lines."""
 
     name = "minimal-numpy"  # how the report names it; must differ from the built-in names
     exact = True  # exact gradients (finite-difference ones would say False)
@@ -32,6 +32,8 @@ class MinimalNumpy:
     def __init__(self, spec: ModelSpec) -> None:
         if spec.loss != "sel":
             raise Unavailable("minimal-numpy implements the sel loss only")  # a reason, not a crash
+        if not spec.plain_sgd:  # its loop is p -= lr g: decline other optimizers, schedules and weight decay
+            raise Unavailable(f"minimal-numpy trains by plain SGD only, not {spec.optimizer}")
         self.spec, self.dtype = spec, np.dtype(spec.dtype)
 
     def _forward(self, p, x):

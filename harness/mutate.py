@@ -15,7 +15,7 @@ campaign.json and judgements.csv to --out, atomically.
 re-renders mutants.csv and summary.md after survivors are judged in
 judgements.csv (``equivalent`` with a one-line reason, or ``miss``).
 
-Exit codes: 0 the target is met (95 % caught and blamed right, none blamed on
+Exit codes: 0 the target is met (``report.TARGET`` caught and blamed right, none blamed on
 another), 1 it is not (or the unmutated copy fails), 2 bad usage, 130
 interrupted (nothing written).
 """

@@ -23,6 +23,11 @@ def test_the_documented_example_passes_from_the_api_and_the_cli(tmp_path, capsys
     assert code == 0 and capsys.readouterr().out.startswith("PASS")
 
 
+def test_the_documented_example_declines_what_its_loop_does_not_do():
+    with pytest.raises(AssertionError, match="nothing was compared.*plain SGD only, not adam"):
+        assert_matches_reference("examples.minimal_impl:MinimalNumpy", steps=20, optimizer="adam")
+
+
 @pytest.mark.parametrize("cls, model, expected", [
     (broken.TanhPrimeWrong, {}, "trajectory: tanh-prime-wrong float64 diverges at step 1 (by its loss);"
                                 " first disagreement: gradient of w0 at step 0"),
