@@ -38,7 +38,9 @@ def test_an_import_up_the_layers_breaks_the_contract_and_is_named(tmp_path):
 
 
 @pytest.mark.parametrize("module, argv", [("harness.frameworks", ["--steps", "x"]), ("harness.bench", ["--bogus"]),
-                                          ("harness.sweep", ["--jobs", "0"]), ("harness.mutate", ["--seed", "-1"])])
+                                          ("harness.sweep", ["--jobs", "0"]), ("harness.mutate", ["--seed", "-1"]),
+                                          ("harness.report", ["--results", "no-such-folder"]),
+                                          ("harness.report", ["--bogus"])])
 def test_every_command_says_bad_usage_in_one_line_with_exit_2(module, argv):
     """The shared parser (harness.cli): no argparse usage dump, one line, exit 2."""
     done = subprocess.run([sys.executable, "-m", module, *argv], cwd=ROOT, capture_output=True, text=True,
