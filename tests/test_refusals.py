@@ -90,3 +90,19 @@ def test_the_oracles_cost_follows_its_split_products(monkeypatch):
     found = resources.estimate(config, load(config.dataset)[0])
     assert resources.refusal(found, config.max_hours, None) is None
     assert found.biggest_seconds == "the oracle's longdouble run"
+
+
+def test_the_oracles_blas_rate_is_measured_on_one_thread_as_its_workers_compute(monkeypatch):
+    """A BLAS thread a core, beside a busy core, measured products many times slower than the oracle's
+    one-thread workers take them, and the estimate refused runs that fit."""
+    from threadpoolctl import threadpool_info
+
+    threads = []
+
+    def best(work):
+        threads.append(max((p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"), default=1))
+        return 1e-3
+
+    monkeypatch.setattr(resources, "_best", best)
+    resources.Rates.measure()
+    assert threads[0] == 1  # the first timing is the float64 BLAS product

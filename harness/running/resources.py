@@ -87,11 +87,17 @@ class Rates:
 
     @classmethod
     def measure(cls) -> "Rates":
+        """Measured on one BLAS thread, as the oracle's workers compute (``remote.prepare_oracle_process``): with
+        this process's default of a thread a core, small products ran many times slower whenever another
+        process kept a core busy, and the estimate refused runs that fit by far."""
+        from threadpoolctl import threadpool_limits
+
         small, wide = np.ones((4096,), EXTENDED), np.ones((128, 128))
         rough = np.full(1024, 0.5 + 1e-30j, np.clongdouble)
-        return cls(flop_seconds(ORACLE_DTYPE), _best(lambda: wide @ wide) / 128**3,
-                   _best(lambda: small + small) / small.size, _best(lambda: np.tanh(small)) / small.size,
-                   _best(lambda: np.tanh(rough)) / rough.size)
+        with threadpool_limits(1, user_api="blas"):
+            blas = _best(lambda: wide @ wide) / 128**3
+        return cls(flop_seconds(ORACLE_DTYPE), blas, _best(lambda: small + small) / small.size,
+                   _best(lambda: np.tanh(small)) / small.size, _best(lambda: np.tanh(rough)) / rough.size)
 
 
 def product_seconds(m: int, k: int, n: int, rates: Rates) -> float:
