@@ -53,13 +53,18 @@ def random_params(spec: ModelSpec, seed: int = 3) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(autouse=True)
-def patches_stay_in_this_process(request):
-    """A test that monkeypatches the harness or an implementation runs every call in this process, where
-    its patch is seen; every other test runs each implementation in its own worker, as users do."""
-    if "monkeypatch" in request.fixturenames:
-        from harness.running import remote
+def in_process_where_asked(request):
+    """A test marked ``@pytest.mark.in_process("why")`` runs every implementation and the oracle in this process,
+    where its monkeypatches of harness or implementation code are seen (a worker imports that code afresh and
+    would not see them); every other test runs each in its own worker, as users do. The reason is required."""
+    marker = request.node.get_closest_marker("in_process")
+    if marker is None:
+        return
+    if not (marker.args or marker.kwargs.get("reason")):
+        pytest.fail("@pytest.mark.in_process needs its reason: why this test cannot run in workers", pytrace=False)
+    from harness.running import remote
 
-        request.getfixturevalue("monkeypatch").setattr(remote, "ENABLED", False)
+    request.getfixturevalue("monkeypatch").setattr(remote, "ENABLED", False)
 
 
 @pytest.fixture

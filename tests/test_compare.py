@@ -16,6 +16,7 @@ pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m
 SHORT = ["--steps", "300", "--check-every", "100"]
 FILES = ["summary.md", "gradients.csv", "trajectory.csv", "parameters.csv", "divergence.csv", "final.csv",
          "timings.csv", "agreement.csv", "verdicts.csv", "meta.json", "loss.png", "deviation.png", "timings.png"]
+REGISTERED = "the planted class is registered by monkeypatching the registry, which a worker would not see"
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +74,7 @@ def test_summary_reads_first(short_run):
         assert f"## {heading}" in text
 
 
+@pytest.mark.in_process(REGISTERED)
 @pytest.mark.parametrize("cls, expected", [
     (TanhPrimeWrong, "diverges at step 1 (by its loss); first disagreement: gradient of w0 at step 0"),
     (BiasGradMean, "diverges at step 1 (by its loss); first disagreement: gradient of b1 at step 0"),
@@ -88,6 +90,7 @@ def test_a_planted_bug_exits_1_naming_step_and_parameter(monkeypatch, capsys, tm
     assert "numpy float64" not in out  # the correct implementation is not blamed
 
 
+@pytest.mark.in_process(REGISTERED)
 def test_one_step_checks_name_the_parameter(monkeypatch, capsys, tmp_path):
     name = register(monkeypatch, TanhPrimeWrong)
     assert compare.main([*SHORT, "--impls", name, "--dtype", "float64", "--out", str(tmp_path / "r"), "--quiet",
@@ -97,6 +100,7 @@ def test_one_step_checks_name_the_parameter(monkeypatch, capsys, tmp_path):
     assert f"finite-difference: {name} float64 step 0 w0: relative error" in out
 
 
+@pytest.mark.in_process(REGISTERED)
 def test_a_planted_bug_is_caught_in_float32_too(monkeypatch, capsys, tmp_path):
     name = register(monkeypatch, BiasGradMean)
     code = compare.main([*SHORT, "--impls", name, "--dtype", "float32", "--out", str(tmp_path / "r"), "--quiet",

@@ -10,10 +10,10 @@ import pytest
 from harness import fuzz
 from harness.checks.verdict import Finding, Verdict
 from harness.fuzzing.search import causes, classify
-from harness.running import remote
 
 pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m 'not slow'
 
+HERE = "hundreds of comparisons a test, much cheaper in this process; these plugins cannot crash"
 BUDGET = ["--max-examples", "25", "--max-steps", "20", "--seed", "1", "--quiet"]
 
 
@@ -26,14 +26,14 @@ def _hidden(layers: str) -> list[int]:
     return [int(n) for n in layers.split(",")[1:-1]]
 
 
+@pytest.mark.in_process(HERE)
 @pytest.mark.parametrize("planted, trigger", [
     ("WideLayerBug", lambda r: max(_hidden(r.layers)) == 9),  # the smallest width that shows it
     ("ReluBug", lambda r: "relu" in r.activations.split(",") and r["dtype"] == "float64" and r.reduction == "sum"),
     ("Float32Bug", lambda r: r["dtype"] == "float32" and r.layers == "2,1" and r.reduction == "sum"),
     ("MeanBug", lambda r: r.reduction == "mean" and r.layers == "2,1" and r["dtype"] == "float64"),
 ])
-def test_a_planted_bug_is_found_and_shrunk_to_its_trigger(tmp_path, monkeypatch, planted, trigger):
-    monkeypatch.setattr(remote, "ENABLED", False)  # in this process: faster, and these plugins cannot crash
+def test_a_planted_bug_is_found_and_shrunk_to_its_trigger(tmp_path, planted, trigger):
     code, rows, reproducers = _fuzz(tmp_path, "--impls", "", "--impl", f"tests.broken_fuzz:{planted}")
     assert code == 1
     assert len(reproducers) == 1, reproducers
@@ -46,8 +46,8 @@ def test_a_planted_bug_is_found_and_shrunk_to_its_trigger(tmp_path, monkeypatch,
     assert (rows.phase == "generate").sum() == 25  # a failure does not end the search: every example is drawn
 
 
-def test_two_bugs_of_one_implementation_give_two_reproducers(tmp_path, monkeypatch):
-    monkeypatch.setattr(remote, "ENABLED", False)
+@pytest.mark.in_process(HERE)
+def test_two_bugs_of_one_implementation_give_two_reproducers(tmp_path):
     code, rows, reproducers = _fuzz(tmp_path, "--impls", "", "--impl", "tests.broken_fuzz:TwoBugs")
     assert code == 1 and len(reproducers) == 2, reproducers
     by_check = {r.cause.split(": ")[1].split(" at ")[0]: r for _, r in reproducers.iterrows()}
@@ -57,8 +57,8 @@ def test_two_bugs_of_one_implementation_give_two_reproducers(tmp_path, monkeypat
     assert schedule["dtype"] == "float64" and schedule.schedule == "step"  # the other bug, shrunk on its own
 
 
-def test_a_rerun_replays_the_failures_it_kept_first(tmp_path, monkeypatch):
-    monkeypatch.setattr(remote, "ENABLED", False)
+@pytest.mark.in_process(HERE)
+def test_a_rerun_replays_the_failures_it_kept_first(tmp_path):
     argv = ("--impls", "", "--impl", "tests.broken_fuzz:MeanBug", "--max-examples", "8")
     _fuzz(tmp_path, *argv)
     assert (tmp_path / "out" / "hypothesis" / "examples.json").exists()
@@ -66,8 +66,8 @@ def test_a_rerun_replays_the_failures_it_kept_first(tmp_path, monkeypatch):
     assert code == 1 and rows.verdict.iloc[0] == "fail" and rows.reduction.iloc[0] == "mean"
 
 
-def test_the_correct_implementations_pass(tmp_path, monkeypatch):
-    monkeypatch.setattr(remote, "ENABLED", False)
+@pytest.mark.in_process(HERE)
+def test_the_correct_implementations_pass(tmp_path):
     code, rows, reproducers = _fuzz(tmp_path, "--impls", "numpy", "--max-examples", "6")
     assert code == 0 and len(reproducers) == 0 and set(rows.verdict) <= {"pass", "convention"}
 

@@ -10,18 +10,12 @@ from impls.registry import create
 from impls.spec import ModelSpec, OPTIMIZERS
 from tests import broken_optim
 
-pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m 'not slow'
+pytestmark = [pytest.mark.slow,  # the edit loop leaves this module out: pytest -m 'not slow'
+              # keras and the frameworks imported and compiled once per test process, not in fresh workers for each
+              # comparison (test_isolation.py and test_reliability.py cover the workers); some plant bugs here too
+              pytest.mark.in_process("two dozen comparisons of keras, optax and torch-nn: far cheaper in one process")]
 
 NATIVE = ("numpy", "torch-nn", "jax-optax", "keras")
-
-
-@pytest.fixture(autouse=True)
-def in_this_process(monkeypatch):
-    """Every comparison here runs in this process, so keras and the frameworks are imported once per test
-    process rather than in fresh workers for each test (test_isolation.py and test_reliability.py cover those)."""
-    from harness.running import remote
-
-    monkeypatch.setattr(remote, "ENABLED", False)
 
 
 def _run(**settings):

@@ -61,6 +61,7 @@ def test_a_wide_network_is_checked_along_directions():
     assert truth.method == "reverse mode, checked by complex step along 4 directions"
 
 
+@pytest.mark.in_process("the slip is a monkeypatch of the oracle's code, which its worker would not see")
 def test_a_slip_in_the_oracle_stops_the_run_with_exit_3(monkeypatch, capsys, tmp_path, data, notebook_params):
     right = oracle_module._activation_slope
     monkeypatch.setattr(oracle_module, "_activation_slope",

@@ -100,6 +100,7 @@ def test_a_faulty_implementation_is_named_and_the_rest_still_compared(tmp_path, 
     assert list(final.impl) == ["numpy", "jax"]
 
 
+@pytest.mark.in_process("torch and jax are made missing in this process's sys.modules, not in a worker's")
 def test_missing_frameworks_are_unavailable_and_the_rest_runs(tmp_path, monkeypatch):
     for framework, module in (("torch", "impls.torch_autograd"), ("jax", "impls.jax_grad")):
         monkeypatch.setitem(sys.modules, framework, None)
@@ -199,18 +200,18 @@ def test_results_in_worker_processes_equal_those_computed_here(tmp_path, monkeyp
 
     argv = ["--impls", "numpy,torch,jax", "--dtype", "float64", "--steps", "200", "--check-every", "100", "--quiet",
             "--no-plots"]
-    assert compare.main([*argv, "--out", str(tmp_path / "here")]) == 0  # the fixture turned workers off
+    monkeypatch.setattr(remote, "ENABLED", False)
+    assert compare.main([*argv, "--out", str(tmp_path / "here")]) == 0
     monkeypatch.setattr(remote, "ENABLED", True)
     assert compare.main([*argv, "--out", str(tmp_path / "workers")]) == 0
     for name in ("trajectory.csv", "parameters.csv", "gradients.csv", "final.csv", "divergence.csv"):
         assert (tmp_path / "here" / name).read_bytes() == (tmp_path / "workers" / name).read_bytes(), name
 
 
+@pytest.mark.in_process("the timing is patched here, where a worker would not see it")
 def test_a_timing_that_raises_is_a_fault_of_that_implementation_and_its_trajectory_stands(monkeypatch):
     from harness.config import RunConfig
-    from harness.running import remote, timing
-
-    monkeypatch.setattr(remote, "ENABLED", False)  # in this process, where the patched timing is seen
+    from harness.running import timing
 
     def broken(impl, *args):
         if impl.name == "numpy-fd":

@@ -68,6 +68,7 @@ def test_bad_usage_exit_2(capsys, argv, message):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.in_process("numpy's tanh' is broken by a monkeypatch, which its worker would not see")
 def test_the_passed_column_is_the_verdict_and_a_planted_bug_fails_its_point(tiny_grid, tmp_path, monkeypatch):
     import impls.np_notebook as m
 

@@ -112,6 +112,7 @@ def test_no_cpp_compiler_is_refused_at_construction(monkeypatch):
         torch_loop._cannot_compile.cache_clear()
 
 
+@pytest.mark.in_process("the wrong rate is a monkeypatch, and the module's compiled loop is reused only here")
 def test_a_wrong_update_is_caught_and_blamed_on_torch_loop(monkeypatch, trained):
     """Negative control: the loop steps with 1.001 * lr (its own compiled loop, reused, fed a wrong rate)."""
     right = torch_loop.TorchLoop._rate

@@ -13,6 +13,7 @@ from harness.truth.references import Reference, envelope
 
 pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m 'not slow'
 
+PATCHED = "the bug is a monkeypatch of the implementation's code, which its worker would not see"
 SHORT = ["--steps", "300", "--check-every", "100", "--quiet", "--no-plots"]
 
 
@@ -21,6 +22,7 @@ def _main(capsys, tmp_path, *argv) -> tuple[int, list[str]]:
     return code, [line for line in capsys.readouterr().out.splitlines() if not line.startswith("results:")]
 
 
+@pytest.mark.in_process(PATCHED)
 def test_a_wrong_update_rule_fails_whoever_uses_it(monkeypatch):
     """update_weights stepping 1.001 lr g: numpy and numpy-fd share it and fail; torch and jax pass."""
     import impls.np_notebook as m
@@ -91,6 +93,7 @@ def test_the_api_fails_when_nothing_was_compared():
         assert_matches_reference(DeclinesEverything, steps=20)
 
 
+@pytest.mark.in_process(PATCHED)
 def test_a_slow_implementation_is_a_fault_not_a_crash(monkeypatch, capsys, tmp_path):
     """Once, numpy hitting --time-limit crashed the run (it was the baseline). Now it is one fault line."""
     import time
@@ -119,6 +122,7 @@ def test_the_envelope_is_the_spread_of_the_plain_runs_as_a_running_max():
     np.testing.assert_allclose(envelope(truth, [plain, twin]).loss, [2e-12, 1e-9, 1e-9], rtol=1e-3)
 
 
+@pytest.mark.in_process(PATCHED)
 def test_a_built_in_loop_that_returns_the_wrong_shape_is_a_fault_not_a_crash(monkeypatch, capsys, tmp_path):
     """Found by the mutation campaign: a jax loop that ran a third of its segments crashed the harness."""
     import impls.jax_grad as m
@@ -129,6 +133,7 @@ def test_a_built_in_loop_that_returns_the_wrong_shape_is_a_fault_not_a_crash(mon
     assert code == 1 and lines == ["faulty: jax float64: train() returned losses of shape (200,), expected (300,)"]
 
 
+@pytest.mark.in_process(PATCHED)
 def test_a_built_in_implementation_that_fails_to_build_is_a_fault(monkeypatch, capsys, tmp_path):
     import impls.torch_autograd as m
 
@@ -139,6 +144,7 @@ def test_a_built_in_implementation_that_fails_to_build_is_a_fault(monkeypatch, c
     assert code == 1 and lines == ["faulty: torch float64: construction raised NameError: name 'oops' is not defined"]
 
 
+@pytest.mark.in_process(PATCHED)
 def test_a_built_in_that_declines_a_dtype_it_supports_is_a_fault(monkeypatch, capsys, tmp_path):
     """Found by the mutation campaign: a mutated dtype check made torch 'unavailable' and the run passed."""
     import impls.torch_autograd as m
