@@ -2,6 +2,12 @@
 from __future__ import annotations
 
 import os
+import queue
+import signal
+import subprocess
+import threading
+import time
+from typing import Callable, IO
 
 import numpy as np
 import pytest
@@ -65,6 +71,74 @@ def in_process_where_asked(request):
     from harness.running import remote
 
     request.getfixturevalue("monkeypatch").setattr(remote, "ENABLED", False)
+
+
+def wait_until(ready: Callable[[], object], seconds: float, what: str):
+    """``ready()``'s first true value, polled until ``seconds`` have passed (then the test fails naming ``what``):
+    how a test waits for a child process to reach a point, instead of sleeping for a time it hopes is enough."""
+    deadline = time.monotonic() + seconds
+    while not (found := ready()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited {seconds:g} s for {what}", pytrace=False)
+        time.sleep(0.02)
+    return found
+
+
+class Lines:
+    """The lines a child process writes to a pipe, read on a thread of their own, so that a test can wait for
+    one with a deadline (a line the child writes when it reaches a point is a readiness signal)."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.seen: list[str] = []
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._reader.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self._lines.put(line)
+        self._lines.put(None)  # the end of the stream
+
+    def wait_for(self, prefix: str, seconds: float, what: str) -> str:
+        """The next line that starts with ``prefix`` ("" for any line); the test fails if none comes in time."""
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail(f"waited {seconds:g} s for {what}; the child wrote {''.join(self.seen)!r}", pytrace=False)
+            if line is None:
+                pytest.fail(f"the child's output ended before {what}: {''.join(self.seen)!r}", pytrace=False)
+            self.seen.append(line)
+            if line.startswith(prefix):
+                return line
+
+    def rest(self, seconds: float) -> str:
+        """Everything the child wrote, once it has closed its end of the pipe (waited for up to ``seconds``)."""
+        self._reader.join(seconds)
+        while True:
+            try:
+                line = self._lines.get_nowait()
+            except queue.Empty:
+                return "".join(self.seen)
+            if line is not None:
+                self.seen.append(line)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """Every process left in the process group of ``proc`` (started with ``start_new_session=True``) killed, so a
+    test that failed midway leaves no run behind."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:  # the run and everything it started have ended
+        pass
+    proc.wait()
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes ``pid`` started, and theirs (``ps``)."""
+    found = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout.split()
+    return [int(p) for p in found] + [d for p in found for d in descendants(int(p))]
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+from pathlib import Path
 
 from impls.np_backprop import NumpyBackprop
 
@@ -28,11 +29,17 @@ class SegfaultsInLossAndGrads(NumpyBackprop):
         return super().loss_and_grads(params, x, y)
 
 
+ASLEEP = "XOR_HARNESS_TEST_ASLEEP"  # a file HangsInC creates as it goes to sleep, where this names one
+
+
 class HangsInC(NumpyBackprop):
-    """forward() sleeps inside C (libc's sleep), where no Python signal handler can run."""
+    """forward() sleeps inside C (libc's sleep), where no Python signal handler can run; first it creates the file
+    that the environment variable ASLEEP names, if set (a test waits for that file, not for a guessed time)."""
 
     name = "hangs-in-c"
 
     def forward(self, params, x):
+        if os.environ.get(ASLEEP):
+            Path(os.environ[ASLEEP]).touch()
         ctypes.CDLL(None).sleep(3600)
         return super().forward(params, x)

@@ -14,6 +14,8 @@ from harness.running.workers import Worker, cause_of_death, pid_of
 from harness.running.guard import Fault
 from impls.registry import create
 from impls.spec import ModelSpec
+from tests import crashy
+from tests.conftest import descendants, kill_group, wait_until
 
 pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m 'not slow'
 
@@ -55,26 +57,24 @@ def test_a_dead_worker_is_named_by_its_signal(data, notebook_params):
 
 def test_sigterm_ends_the_run_and_every_worker_at_once(tmp_path):
     """Even while an implementation computes inside C, the main process answers SIGTERM and leaves nothing."""
-    out = tmp_path / "out"
+    out, asleep = tmp_path / "out", tmp_path / "asleep"
     proc = subprocess.Popen([sys.executable, "-m", "harness.compare", *SHORT, "--impls", "numpy",
                              "--impl", "tests.crashy:HangsInC", "--out", str(out)], cwd=ROOT,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    time.sleep(3)  # workers built (no framework to import), the plugin asleep in C since its validation
-    children = _descendants(proc.pid)
-    start = time.perf_counter()
-    proc.send_signal(signal.SIGTERM)
-    code = proc.wait(timeout=30)
-    assert code == 143 and time.perf_counter() - start < 5
-    assert not out.exists()
-    deadline = time.perf_counter() + 5
-    while [pid for pid in children if _alive(pid)] and time.perf_counter() < deadline:
-        time.sleep(0.1)
-    assert not [pid for pid in children if _alive(pid)], "a worker outlived the run"
-
-
-def _descendants(pid: int) -> list[int]:
-    found = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout.split()
-    return [int(p) for p in found] + [d for p in found for d in _descendants(int(p))]
+                            env={**os.environ, crashy.ASLEEP: str(asleep)}, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        # every worker started (they start together), the plugin asleep in C since its validation's forward()
+        wait_until(asleep.exists, 120, "the plugin to go to sleep in C")
+        children = descendants(proc.pid)
+        start = time.perf_counter()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)
+        assert code == 143 and time.perf_counter() - start < 5
+        assert not out.exists()
+        wait_until(lambda: not [pid for pid in children if _alive(pid)], 5,
+                   "every worker to end (one outlived the run)")
+    finally:
+        kill_group(proc)  # what a failed check left running
 
 
 def _alive(pid: int) -> bool:

@@ -3,7 +3,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +11,7 @@ import pytest
 from harness import compare
 from harness.reporting import results
 from harness.config import parse_args
+from tests.conftest import Lines, descendants, kill_group, wait_until
 
 pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m 'not slow'
 
@@ -118,16 +118,20 @@ def test_missing_frameworks_are_unavailable_and_the_rest_runs(tmp_path, monkeypa
 def test_an_interrupted_run_writes_nothing_and_says_so(tmp_path, signum, code):
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "harness.compare", "--impls", "numpy", "--steps", "2000000",
-                             "--check-every", "1000", "--out", str(out)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    started = proc.stderr.readline()  # printed once the signal handlers are in place
-    assert started.startswith("harness.compare: 2,000,000 steps of numpy")
-    time.sleep(0.5)  # training under way
-    proc.send_signal(signum)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == code
-    assert "interrupted; nothing was written" in err
-    assert list(tmp_path.iterdir()) == []
+                             "--check-every", "1000", "--out", str(out)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    err = Lines(proc.stderr)
+    try:
+        started = err.wait_for("", 60, "its first line")  # once the signal handlers are in place
+        assert started.startswith("harness.compare: 2,000,000 steps of numpy")
+        # said once the workers are built and calibrated, as the trajectories start: training under way
+        err.wait_for("harness.compare: estimated ", 120, "the run's estimate")
+        proc.send_signal(signum)
+        assert proc.wait(timeout=60) == code
+        assert "interrupted; nothing was written" in err.rest(60)
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        kill_group(proc)  # what a failed check left running
 
 
 def test_reading_back_validates_the_folder(tmp_path):
@@ -250,13 +254,18 @@ def test_a_network_whose_truth_takes_split_products_reruns_identically(tmp_path)
 def test_sweep_and_fuzz_answer_sigterm_with_143_and_write_nothing(tmp_path, argv, said):
     """The shared signal handling (harness.cli), as compare's above."""
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", *argv, "--out", str(out)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    started = proc.stderr.readline()  # printed once the signal handlers are in place
-    assert started.startswith(said), started
-    time.sleep(1.0)  # work under way
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)  # a loaded machine: the workers are stopped and reaped first
-    assert proc.returncode == 143, err
-    assert "interrupted; nothing was written" in err
-    assert list(tmp_path.iterdir()) == []
+    proc = subprocess.Popen([sys.executable, "-m", *argv, "--out", str(out)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    err = Lines(proc.stderr)
+    try:
+        started = err.wait_for("", 60, "its first line")  # once the signal handlers are in place
+        assert started.startswith(said), started
+        wait_until(lambda: descendants(proc.pid), 120, "the first comparison's workers")  # work under way
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=120)  # a loaded machine: the workers are stopped and reaped first
+        rest = err.rest(60)
+        assert code == 143, rest
+        assert "interrupted; nothing was written" in rest
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        kill_group(proc)  # what a failed check left running
