@@ -58,6 +58,20 @@ def random_params(spec: ModelSpec, seed: int = 3) -> dict[str, np.ndarray]:
     return {k: rng.standard_normal(s) for k, s in spec.param_shapes().items()}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def fork_server_with_torch_and_jax():
+    """The workers' fork server started first, with torch and JAX imported, as a run that compares them starts it.
+
+    The test modules import torch and JAX into this process, so each run's oracle workers start through the fork
+    server (no plain fork of a process with a framework loaded) before the run has said which frameworks it
+    needs: left to the first run, the fork server would import neither, and every torch or JAX worker of the
+    session would import its framework afresh (about 1.5 s of CPU each; 50 s of CPU over the suite)."""
+    from harness.running import workers
+
+    workers.frameworks(["torch", "jax"])
+    workers.Worker("warm-up", dict).close()
+
+
 @pytest.fixture(autouse=True)
 def in_process_where_asked(request):
     """A test marked ``@pytest.mark.in_process("why")`` runs every implementation and the oracle in this process,
