@@ -9,14 +9,22 @@ import threading
 import time
 from typing import Callable, IO
 
-import numpy as np
-import pytest
+# `-n 2` runs two test processes on two cores, each running comparisons whose processes keep thread pools; a pool
+# thread that spins while it waits for work (libgomp's, under torch; OpenBLAS's) burns time the other process's
+# work needs: 8 % of the suite's CPU in a perf profile. Idle threads here sleep at once instead: no result
+# changes, only how an idle thread waits. Set before numpy and torch load; the workers and the commands the tests
+# start inherit it; a value already in the environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # 2^4 cycles of spinning (default 2^28, about 0.1 s)
 
-from harness.data import xor
-from harness.init import NOTEBOOK, initial_params
-from impls.interface import Implementation, Unavailable
-from impls.registry import create
-from impls.spec import ModelSpec
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from harness.data import xor  # noqa: E402
+from harness.init import NOTEBOOK, initial_params  # noqa: E402
+from impls.interface import Implementation, Unavailable  # noqa: E402
+from impls.registry import create  # noqa: E402
+from impls.spec import ModelSpec  # noqa: E402
 
 # CI sets this so that a framework missing from the environment fails the run instead of skipping.
 REQUIRE_ALL = os.environ.get("XOR_HARNESS_REQUIRE_ALL") == "1"
