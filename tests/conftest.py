@@ -41,6 +41,34 @@ def distributed_or_skip():
     return dask.distributed
 
 
+# How `-n 2` (pytest-xdist) shares the suite out, unless --dist is given: a test at a time to whichever worker is
+# free (no queue of tests behind a long one while the other worker idles), but each module whose module-scoped
+# fixture costs seconds (a compile, a cluster, a shared run) whole to one worker, so that fixture is built once;
+# and the slow modules first, these among them, so that the short tests fill the end.
+SHARED_FIXTURES = ("test_dask_cluster.py", "test_executors.py", "test_torch_loop.py", "test_compare.py")
+
+
+def pytest_xdist_make_scheduler(config, log):
+    given = [*config.invocation_params.args, *os.environ.get("PYTEST_ADDOPTS", "").split()]
+    if config.getvalue("dist") != "load" or config.option.distload or any(a.startswith("--dist") for a in given):
+        return None  # xdist's own
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByTestOrModule(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module.rsplit("/", 1)[-1] in SHARED_FIXTURES else nodeid
+
+    return ByTestOrModule(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    def first(item) -> int:
+        return 0 if item.path.name in SHARED_FIXTURES else 1 if item.get_closest_marker("slow") else 2
+
+    items.sort(key=first)  # stable: the order within each rank is the files'
+
+
 EXACT = ["numpy", "torch", "jax"]  # implementations with exact (non finite-difference) gradients
 
 
