@@ -31,7 +31,8 @@ def test_fuzz_rows_are_the_same_on_local_processes_and_on_a_dask_cluster(tmp_pat
     assert {"host", "device"} <= set(remote.columns) and remote.host.notna().all()
 
 
-def test_sweep_rows_are_the_same_on_local_processes_and_on_a_dask_cluster(tmp_path, cluster):
+def test_sweep_rows_are_the_same_on_local_processes_and_on_a_dask_cluster(tmp_path, cluster, monkeypatch):
+    monkeypatch.setitem(sweep.GRID, "depth", (1, 2))  # the grid is drawn here: two points, one a Dask worker
     argv = ["--axes", "depth", "--impls", "numpy", "--dtype", "float64", "--steps", "20", "--quiet"]
     assert sweep.main([*argv, "--jobs", "1", "--out", str(tmp_path / "local")]) == 0
     assert sweep.main([*argv, "--scheduler", cluster, "--out", str(tmp_path / "dask")]) == 0
