@@ -7,6 +7,7 @@ import signal
 import subprocess
 import threading
 import time
+from pathlib import Path
 from typing import Callable, IO
 
 # `-n 2` runs two test processes on two cores, each running comparisons whose processes keep thread pools; a pool
@@ -39,6 +40,18 @@ def distributed_or_skip():
             raise
         pytest.skip(f"dask.distributed is not installed ({exc})", allow_module_level=True)
     return dask.distributed
+
+
+def pytest_configure(config):
+    """Under -n 2: JAX's persistent compilation cache in this run's temporary folder (pytest rotates it away), so a
+    worker that compiles what an earlier test's worker compiled (the same program, shapes and options: the
+    notebook's net in each dtype, say) reads the executable instead of compiling it again. No result changes:
+    the cache hands back what the compiler would. Set before JAX loads (the test modules import it at
+    collection); the workers and the commands the tests start inherit it; a value already set wins."""
+    run = getattr(config, "workerinput", None) and config.option.basetemp  # <this run's folder>/popen-gwN
+    if run:
+        os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(run).parent / "jax-cache"))
+        os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # default: only compiles over 1 s
 
 
 # How `-n 2` (pytest-xdist) shares the suite out, unless --dist is given: a test at a time to whichever worker is
