@@ -192,10 +192,38 @@ def envelope(truth: Reference, plain: list[Reference]) -> Envelope:
     for a, b in pairs:
         loss = np.fmax(loss, np.where(np.isfinite(a.losses), loss_error(a.losses, b.losses, truth.losses), 0.0))
     loss = np.fmax.accumulate(np.where(np.isfinite(loss), loss, 0.0))
+    return Envelope(loss, _params_envelope(truth, plain))
+
+
+ENVELOPE_BLOCK = 1 << 20  # entries of one run's checkpoints taken at once: 16 MiB in longdouble
+
+
+def _params_envelope(truth: Reference, plain: list[Reference]) -> dict[int, float]:
+    """``param_errors`` over the same pairs as ``envelope``, maximised over parameters and pairs and then over
+    the steps so far: the same numbers, but with each run's checkpoints read as one array per block of steps
+    (one conversion a run, one reduction a pair) instead of one small array per parameter, pair and step."""
+    steps = sorted(truth.checkpoints)
+    if not steps:
+        return {}
+    names = list(truth.state(steps[0]))
+    starts = np.cumsum([0, *(np.size(truth.state(steps[0])[n]) for n in names)])
+    runs = [truth, *plain]
+    pairs = [(i, 0) for i in range(1, len(runs))] + list(combinations(range(1, len(runs)), 2))
+    rows = max(1, ENVELOPE_BLOCK // int(starts[-1]))
     params, running = {}, 0.0
-    for step in sorted(truth.checkpoints):
-        ref = truth.state(step)
-        found = [e for a, b in pairs for e in param_errors(a.state(step), b.state(step), ref).values()]
-        running = max([running, *(e for e in found if np.isfinite(e))])
-        params[step] = running
-    return Envelope(loss, params)
+    for first in range(0, len(steps), rows):
+        block = steps[first:first + rows]
+        flat = [np.stack([np.concatenate([np.ravel(np.asarray(run.state(step)[n], EXTENDED)) for n in names])
+                          for step in block]) for run in runs]
+        # as param_errors: the network's largest parameter, by Python's max over the parameters' largest
+        scale = np.maximum.reduceat(np.abs(flat[0]), starts[:-1], axis=1)
+        scales = np.array([max(row) for row in scale], dtype=EXTENDED)[:, None]
+        found = np.full(len(block), -np.inf)
+        for a, b in pairs:  # a parameter with a non-finite entry in either run gives NaN or inf: left out
+            with np.errstate(over="ignore"):  # as float() of each: past float64's range is inf, left out
+                errors = (np.maximum.reduceat(np.abs(flat[a] - flat[b]), starts[:-1], axis=1) / scales).astype(float)
+            found = np.fmax(found, np.max(np.where(np.isfinite(errors), errors, -np.inf), axis=1))
+        for step, value in zip(block, found):
+            running = max(running, float(value))
+            params[step] = running
+    return params
