@@ -31,6 +31,7 @@ FLOAT64_ONLY = ("numpy-fd",)  # every other implementation runs in float64 and f
 # the ones that also run the spec's reduced dtypes (bfloat16, float16); the others decline them with a reason
 REDUCED = ("numpy", "torch", "jax", "jax-step", "torch-compile", "torch-nn", "jax-optax", "keras")
 MIXED = ("numpy", "torch-nn", "jax-optax", "keras")  # follow the mixed policy (--mixed-precision)
+THREAD_ON_IMPORT = ("keras",)  # importing keras starts a thread: no process may import it and then fork
 PLAIN_SGD_ONLY = ("torch", "jax", "numpy-fast", "jax-step", "torch-compile", "torch-loop")  # hand-rolled SGD loops
 
 

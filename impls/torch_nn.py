@@ -13,6 +13,9 @@ from typing import Sequence
 
 import numpy as np
 import torch
+# torch.optim's first optimizer imports torch._dynamo (about 1 s); imported with this module instead, a fork server
+# that preloads the module does that once for every worker
+import torch._dynamo  # noqa: F401
 from torch import nn
 
 from impls.interface import Params, TrainResult, Unavailable, check_record, require_dtype

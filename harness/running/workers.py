@@ -40,20 +40,24 @@ PRELOAD = ["numpy", "scipy.special", "pandas", "harness.running.workers", "harne
            "impls.interface", "impls.registry"]
 _CONTEXT = get_context("forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
 PRELOAD_LAST = ["harness.running.forkserver_exit"]  # after the frameworks: see that module
-FRAMEWORKS: list[str] = []  # torch, jax: imported once by the fork server when the run needs them (see frameworks)
+FRAMEWORKS: list[str] = []  # the run's implementation modules, imported once by the fork server (see frameworks)
+NOT_IN_WORKERS = ("harness.reporting",)  # tables and plots (matplotlib): drawn here or in plain forks, never there
 
 
-def frameworks(names: list[str]) -> None:
-    """Have the fork server import these frameworks before it forks the first worker (imported, not yet used,
-    neither has started a thread; each worker then starts with it loaded instead of importing it again)."""
-    FRAMEWORKS[:] = [n for n in dict.fromkeys(names) if n in ("torch", "jax")]
+def frameworks(modules: list[str]) -> None:
+    """Have the fork server import these modules (the run's implementations and so their frameworks) before it
+    forks the first worker: imported, not yet used, none has started a thread; each worker then starts with
+    them loaded instead of importing them again. A module that fails to import is left to the worker."""
+    FRAMEWORKS[:] = list(dict.fromkeys(modules))
 
 
 def _preload() -> None:
     """Before the fork server starts: what it imports once for every worker, with every harness module
-    this process has loaded (a worker runs its main module's body again, cheap once those are imported)."""
+    this process has loaded that a worker may use (a worker runs its main module's body again, cheap once
+    those are imported)."""
     main = getattr(sys.modules["__main__"], "__spec__", None)
-    loaded = [m for m in list(sys.modules) if m.startswith("harness.") and (main is None or m != main.name)]
+    loaded = [m for m in list(sys.modules) if m.startswith("harness.") and (main is None or m != main.name)
+              and not m.startswith(NOT_IN_WORKERS)]
     _CONTEXT.set_forkserver_preload(PRELOAD + loaded + FRAMEWORKS + PRELOAD_LAST)
 
 
