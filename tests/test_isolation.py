@@ -55,6 +55,17 @@ def test_a_dead_worker_is_named_by_its_signal(data, notebook_params):
     assert cause_of_death(-11) == "killed by SIGSEGV" and cause_of_death(3) == "exited with code 3"
 
 
+def test_a_worker_dead_long_before_the_next_call_is_named_by_its_signal_not_the_broken_pipe(data, notebook_params):
+    """The 2,000-step 10-1024-1024-1 run said `loss_and_grads() raised BrokenPipeError` of a worker the OOM killer
+    had ended minutes before: the call's arguments went into a pipe with no reader left."""
+    impl = RemoteImpl(Worker("numpy float64", create, ("numpy", ModelSpec())), 60)
+    impl.forward(notebook_params, data[0])  # built and answering
+    os.kill(pid_of(impl.worker), signal.SIGKILL)
+    wait_until(lambda: not impl.worker._process.is_alive(), 30, "the worker's end")  # noqa: SLF001
+    with pytest.raises(Fault, match=r"^killed by SIGKILL during forward\(\) \(the kernel's OOM killer"):
+        impl.forward(notebook_params, data[0])
+
+
 def test_sigterm_ends_the_run_and_every_worker_at_once(tmp_path):
     """Even while an implementation computes inside C, the main process answers SIGTERM and leaves nothing."""
     out, asleep = tmp_path / "out", tmp_path / "asleep"

@@ -197,7 +197,11 @@ class Worker:
         self.attributes  # noqa: B018 -- built first
         if self.dead:
             raise Fault(f"{label} not run: {self.dead}")
-        self._conn.send((fn, args))
+        try:
+            self._conn.send((fn, args))
+        except OSError:  # BrokenPipeError: the worker died since its last answer (the OOM killer, say)
+            self._process.join(1)
+            self._die(_death(self._process.exitcode, label))
         self._pending, self._started, self._seconds = label, time.perf_counter(), seconds
 
     def ready(self) -> bool:
