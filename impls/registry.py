@@ -35,6 +35,11 @@ THREAD_ON_IMPORT = ("keras",)  # importing keras starts a thread: no process may
 PLAIN_SGD_ONLY = ("torch", "jax", "numpy-fast", "jax-step", "torch-compile", "torch-loop")  # hand-rolled SGD loops
 
 
+def fork_safe_modules(names) -> list[str]:
+    """The modules of these implementations that a process may import and then fork (all but THREAD_ON_IMPORT's)."""
+    return [REGISTRY[n][0] for n in names if n in REGISTRY and n not in THREAD_ON_IMPORT]
+
+
 def supports(name: str, spec: ModelSpec) -> bool:
     """Whether the implementation promises to run ``spec`` on the CPU once its framework is installed."""
     return (name in REGISTRY and (spec.dtype == "float64" or name not in FLOAT64_ONLY)

@@ -124,7 +124,7 @@ def fork_server_with_torch_and_jax():
     session would import its framework afresh (about 1.5 s of CPU each; 50 s of CPU over the suite)."""
     from harness.running import workers
 
-    workers.frameworks(["torch", "jax"])
+    workers.preload(["torch", "jax"])
     workers.Worker("warm-up", dict).close()
 
 

@@ -13,7 +13,7 @@ from harness.running.plugins import Factory
 from harness.running.remote import RemoteImpl, usable
 from harness.running.workers import Worker, WorkerError, kind_of
 from impls.interface import Implementation
-from impls.registry import REGISTRY, THREAD_ON_IMPORT, create, supports
+from impls.registry import REGISTRY, create, fork_safe_modules, supports
 
 
 @dataclass
@@ -44,7 +44,7 @@ def build(config, extra: dict[str, Factory], params, x, y) -> Roster:
     (in this process only where its factory cannot be sent to one); plugins validated before use.
     Every worker is started first, so they all import their frameworks side by side."""
     roster = Roster(factories={n: partial(create, n) for n in config.impls}, time_limit=config.time_limit)
-    workers.frameworks([REGISTRY[n][0] for n in config.impls if n in REGISTRY and n not in THREAD_ON_IMPORT])
+    workers.preload(fork_safe_modules(config.impls))
     wanted = [(name, factory, config.spec(dtype)) for dtype in config.dtype
               for name, factory in [*roster.factories.items(), *extra.items()]]
     started = [Worker(f"{name} {spec.dtype}", factory, (spec,), config.time_limit) if usable(factory) else None

@@ -40,15 +40,15 @@ PRELOAD = ["numpy", "scipy.special", "pandas", "harness.running.workers", "harne
            "impls.interface", "impls.registry"]
 _CONTEXT = get_context("forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
 PRELOAD_LAST = ["harness.running.forkserver_exit"]  # after the frameworks: see that module
-FRAMEWORKS: list[str] = []  # the run's implementation modules, imported once by the fork server (see frameworks)
+RUN_MODULES: list[str] = []  # the run's implementation modules, imported once by the fork server (see preload)
 NOT_IN_WORKERS = ("harness.reporting",)  # tables and plots (matplotlib): drawn here or in plain forks, never there
 
 
-def frameworks(modules: list[str]) -> None:
+def preload(modules: list[str]) -> None:
     """Have the fork server import these modules (the run's implementations and so their frameworks) before it
     forks the first worker: imported, not yet used, none has started a thread; each worker then starts with
     them loaded instead of importing them again. A module that fails to import is left to the worker."""
-    FRAMEWORKS[:] = list(dict.fromkeys(modules))
+    RUN_MODULES[:] = list(dict.fromkeys(modules))
 
 
 def _preload() -> None:
@@ -58,7 +58,7 @@ def _preload() -> None:
     main = getattr(sys.modules["__main__"], "__spec__", None)
     loaded = [m for m in list(sys.modules) if m.startswith("harness.") and (main is None or m != main.name)
               and not m.startswith(NOT_IN_WORKERS)]
-    _CONTEXT.set_forkserver_preload(PRELOAD + loaded + FRAMEWORKS + PRELOAD_LAST)
+    _CONTEXT.set_forkserver_preload(PRELOAD + loaded + RUN_MODULES + PRELOAD_LAST)
 
 
 class WorkerError(Exception):
@@ -200,8 +200,7 @@ class Worker:
         try:
             self._conn.send((fn, args))
         except OSError:  # BrokenPipeError: the worker died since its last answer (the OOM killer, say)
-            self._process.join(1)
-            self._die(_death(self._process.exitcode, label))
+            self._died(label)
         self._pending, self._started, self._seconds = label, time.perf_counter(), seconds
 
     def ready(self) -> bool:
@@ -234,11 +233,15 @@ class Worker:
                     self._die(f"{label} ran past the {seconds:g} s time limit and was stopped")
             return self._conn.recv()
         except (EOFError, OSError):
-            self._process.join(1)
-            self._die(_death(self._process.exitcode, label))
+            self._died(label)
         except BaseException:  # Ctrl-C, SIGTERM or a limit from outside: the call's state is unknown
             self.stop()
             raise
+
+    def _died(self, label: str):
+        """The worker ended on its own during ``label``: Fault naming how."""
+        self._process.join(1)
+        self._die(_death(self._process.exitcode, label))
 
     def _die(self, why: str):
         self.stop()
