@@ -9,7 +9,10 @@ in a file: ``harness.internal``); 4 the Dask workers run other versions (sweep, 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
+import sys
+import threading
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -35,6 +38,7 @@ class Interrupted(KeyboardInterrupt):
 
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
+        self.signum = signum
         self.code = INTERRUPTED[signum]
 
 
@@ -47,12 +51,37 @@ def _raise(signum, frame):
     raise Interrupted(signum)
 
 
+REDELIVER_S = 0.01  # after an Interrupted that Python could only print: long enough to be out of the callback
+
+
+def _redeliver(signum: int) -> None:
+    if signal.getsignal(signum) is _raise:  # the command has not finished meanwhile
+        os.kill(os.getpid(), signum)
+
+
+def _unraisable(previous):
+    """A sys.unraisablehook that sends again a signal whose Interrupted was raised where Python can only print
+    it and go on (a gc callback, such as Hypothesis's, or a ``__del__``): without it that signal is lost and the
+    command runs on. The signal comes back from another thread, once that callback has returned."""
+    def hook(unraisable) -> None:
+        if isinstance(unraisable.exc_value, Interrupted):
+            again = threading.Timer(REDELIVER_S, _redeliver, (unraisable.exc_value.signum,))
+            again.daemon = True
+            again.start()
+        else:
+            previous(unraisable)
+    return hook
+
+
 @contextmanager
 def stopping_on_signals() -> Iterator[None]:
-    """Within the block SIGINT and SIGTERM raise Interrupted (caught as the command's 130 or 143)."""
+    """Within the block SIGINT and SIGTERM raise Interrupted (caught as the command's 130 or 143), wherever
+    the main thread is when they arrive."""
     previous = {s: signal.signal(s, _raise) for s in INTERRUPTED}
+    previous_hook, sys.unraisablehook = sys.unraisablehook, _unraisable(sys.unraisablehook)
     try:
         yield
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        sys.unraisablehook = previous_hook

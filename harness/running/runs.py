@@ -96,8 +96,14 @@ class OracleWorkers:
     first_running: bool = False
 
     def close(self) -> None:
+        """Ask each worker to finish, once its work is done."""
         for w in self.workers:
             w.close()
+
+    def stop(self) -> None:
+        """End each worker now, busy or not."""
+        for w in self.workers:
+            w.stop()
 
 
 def oracle_workers(jobs: list[ReferenceJob], params: Params, x, y, steps: int, every: int,
@@ -156,9 +162,12 @@ def train_all(impls: list[Implementation], references: list[ReferenceJob], param
             return idle(runs, hand, tail)
 
         done.update(schedule(_order(tasks, len(impls)), args, in_hand if idle else None, done, running))
-    finally:
+    except BaseException:  # interrupted, or this process failed: a busy oracle worker is stopped, not waited for
         if oracle:
-            oracle.close()
+            oracle.stop()
+        raise
+    if oracle:
+        oracle.close()
     for j in range(len(references)):
         found = done[len(impls) + j]
         if isinstance(found, Fault):

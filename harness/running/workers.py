@@ -69,13 +69,28 @@ class WorkerError(Exception):
         self.kind = kind
 
 
-def _serve(conn: Connection, factory: Callable, args: tuple) -> None:
-    """In the worker: build the object, then answer (function, args) calls until told to stop."""
+PARENT_GONE = (EOFError, BrokenPipeError, ConnectionResetError)  # what a worker's pipe raises once its parent ended
+
+
+def _serve(conn: Connection, factory: Callable, args: tuple, parents_end: Connection | None = None) -> None:
+    """In the worker: build the object, then answer (function, args) calls until told to stop. A plain fork
+    is handed the parent's end of the pipe, which it inherited, to close: held open here, it would keep this
+    worker waiting for ever once the parent ended without stopping it (a signal between fork and bookkeeping)."""
+    if parents_end is not None:
+        parents_end.close()
     _first_to_go()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it ends every worker
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a plain fork inherits the parent's handler: not the worker's
     np.seterr(all="ignore")  # overflow to inf or NaN is a result here, reported per run, as in the main process
     warnings.simplefilter("ignore", RuntimeWarning)
+    try:
+        _answer(conn, factory, args)
+    except PARENT_GONE:  # it failed or was stopped: it reports that, not each of its workers
+        return
+
+
+def _answer(conn: Connection, factory: Callable, args: tuple) -> None:
+    """Build the object and answer calls on it; a send or receive fails once the parent is gone."""
     try:
         hosted = factory(*args)
         conn.send(("ok", _describe(hosted)))
@@ -83,10 +98,7 @@ def _serve(conn: Connection, factory: Callable, args: tuple) -> None:
         conn.send(("raised", kind_of(exc), one_line(exc)))
         return
     while True:
-        try:
-            message = conn.recv()
-        except EOFError:  # the parent is gone (it failed or was stopped): it reports that, not each worker
-            return
+        message = conn.recv()
         if message is None:
             return
         fn, call_args = message
@@ -97,6 +109,8 @@ def _serve(conn: Connection, factory: Callable, args: tuple) -> None:
             continue
         try:
             conn.send(("ok", result))
+        except PARENT_GONE:
+            raise
         except Exception as exc:  # noqa: BLE001 -- e.g. a result that cannot be pickled
             conn.send(("raised", type(exc).__name__, f"its result could not be sent back: {one_line(exc)}"))
 
@@ -168,7 +182,8 @@ class Worker:
         if context is _CONTEXT and _CONTEXT.get_start_method() == "forkserver" and not _LIVE - _FORKED:
             _preload()
         self._conn, child = context.Pipe()
-        self._process = context.Process(target=_serve, args=(child, factory, args), daemon=True,
+        inherited = self._conn if context is not _CONTEXT else None  # a plain fork's copy of this end
+        self._process = context.Process(target=_serve, args=(child, factory, args, inherited), daemon=True,
                                         name=f"xor-harness {label}")
         self._process.start()
         child.close()
