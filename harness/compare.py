@@ -49,7 +49,7 @@ def _run(config, extra: dict, out: Path) -> tuple[Outcome, Path]:
     outcome = compare(config, extra)
     text = summary.summary_md(config, outcome)
     meta = {"config": run_config(config), "skipped": outcome.skipped, "oracle": summary.oracle_info(),
-            "work": outcome.work, "environment": run_metadata(outcome.environment)}
+            "work": outcome.work, "memory": outcome.memory, "environment": run_metadata(outcome.environment)}
     plots_ = [] if config.no_plots else _plots(outcome.tables)
     return outcome, results.write(out, outcome.tables, meta, text, plots_)
 

@@ -49,7 +49,7 @@ class RunConfig:
     strict: bool = False  # a stated convention (relu'(0), an optimizer's form) fails the run instead of passing
     seed: int | None = None  # None: the notebook's preset (seed 0, 648 draws skipped)
     check_every: int | None = None  # steps between checkpoints (teacher-forced and parameter checks); None: derived
-    time_limit: float = 600.0  # seconds one call into an implementation may take before it is stopped
+    time_limit: float | None = None  # seconds one call into an implementation may take; None: see call_limit
     max_hours: float = 2.0  # a run estimated to take longer is refused before it starts
     out: str | None = None  # results folder; None: a new one under results/
     overwrite: bool = False  # replace an existing --out folder
@@ -78,6 +78,12 @@ class RunConfig:
             decay_every=self.decay_every, decay_factor=self.decay_factor, matmul_precision=self.matmul_precision,
             mixed=dtype == MIXED_PRECISIONS.get(self.mixed_precision or ""))
 
+    @property
+    def call_limit(self) -> float:
+        """Seconds one call into an implementation may take before it is stopped as hung: --time-limit, else
+        DEFAULT_TIME_LIMIT_S (``train()`` may then be given more: ``resources.train_limits``)."""
+        return DEFAULT_TIME_LIMIT_S if self.time_limit is None else self.time_limit
+
     def preset(self) -> InitPreset:
         return NOTEBOOK if self.seed is None else InitPreset(seed=self.seed)
 
@@ -88,6 +94,7 @@ class RunConfig:
                 and self.spec("float64") == ModelSpec())
 
 
+DEFAULT_TIME_LIMIT_S = 600.0  # a call that takes ten minutes on a network the estimate did not call long is hung
 CHECKPOINTS = 100  # the default --check-every spaces about this many checkpoints over any run
 
 
@@ -135,7 +142,9 @@ HELP = {
     "framework_defaults": "run each native implementation on its library's own default hyperparameters",
     "strict": "fail a run that parts from the spec only by a convention its implementation states (exit 1)",
     "check_every": f"steps between checkpoints (default: --steps / {CHECKPOINTS}, at least 1; 1000 for 100,000 steps)",
-    "time_limit": "seconds one call into an implementation may take before it is stopped as hung",
+    "time_limit": "seconds one call into an implementation may take before it is stopped as hung (default: "
+                  f"{DEFAULT_TIME_LIMIT_S:g}; train(), one call for the whole trajectory, is given more where "
+                  "the run's estimate says it needs more)",
     "max_hours": "refuse a run whose estimated wall time is longer than this",
     "out": "results folder",
     "overwrite": "replace an existing --out folder",
@@ -228,7 +237,7 @@ def validate(config: RunConfig) -> None:
         raise UsageError(f"--device cuda: no CUDA device here ({missing})")
     if not 0 < config.max_hours < float("inf"):
         raise UsageError(f"--max-hours must be a finite number > 0, got {config.max_hours}")
-    if not 0 < config.time_limit < float("inf"):
+    if config.time_limit is not None and not 0 < config.time_limit < float("inf"):
         raise UsageError(f"--time-limit must be a finite number of seconds > 0, got {config.time_limit}")
     if config.seed is not None and not 0 <= config.seed < 2**32:
         raise UsageError(f"--seed must be in 0..2**32-1, got {config.seed}")

@@ -79,7 +79,7 @@ def parse(argv: list[str] | None) -> Plan:
     parser.add_argument("--jobs", type=int, default=1, help="local processes (default: 1)")
     parser.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT", help="a Dask cluster instead")
     parser.add_argument("--time-limit", type=float, default=RunConfig.time_limit, metavar="SECONDS",
-                        help=f"{HELP['time_limit']} (default: {RunConfig.time_limit:g})")
+                        help=HELP["time_limit"])
     parser.add_argument("--out", default=None, help="results folder (default: a new one under results/)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     parser.add_argument("--quiet", action="store_true", help="no progress bar; print only the verdict")

@@ -58,6 +58,7 @@ class Outcome:
     optimizer_conventions: dict[str, dict[str, str]] = field(default_factory=dict)  # impl -> its stated conventions
     specs: dict[tuple[str, str], ModelSpec] = field(default_factory=dict)  # what each run trained (its own defaults)
     work: dict[str, float] = field(default_factory=dict)  # the trajectories' seconds, the run's floor (training.work)
+    memory: dict = field(default_factory=dict)  # the estimate's bytes beside each process's measured peak
 
     @property
     def failures(self) -> list[str]:
@@ -86,10 +87,11 @@ def compare(config: RunConfig, extra: dict[str, Factory] | None = None, timings:
 
 def _compare(config: RunConfig, extra: dict[str, Factory], timings: bool) -> Outcome:
     x, y = load(config.dataset)
+    workers.forget_peaks()
     params = initial_params(config.spec("float64"), config.preset())
     truth = training.start_oracle(config, params, x, y)  # before the workers' imports: it trains meanwhile
     cast = roster.build(config, extra, params, x, y)
-    _time_check(config, cast, params, x, y)
+    needs = _time_check(config, cast, params, x, y)
     bar = tqdm(total=2 * len(cast.impls) + 1, disable=config.quiet or not sys.stderr.isatty(), file=sys.stderr,
                unit="task", leave=False)
 
@@ -101,7 +103,8 @@ def _compare(config: RunConfig, extra: dict[str, Factory], timings: bool) -> Out
     oracle = RemoteOracle(config.spec("float64")) if remote.usable(Oracle) else Oracle(config.spec("float64"))
     early = WhileTraining(config, cast, oracle, params, x, y)  # each run's checks, on a core training leaves free
     trained = training.train_everything(config, cast, params, x, y, timings, lambda runs, references, tail: (
-        early.idle(runs, references) or (tail and not config.no_plots and _warm_plots())), truth)
+        early.idle(runs, references) or (tail and not config.no_plots and _warm_plots())), truth,
+        resources.train_limits(needs, config))
     checked = check_all(config, cast, trained, oracle, params, x, y, progress, early)
     rows = []
     for run in checked.runs if timings else []:
@@ -137,21 +140,26 @@ def _compare(config: RunConfig, extra: dict[str, Factory], timings: bool) -> Out
                    {(f["impl"], f["dtype"]): f["notebook_line"] for f in checked.finals}, environment,
                    {r.name: conventions_of(r.impl) for r in checked.runs},
                    {(r.name, r.dtype): r.impl.spec for r in checked.runs},
-                   {**training.work(trained), "oracle_checks_s": getattr(oracle, "seconds", None)})
+                   {**training.work(trained), "oracle_checks_s": getattr(oracle, "seconds", None)},
+                   {"estimate_bytes": needs.bytes, "estimate_biggest": needs.biggest_bytes,
+                    "peak_bytes": {"this process (its whole life)": resources.own_peak_bytes(),
+                                   **workers.peak_memory()}})
 
 
-def _time_check(config: RunConfig, cast, params, x, y) -> None:
+def _time_check(config: RunConfig, cast, params, x, y) -> resources.Estimate:
     """Estimated time, calibrated in the workers when it is long: said when over 30 s, refused (UsageError)
-    when over --max-hours."""
-    needs = resources.estimate(config, x)
+    when over --max-hours. Returns the estimate."""
+    built = [(impl.name, impl.spec.dtype) for impl in cast.impls]
+    needs = resources.estimate(config, x, runs=built)
     if needs.seconds <= resources.SHOW_ESTIMATE_S:
-        return
-    needs = resources.estimate(config, x, resources.calibrate(needs, config.steps, x, y, cast.impls, params))
+        return needs
+    needs = resources.estimate(config, x, resources.calibrate(needs, config.steps, x, y, cast.impls, params), built)
     if why := resources.refusal(needs, config.max_hours, None):
         raise UsageError(why)
     if not config.quiet and needs.seconds > resources.SHOW_ESTIMATE_S:
         print(f"harness.compare: estimated {resources.duration(needs.seconds)} (longest part: "
               f"{needs.biggest_seconds}) and {resources.size(needs.bytes)} of memory", file=sys.stderr, flush=True)
+    return needs
 
 
 def _warm_plots() -> bool:

@@ -171,7 +171,7 @@ def parse(argv: list[str] | None) -> tuple[RunConfig, tuple[str, ...], int, str 
     parser.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
                         help="run the grid points on this Dask cluster instead (needs the dask extra)")
     parser.add_argument("--time-limit", type=float, default=RunConfig.time_limit, metavar="SECONDS",
-                        help=f"{HELP['time_limit']} (default: {RunConfig.time_limit:g})")
+                        help=HELP["time_limit"])
     parser.add_argument("--out", default=None, help="results folder (default: a new one under results/)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     parser.add_argument("--quiet", action="store_true", help="print only the verdict and failures")

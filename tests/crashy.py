@@ -1,8 +1,9 @@
-"""Plugins that take their process down (negative controls for isolation): each must become one fault line."""
+"""Plugins that take their process down, hang or run long (negative controls for isolation and time limits)."""
 from __future__ import annotations
 
 import ctypes
 import os
+import time
 from pathlib import Path
 
 from impls.np_backprop import NumpyBackprop
@@ -43,3 +44,20 @@ class HangsInC(NumpyBackprop):
             Path(os.environ[ASLEEP]).touch()
         ctypes.CDLL(None).sleep(3600)
         return super().forward(params, x)
+
+
+SLOW_TRAIN_S = 6.0  # past a per-call limit of 5 s that a test sets
+
+
+class SlowTrain(NumpyBackprop):
+    """The trajectory's train() takes SLOW_TRAIN_S longer than it should, in Python (long, not hung); the calls
+    that time it afterwards, in the same process, do not."""
+
+    name = "slow-train"
+    slept = False
+
+    def train(self, params, x, y, steps, record=()):
+        if steps > 2 and not SlowTrain.slept:  # passes validation's two steps
+            SlowTrain.slept = True
+            time.sleep(SLOW_TRAIN_S)
+        return super().train(params, x, y, steps, record)

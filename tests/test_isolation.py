@@ -45,6 +45,46 @@ def test_a_hang_inside_c_is_stopped_at_the_time_limit(tmp_path, capsys):
     assert "forward() ran past the 3 s time limit and was stopped" in capsys.readouterr().out
 
 
+def test_train_is_given_what_the_estimate_says_it_needs_where_no_time_limit_was_given(tmp_path, capsys, monkeypatch):
+    """train() is one call for the whole trajectory: the 2,000-step 10-1024-1024-1 run's torch train() was stopped
+    at the 600 s per-call default on a run its estimate had accepted. Here the default is 5 s and the plugin's
+    train() takes 6 s more; with the estimate's margin made huge, train() may take what it needs."""
+    from harness import config
+    from harness.running import resources
+
+    monkeypatch.setattr(config, "DEFAULT_TIME_LIMIT_S", 5.0)
+    argv = [*SHORT, "--impls", "numpy", "--impl", "tests.crashy:SlowTrain"]
+    monkeypatch.setattr(resources, "TRAIN_LIMIT_MARGIN", 1e9)
+    assert compare.main([*argv, "--out", str(tmp_path / "given")]) == 0, capsys.readouterr().out
+    assert compare.main([*argv, "--time-limit", "5", "--out", str(tmp_path / "asked")]) == 1  # the user's stands
+    assert "train() ran past the 5 s time limit and was stopped" in capsys.readouterr().out
+
+
+def test_train_limits_follow_the_estimate_only_where_it_is_longer_and_no_limit_was_given():
+    from harness.config import DEFAULT_TIME_LIMIT_S, RunConfig
+    from harness.running.resources import TRAIN_LIMIT_MARGIN, Estimate, train_limits
+
+    long, short = 2 * DEFAULT_TIME_LIMIT_S, DEFAULT_TIME_LIMIT_S / (2 * TRAIN_LIMIT_MARGIN)
+    needs = Estimate(0.0, long, "", "torch float64", {"torch float64": long, "numpy float64": short})
+    assert train_limits(needs, RunConfig()) == {"torch float64": TRAIN_LIMIT_MARGIN * long}
+    assert train_limits(needs, RunConfig(time_limit=30.0)) == {}
+    assert RunConfig().call_limit == DEFAULT_TIME_LIMIT_S and RunConfig(time_limit=30.0).call_limit == 30.0
+
+
+@pytest.mark.skipif(not Path("/proc/self/comm").exists(), reason="process names and peaks are read from Linux's /proc")
+def test_a_worker_is_named_for_what_it_hosts_and_its_peak_memory_is_kept_after_it_ends():
+    """The 2,000-step 10-1024-1024-1 run's OOM killer logged an 11.2 GB "python": which worker it was, nothing said."""
+    from harness.running import workers
+
+    workers.forget_peaks()
+    worker = Worker("numpy float64", create, ("numpy", ModelSpec()))
+    worker.attributes  # noqa: B018 -- built
+    assert Path(f"/proc/{pid_of(worker)}/comm").read_text().strip() == "xh numpy f64"
+    live = workers.peak_memory()["numpy float64"]
+    worker.close()
+    assert 10 * 2**20 < live <= workers.peak_memory()["numpy float64"] < 2**31  # a NumPy process: MBs, not GBs
+
+
 def test_a_dead_worker_is_named_by_its_signal(data, notebook_params):
     impl = RemoteImpl(Worker("numpy float64", create, ("numpy", ModelSpec())), 60)
     os.kill(pid_of(impl.worker), signal.SIGKILL)  # as the kernel's OOM killer would

@@ -100,7 +100,7 @@ class Shard:
     dtypes: tuple[str, ...] = space.DTYPES
     max_steps: int = space.MAX_STEPS
     shrink_seconds: float | None = None  # per shrink task: no new shrinking step after this long
-    time_limit: float = RunConfig.time_limit  # seconds one call into an implementation may take (--time-limit)
+    time_limit: float | None = RunConfig.time_limit  # seconds one call into an implementation may take (--time-limit)
 
 
 @dataclass(frozen=True)

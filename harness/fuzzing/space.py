@@ -57,13 +57,13 @@ def settings(draw, dtypes: tuple[str, ...] = DTYPES, optimizers: tuple[str, ...]
 
 
 def config(found: dict, impls: tuple[str, ...], plugins: tuple[str, ...],
-           time_limit: float = RunConfig.time_limit) -> RunConfig:
+           time_limit: float | None = RunConfig.time_limit) -> RunConfig:
     """The comparison of one example."""
     return RunConfig(impls=impls, impl=plugins, quiet=True, time_limit=time_limit, **found)
 
 
 def command(found: dict, impls: tuple[str, ...], plugins: tuple[str, ...],
-            time_limit: float = RunConfig.time_limit) -> str:
+            time_limit: float | None = RunConfig.time_limit) -> str:
     """A ready-to-run ``python -m harness.compare`` line for one example (with its --time-limit where that is
     not compare's default)."""
     parts = ["python -m harness.compare"]

@@ -187,8 +187,10 @@ class RemoteOracle:
         label = f"the oracle's {requests[0][0]}()" if len(missing) == 1 else f"the oracle at {len(missing)} points"
         start = time.perf_counter()
         shared = len(missing) > 1 and sum(n * m for n, m in self.spec.param_shapes().values()) >= PARALLEL_PARAMS
-        if shared and self._second is None:
-            self._second = Worker("oracle, second", on_one_blas_thread, (Oracle, self.spec), numpy_only=True)
+        if shared and self._second is None:  # from the fork server, not a plain fork of this process: started
+            # this late, a fork would share this process's pages as they are now (a 10-1024-1024-1 run's
+            # checkpoints, GBs) and keep each one alive once this process frees or rewrites it
+            self._second = Worker("oracle, second", on_one_blas_thread, (Oracle, self.spec))
         workers = [self.worker, self._second] if shared else [self.worker]
         parts = [missing[i::len(workers)] for i in range(len(workers))]
         try:

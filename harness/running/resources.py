@@ -20,6 +20,7 @@ would take days or swap, and to say how long a long one will take.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,8 @@ CALIBRATION_MAX_S = 1.0  # an implementation whose 40 calibration steps would ta
 COARSE_MARGIN = 2.0  # before calibration, refuse only runs estimated at twice --max-hours or more
 SHOW_ESTIMATE_S = 30.0  # runs expected to take longer say so at the start
 MEMORY_HEADROOM = 0.8  # of the memory available, what a run may plan to use
+TRAIN_LIMIT_MARGIN = 4.0  # train()'s limit over its estimate: the estimate's stated factor of two, twice over
+# for a trajectory that shares its core (the 2,000-step 10-1024-1024-1 run's torch train() overran 600 s)
 
 
 @dataclass(frozen=True)
@@ -126,17 +129,19 @@ def state_seconds(widths, k: int, copies: int, rates: Rates) -> float:
     return 1.5 * oracle_step_seconds(widths, k, rates) + forward
 
 
-def estimate(config, x: np.ndarray, measured: dict[tuple[str, str], float] | None = None) -> Estimate:
+def estimate(config, x: np.ndarray, measured: dict[tuple[str, str], float] | None = None,
+             runs: list[tuple[str, str]] | None = None) -> Estimate:
     """Memory and wall time of ``config`` on data with ``x``'s sample count, before anything runs.
 
     ``measured`` holds seconds per step of implementations calibrated in their workers (``calibrate``);
-    the others are estimated from their overhead and the matmul rate."""
+    the others are estimated from their overhead and the matmul rate. ``runs``: the (name, dtype) of each
+    implementation as built, a plugin by its own name (default: the configuration's, a plugin by its reference)."""
     widths, k, steps = config.layers, x.shape[0], config.steps
     macs = k * sum(n * m for n, m in zip(widths, widths[1:]))  # multiply-adds of one forward pass
     params = sum((n + 1) * m for n, m in zip(widths, widths[1:]))
     checkpoints = len(checkpoint_steps(steps, config.check_every))
     activations = k * sum(widths) * ACTIVATION_COPIES
-    runs = [(name, dtype) for dtype in config.dtype for name in (*config.impls, *config.impl)]
+    runs = runs or [(name, dtype) for dtype in config.dtype for name in (*config.impls, *config.impl)]
     memory = {f"{name} {dtype}": LOSS_COPIES * steps * 8 + 2 * checkpoints * params * _bytes(dtype)
               + activations * _bytes(dtype) + steps * TABLE_BYTES_PER_STEP for name, dtype in runs}
     stacks = [(ORACLE_DTYPE, 1), *((d, 3) for d in config.dtype)]
@@ -162,6 +167,15 @@ def estimate(config, x: np.ndarray, measured: dict[tuple[str, str], float] | Non
     checks = checkpoints * (len(runs) * PER_CHECKPOINT_CALL_S + state_seconds(widths, k, copies, extended))
     return Estimate(sum(memory.values()), trajectories + checks, max(memory, key=memory.get),
                     max(seconds, key=seconds.get), seconds)
+
+
+def train_limits(needs: Estimate, config) -> dict[str, float]:
+    """Seconds each run's ``train()`` (one call for its whole trajectory) may take where --time-limit was not
+    given: ``TRAIN_LIMIT_MARGIN`` times its estimate, where that is more than the per-call default."""
+    if config.time_limit is not None:  # the user's limit stands, for every call
+        return {}
+    return {key: TRAIN_LIMIT_MARGIN * seconds for key, seconds in needs.parts.items()
+            if TRAIN_LIMIT_MARGIN * seconds > config.call_limit}
 
 
 def per_step(impl, params, x, y, steps: int) -> float:
@@ -195,6 +209,16 @@ def calibrate(coarse: Estimate, steps: int, x, y, impls: list, params) -> dict[t
 
 def _guess(coarse: Estimate, key: str, steps: int) -> float | None:
     return coarse.parts.get(key, 0.0) / steps if key in coarse.parts else None
+
+
+def own_peak_bytes() -> int | None:
+    """This process's peak resident memory over its life so far, where the system says (Linux: KiB)."""
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 if sys.platform == "linux" else None
+    except ImportError:  # Windows
+        return None
 
 
 def available_bytes(meminfo: Path = Path("/proc/meminfo")) -> float | None:

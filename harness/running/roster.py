@@ -43,11 +43,11 @@ def build(config, extra: dict[str, Factory], params, x, y) -> Roster:
     """Every implementation the configuration asks for, in each dtype, each in a worker process of its own
     (in this process only where its factory cannot be sent to one); plugins validated before use.
     Every worker is started first, so they all import their frameworks side by side."""
-    roster = Roster(factories={n: partial(create, n) for n in config.impls}, time_limit=config.time_limit)
+    roster = Roster(factories={n: partial(create, n) for n in config.impls}, time_limit=config.call_limit)
     workers.preload(fork_safe_modules(config.impls))
     wanted = [(name, factory, config.spec(dtype)) for dtype in config.dtype
               for name, factory in [*roster.factories.items(), *extra.items()]]
-    started = [Worker(f"{name} {spec.dtype}", factory, (spec,), config.time_limit) if usable(factory) else None
+    started = [Worker(f"{name} {spec.dtype}", factory, (spec,), config.call_limit) if usable(factory) else None
                for name, factory, spec in wanted]
     for (name, factory, spec), worker in zip(wanted, started):
         impl = _construct(roster, name, factory, spec, worker, builtin=name in config.impls)
@@ -55,14 +55,14 @@ def build(config, extra: dict[str, Factory], params, x, y) -> Roster:
             if isinstance(impl, RemoteImpl):  # built again, on its library's defaults
                 impl.worker.stop()
             spec = replace(spec, **own)
-            worker = Worker(f"{name} {spec.dtype}", factory, (spec,), config.time_limit) if usable(factory) else None
+            worker = Worker(f"{name} {spec.dtype}", factory, (spec,), config.call_limit) if usable(factory) else None
             impl = _construct(roster, name, factory, spec, worker, builtin=name in config.impls)
         if impl is None:
             continue
         if name in config.impls:  # built-in
             roster.impls.append(impl)
             continue
-        found = plugins.validate(impl, spec, cast(params, spec.dtype), x, y, config.time_limit)
+        found = plugins.validate(impl, spec, cast(params, spec.dtype), x, y, config.call_limit)
         label = getattr(impl, "name", name)
         label = label if isinstance(label, str) and label else name
         for fault in found:

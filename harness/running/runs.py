@@ -122,7 +122,7 @@ def oracle_workers(jobs: list[ReferenceJob], params: Params, x, y, steps: int, e
 
 
 def train_all(impls: list[Implementation], references: list[ReferenceJob], params: Params,
-              x: np.ndarray, y: np.ndarray, steps: int, every: int, limit: float,
+              x: np.ndarray, y: np.ndarray, steps: int, every: int, limit: Callable[[Implementation], float],
               factories: dict[str, Callable] | None = None, idle: Callable | None = None,
               oracle: OracleWorkers | None = None) -> tuple[list[Run | str], list[list[Reference]]]:
     """Every implementation's trajectory (a Run, or the fault that stopped it) and the oracle's runs, in order.
@@ -135,14 +135,14 @@ def train_all(impls: list[Implementation], references: list[ReferenceJob], param
     ``idle(runs, references, tail)`` (the trained runs so far; dtype -> the oracle's runs in hand; whether
     every task has started), it is called whenever a core is free, before the next task starts, to do one
     piece of this process's own work there (it returns whether it found any): so nothing here ever runs
-    beside two timed tasks. ``oracle``: the
+    beside two timed tasks. ``limit(impl)``: the seconds its ``train()`` may take. ``oracle``: the
     oracle's workers for ``references``, started earlier (``oracle_workers``), its first job perhaps running.
     """
     factories = factories or {}
     done: dict[int, object] = {}
     for i, impl in enumerate(impls):
         if not isinstance(impl, RemoteImpl):
-            done[i] = _here(impl, params, x, y, steps, every, limit, factories.get(impl.name))
+            done[i] = _here(impl, params, x, y, steps, every, limit(impl), factories.get(impl.name))
     args = (dict(params), x, y, steps, every)
     oracle = oracle or oracle_workers(references, *args, first=False)
     if oracle is None:  # this process may not start workers (a daemonic one: a Dask worker's)
@@ -151,7 +151,7 @@ def train_all(impls: list[Implementation], references: list[ReferenceJob], param
     hosts = oracle.workers if oracle else []
     running = {len(impls): hosts[0]} if oracle and oracle.first_running else {}
     try:
-        tasks = [Task(i, impl.worker, timed_train, "train()", US_PER_STEP.get(impl.name, OTHER_US_PER_STEP), limit,
+        tasks = [Task(i, impl.worker, timed_train, "train()", US_PER_STEP.get(impl.name, OTHER_US_PER_STEP), limit(impl),
                       (factories.get(impl.name),)) for i, impl in enumerate(impls) if i not in done]
         tasks += [Task(len(impls) + j, w, _reference_run, "the oracle's run", REFERENCE_US_PER_STEP)
                   for j, w in enumerate(hosts) if len(impls) + j not in running]

@@ -81,13 +81,17 @@ def start_oracle(config, params, x: np.ndarray, y: np.ndarray) -> OracleWorkers 
 
 
 def train_everything(config, roster: Roster, params, x: np.ndarray, y: np.ndarray, timings: bool = False,
-                     idle: Callable | None = None, oracle: OracleWorkers | None = None) -> Trained:
+                     idle: Callable | None = None, oracle: OracleWorkers | None = None,
+                     train_limits: dict[str, float] | None = None) -> Trained:
     """Train all; an implementation whose loop raises or hangs becomes a fault in ``roster`` and has no Run.
     With ``timings``, each run is timed call by call right after its trajectory (``Run.timings``); ``idle``:
     this process's own work for a free core between the trajectories (``runs.train_all``);
-    ``oracle``: the oracle's workers from ``start_oracle``."""
+    ``oracle``: the oracle's workers from ``start_oracle``; ``train_limits``: "impl dtype" -> seconds its
+    ``train()`` may take, where not ``config.call_limit`` (``resources.train_limits``)."""
+    limits = train_limits or {}
     trained, oracle_runs = train_all(roster.impls, oracle_jobs(config), params, x, y,
-                                     config.steps, config.check_every, config.time_limit,
+                                     config.steps, config.check_every,
+                                     lambda impl: limits.get(f"{impl.name} {impl.spec.dtype}", config.call_limit),
                                      roster.factories if timings else None, idle, oracle)
     runs, record = [], checkpoint_steps(config.steps, config.check_every)
     for impl, run in zip(roster.impls, trained):

@@ -42,6 +42,7 @@ _CONTEXT = get_context("forkserver" if "forkserver" in multiprocessing.get_all_s
 PRELOAD_LAST = ["harness.running.forkserver_exit"]  # after the frameworks: see that module
 RUN_MODULES: list[str] = []  # the run's implementation modules, imported once by the fork server (see preload)
 NOT_IN_WORKERS = ("harness.reporting",)  # tables and plots (matplotlib): drawn here or in plain forks, never there
+_PEAKS: dict[str, int] = {}  # label -> the largest peak resident bytes of the stopped workers of that label
 
 
 def preload(modules: list[str]) -> None:
@@ -72,13 +73,14 @@ class WorkerError(Exception):
 PARENT_GONE = (EOFError, BrokenPipeError, ConnectionResetError)  # what a worker's pipe raises once its parent ended
 
 
-def _serve(conn: Connection, factory: Callable, args: tuple, parents_end: Connection | None = None) -> None:
+def _serve(conn: Connection, factory: Callable, args: tuple, name: str, parents_end: Connection | None = None) -> None:
     """In the worker: build the object, then answer (function, args) calls until told to stop. A plain fork
     is handed the parent's end of the pipe, which it inherited, to close: held open here, it would keep this
     worker waiting for ever once the parent ended without stopping it (a signal between fork and bookkeeping)."""
     if parents_end is not None:
         parents_end.close()
     _first_to_go()
+    _name_process(name)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it ends every worker
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a plain fork inherits the parent's handler: not the worker's
     np.seterr(all="ignore")  # overflow to inf or NaN is a result here, reported per run, as in the main process
@@ -113,6 +115,30 @@ def _answer(conn: Connection, factory: Callable, args: tuple) -> None:
             raise
         except Exception as exc:  # noqa: BLE001 -- e.g. a result that cannot be pickled
             conn.send(("raised", type(exc).__name__, f"its result could not be sent back: {one_line(exc)}"))
+
+
+def _name_process(name: str) -> None:
+    """Give this process the worker's name where the system shows one (Linux: ``ps``, ``top`` and the kernel's
+    OOM-killer log print it, truncated to 15 bytes), instead of the parent's "python"."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
+    except (OSError, AttributeError):  # no prctl (not Linux): the name stays the parent's
+        pass
+
+
+PR_SET_NAME = 15  # prctl(2)
+
+
+def peak_bytes(pid: int | None) -> int | None:
+    """A live process's peak resident memory so far (Linux's VmHWM), or None where the system does not say.
+    A plain fork's counts the pages it still shares with its parent."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration, ValueError):
+        return None
 
 
 def _first_to_go() -> None:
@@ -183,8 +209,9 @@ class Worker:
             _preload()
         self._conn, child = context.Pipe()
         inherited = self._conn if context is not _CONTEXT else None  # a plain fork's copy of this end
-        self._process = context.Process(target=_serve, args=(child, factory, args, inherited), daemon=True,
-                                        name=f"xor-harness {label}")
+        self.label = label
+        self._process = context.Process(target=_serve, args=(child, factory, args, process_name(label), inherited),
+                                        daemon=True, name=f"xor-harness {label}")
         self._process.start()
         child.close()
         _LIVE.add(self)
@@ -267,6 +294,7 @@ class Worker:
         """End the worker now (it holds nothing that needs saving)."""
         _LIVE.discard(self)
         _FORKED.discard(self)
+        _keep_peak(self.label, peak_bytes(self._process.pid) if self._process.is_alive() else None)
         if self._process.is_alive():
             self._process.kill()
         self._process.join()
@@ -276,6 +304,7 @@ class Worker:
     def close(self) -> None:
         """Ask the worker to finish, then make sure it has."""
         if self._process.is_alive() and not self.dead:
+            _keep_peak(self.label, peak_bytes(self._process.pid))  # before it ends
             try:
                 self._conn.send(None)
                 self._process.join(2)
@@ -302,6 +331,29 @@ def stop_all() -> None:
     """End every live worker (on Ctrl-C, SIGTERM, or the end of a run)."""
     for worker in list(_LIVE):
         worker.stop()
+
+
+def process_name(label: str) -> str:
+    """What ``ps`` and the OOM killer's log call a worker: 'xh ' and its label, short words first."""
+    return "xh " + label.replace("float", "f").replace("oracle", "orcl").replace(", second", "2")
+
+
+def _keep_peak(label: str, found: int | None) -> None:
+    if found is not None:
+        _PEAKS[label] = max(found, _PEAKS.get(label, 0))
+
+
+def forget_peaks() -> None:
+    """Start the record of ``peak_memory`` afresh (a new run)."""
+    _PEAKS.clear()
+
+
+def peak_memory() -> dict[str, int]:
+    """Peak resident bytes by worker label, of the live workers and of those stopped since ``forget_peaks``,
+    where the system says (Linux); a worker that was killed is missing."""
+    for worker in list(_LIVE):
+        _keep_peak(worker.label, peak_bytes(worker._process.pid))  # noqa: SLF001
+    return dict(sorted(_PEAKS.items()))
 
 
 def pid_of(worker: Worker) -> int | None:
