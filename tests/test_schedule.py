@@ -75,3 +75,17 @@ def test_the_oracle_worker_is_a_plain_fork_only_while_no_framework_is_loaded():
                            cwd=Path(__file__).resolve().parent.parent)
     assert found.returncode == 0, found.stderr
     assert found.stdout.split() == ["fork", "forkserver", "forkserver"]
+
+
+def test_a_worker_done_with_is_closed_as_soon_as_its_value_is_in_and_the_others_stay():
+    """The oracle's job workers hold their runs until sent; the 2,000-step 10-1024-1024-1 run's float64 one then
+    kept 3 GB for ten more minutes, idle, until the last trajectory ended."""
+    hosts = [workers.Worker(f"nap {i}", Idle) for i in range(2)]
+    try:
+        done = runs.schedule([runs.Task(i, hosts[i], nap, "nap()", 0, 0.0, (0.05,)) for i in range(2)], (),
+                             done_with=frozenset({1}))
+        assert set(done) == {0, 1}
+        assert hosts[1].dead == "its worker was stopped" and hosts[0].dead is None
+    finally:
+        for host in hosts:
+            host.close()

@@ -161,7 +161,8 @@ def train_all(impls: list[Implementation], references: list[ReferenceJob], param
                     if isinstance(found.get(len(impls) + j), list)}
             return idle(runs, hand, tail)
 
-        done.update(schedule(_order(tasks, len(impls)), args, in_hand if idle else None, done, running))
+        oracles = frozenset(range(len(impls), len(impls) + len(references)))  # a job's worker: one run, then idle
+        done.update(schedule(_order(tasks, len(impls)), args, in_hand if idle else None, done, running, oracles))
     except BaseException:  # interrupted, or this process failed: a busy oracle worker is stopped, not waited for
         if oracle:
             oracle.stop()
@@ -205,20 +206,22 @@ def slots() -> int:
 
 
 def schedule(tasks: list[Task], args: tuple, idle: Callable[[dict], bool] | None = None,
-             before: dict | None = None, running: dict | None = None) -> dict[int, object]:
+             before: dict | None = None, running: dict | None = None, done_with: frozenset = frozenset()
+             ) -> dict[int, object]:
     """Run ``tasks`` in order, one per core at a time:
     key -> value or Fault. Whenever a core is free, ``idle(done so far, with ``before``; whether every task
     has started)`` first does one
     piece of this process's own work there, if it has any (asked again only once more tasks have ended),
     and the next task starts when it has none: so this process never works beside two tasks. ``running``:
-    key -> worker, tasks submitted earlier, each holding a core until it ends."""
+    key -> worker, tasks submitted earlier, each holding a core until it ends. ``done_with``: keys whose
+    worker has no more work once its value is in: it is closed then, and what it held goes with it."""
     slots_ = slots()
     queue, running, done = list(tasks), dict(running or {}), {}
     idle_found_nothing_at = -1  # how many tasks had ended when idle last found nothing: asked again on more
     while queue or running:
         if idle is not None and len(running) < slots_ and len(done) != idle_found_nothing_at:
             if idle({**(before or {}), **done}, not queue):
-                _collect(running, done)  # one piece done: look again before starting or waiting
+                _collect(running, done, done_with)  # one piece done: look again before starting or waiting
                 continue
             idle_found_nothing_at = len(done)
         if queue and len(running) < slots_:
@@ -230,13 +233,13 @@ def schedule(tasks: list[Task], args: tuple, idle: Callable[[dict], bool] | None
                 done[task.key] = exc
             continue
         wait([w for w in running.values()], POLL_S)
-        _collect(running, done)
+        _collect(running, done, done_with)
     while idle is not None and idle({**(before or {}), **done}, True):  # the last task ended: the rest, now
         pass
     return done
 
 
-def _collect(running: dict, done: dict) -> None:
+def _collect(running: dict, done: dict, done_with: frozenset = frozenset()) -> None:
     """Move every finished task's value (or Fault) from ``running`` to ``done``."""
     for key, worker in list(running.items()):
         if worker.ready():
@@ -245,6 +248,8 @@ def _collect(running: dict, done: dict) -> None:
                 done[key] = worker.result()
             except Fault as exc:
                 done[key] = exc
+            if key in done_with:
+                worker.close()
 
 
 def _here(impl: Implementation, params, x, y, steps: int, every: int, limit: float,

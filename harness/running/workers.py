@@ -29,6 +29,7 @@ import numpy as np
 from harness.forking import fork_context
 from harness.meta import framework_info
 from harness.running.guard import Fault, one_line
+from harness.running.transport import receive, send
 
 POLL_S = 0.05  # longest wait for a reply before the main process looks at signals and the clock again
 _LIVE: set["Worker"] = set()
@@ -95,26 +96,26 @@ def _answer(conn: Connection, factory: Callable, args: tuple) -> None:
     """Build the object and answer calls on it; a send or receive fails once the parent is gone."""
     try:
         hosted = factory(*args)
-        conn.send(("ok", _describe(hosted)))
+        send(conn, ("ok", _describe(hosted)))
     except BaseException as exc:  # noqa: BLE001 -- whatever stops construction is reported, by class name
-        conn.send(("raised", kind_of(exc), one_line(exc)))
+        send(conn, ("raised", kind_of(exc), one_line(exc)))
         return
     while True:
-        message = conn.recv()
+        message = receive(conn)
         if message is None:
             return
         fn, call_args = message
         try:
             result = fn(hosted, *call_args)
         except BaseException as exc:  # noqa: BLE001
-            conn.send(("raised", type(exc).__name__, one_line(exc)))
+            send(conn, ("raised", type(exc).__name__, one_line(exc)))
             continue
         try:
-            conn.send(("ok", result))
+            send(conn, ("ok", result))
         except PARENT_GONE:
             raise
         except Exception as exc:  # noqa: BLE001 -- e.g. a result that cannot be pickled
-            conn.send(("raised", type(exc).__name__, f"its result could not be sent back: {one_line(exc)}"))
+            send(conn, ("raised", type(exc).__name__, f"its result could not be sent back: {one_line(exc)}"))
 
 
 def _name_process(name: str) -> None:
@@ -240,7 +241,7 @@ class Worker:
         if self.dead:
             raise Fault(f"{label} not run: {self.dead}")
         try:
-            self._conn.send((fn, args))
+            send(self._conn, (fn, args))
         except OSError:  # BrokenPipeError: the worker died since its last answer (the OOM killer, say)
             self._died(label)
         self._pending, self._started, self._seconds = label, time.perf_counter(), seconds
@@ -273,7 +274,7 @@ class Worker:
                     self._die(_death(self._process.exitcode, label))
                 if 0 < seconds < time.perf_counter() - started:
                     self._die(f"{label} ran past the {seconds:g} s time limit and was stopped")
-            return self._conn.recv()
+            return receive(self._conn)
         except (EOFError, OSError):
             self._died(label)
         except BaseException:  # Ctrl-C, SIGTERM or a limit from outside: the call's state is unknown
@@ -306,7 +307,7 @@ class Worker:
         if self._process.is_alive() and not self.dead:
             _keep_peak(self.label, peak_bytes(self._process.pid))  # before it ends
             try:
-                self._conn.send(None)
+                send(self._conn, None)
                 self._process.join(2)
             except (OSError, BrokenPipeError):
                 pass
