@@ -75,11 +75,11 @@ def finite_difference_grads(impl, params: Mapping[str, np.ndarray], x: np.ndarra
 
     Uses only the implementation's forward pass, so it checks any implementation's gradients, a hand-written
     one included; meant for float64 specs. ``forwards``: the forward pass at many parameter sets at once (one
-    round trip to a worker), else ``impl.forward`` one at a time."""
+    round trip to a worker, given a generator), else ``impl.forward`` one at a time."""
     directions = {name: fd_directions(value.shape, name, max_coordinates) for name, value in params.items()}
-    moved = [_moved(params, name, sign * step * d) for name, found in directions.items() for d in found
-             for sign in (1.0, -1.0)]
-    outputs = forwards(moved) if forwards else [impl.forward(m, x) for m in moved]
+    moved = (_moved(params, name, sign * step * d) for name, found in directions.items() for d in found
+             for sign in (1.0, -1.0))  # made as they are sent: a large network's copies are never all held
+    outputs = forwards(moved) if forwards else (impl.forward(m, x) for m in moved)
     values = iter(objective(out, y, impl.spec.reduction, impl.spec.loss) for out in outputs)
     return {name: np.array([(next(values) - next(values)) / (2 * step) for _ in found])
             for name, found in directions.items()}

@@ -4,7 +4,7 @@ forward pass."""
 from __future__ import annotations
 
 import functools
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -13,6 +13,7 @@ from harness.checks import rounding
 from harness.checks.updates import ExpectedUpdates
 from harness.checks.arrays import along, cast, error_row, fd_directions, finite_difference_grads
 from harness.running.remote import batched
+from harness.running.spill import digest
 from harness.truth.oracle import NOTEBOOK_FD_STEP, Oracle
 from harness.checks.conventions import phrase
 from harness.truth.optimizers import RELU_CONVENTION, conventions_of
@@ -59,28 +60,20 @@ def teacher_forced(impls: list[Implementation], oracle: Oracle, states: Mapping[
     from the same state is checked too (``harness.checks.updates``).
     """
     dtypes = list(dict.fromkeys(impl.spec.dtype for impl in impls))  # in run order
-    at = {(step, dtype): cast(state, dtype) for step, state in states.items() for dtype in dtypes}
-    answers = {}  # each implementation's calls at every state, made in one round trip to its worker
-    for impl in impls:
-        mine = [(step, params) for (step, dtype), params in at.items() if dtype == impl.spec.dtype]
-        calls = [("loss_and_grads", (params, x, y)) for _, params in mine]
-        calls += [("train", (params, x, y, 1)) for _, params in mine] if updates else []
-        found = batched(impl, calls)
-        for i, (step, _) in enumerate(mine):
-            loss, grads = found[i]
-            answers[impl.name, step] = ({"loss": np.asarray(loss), **grads},
-                                        found[len(mine) + i].params if updates else None)
-    _prefetch(oracle, [(params, dtype, {exact(i) for i in impls if i.spec.dtype == dtype})
-                       for (_, dtype), params in at.items()], x, y)
+    # each implementation's calls at every state, made as its answers are taken (a large network's go in
+    # round trips of a bounded size, ``batched``), on copies of the state (the truth's stays as it was)
+    answers = {impl.name: _one_step_answers(impl, states, x, y, updates) for impl in impls}
+    _prefetch(oracle, ((cast(state, dtype), dtype, {exact(i) for i in impls if i.spec.dtype == dtype})
+                       for state in states.values() for dtype in dtypes), x, y)
     rows, kernels = [], {}
     for step in states:
         for dtype in dtypes:
-            params = at[step, dtype]
+            params = cast(states[step], dtype)
             truth = oracle.truth(params, x, y)
             exact_values = {"loss": truth.loss, **truth.grads}
             kink = at_relu_kink(oracle, params, x)
             for impl in (i for i in impls if i.spec.dtype == dtype):
-                got, after = answers[impl.name, step]
+                got, after = next(answers[impl.name])
                 plain = plain_errors(oracle, params, x, y, dtype, exact(impl), truth)
                 sampled = None  # what Monte Carlo arithmetic allows here, measured only when a value needs it
                 for name, ref in exact_values.items():
@@ -102,6 +95,20 @@ def teacher_forced(impls: list[Implementation], oracle: Oracle, states: Mapping[
                     expected = ExpectedUpdates(impl)
                     rows += expected.rows(impl, step, params, after, got, truth.scale, expected.skips(params, x, y))
     return table(rows)
+
+
+def _one_step_answers(impl: Implementation, states: Mapping[int, Params], x, y, updates: bool):
+    """(loss and gradients as one dict, the state one native step later or None) at each state, in order."""
+    def calls():
+        for state in states.values():
+            params = {k: np.array(v) for k, v in cast(state, impl.spec.dtype).items()}
+            yield "loss_and_grads", (params, x, y)
+            if updates:
+                yield "train", (params, x, y, 1)
+    found = batched(impl, calls())
+    for _ in states:
+        loss, grads = next(found)
+        yield {"loss": np.asarray(loss), **grads}, next(found).params if updates else None
 
 
 def relu_convention(impl: Implementation, oracle: Oracle, params: Params, x, y, name: str, got, dtype: str,
@@ -130,8 +137,7 @@ def plain_errors(oracle: Oracle, params: Params, x, y, dtype: str, exact_grads: 
     output one ulp off (XLA's float32 tanh is up to 4 ulps off, and near saturation 1 - tanh^2 amplifies it);
     for finite-difference gradients also the notebook's central difference of each activation (h = 1e-8),
     whose roundoff grows as eps |f| / h |f'| where an activation saturates."""
-    key = (oracle.spec, dtype, exact_grads, *(np.asarray(params[k]).tobytes() for k in sorted(params)),
-           np.asarray(x).tobytes())
+    key = (oracle.spec, dtype, exact_grads, digest(([np.asarray(params[k]) for k in sorted(params)], np.asarray(x))))
     if key in _PLAIN:  # every run in the dtype is judged at the same states: evaluate each once
         return _PLAIN[key]
     worst: dict[str, float] = {}
@@ -156,18 +162,23 @@ def _variants(exact_grads: bool) -> list[dict]:
             *([] if exact_grads else [{"fd_step": NOTEBOOK_FD_STEP}])]
 
 
-def _prefetch(oracle, points: list[tuple[Params, str, set[bool]]], x: np.ndarray, y: np.ndarray) -> None:
+def _prefetch(oracle, points: Iterable[tuple[Params, str, set[bool]]], x: np.ndarray, y: np.ndarray) -> None:
     """The oracle's answers at every (params, dtype, exact gradients or not) point the checks will ask about,
-    computed in one round trip where the oracle lives in a worker (``RemoteOracle.prefetch``)."""
+    computed in as few round trips as its worker takes (``RemoteOracle.prefetch``); ``points`` may be a
+    generator, so a large network's states are cast only as they are sent."""
     if not hasattr(oracle, "prefetch"):
         return
     relu = "relu" in oracle.spec.activations
-    requests = []
-    for params, dtype, exactness in points:
-        requests += [("truth", (params, x, y), {}), *([("preactivations", (params, x), {})] if relu else [])]
-        requests += [("reverse", (params, x, y, np.dtype(dtype).type), options)
-                     for exact_grads in sorted(exactness) for options in _variants(exact_grads)]
-    oracle.prefetch(requests)
+
+    def requests():
+        for params, dtype, exactness in points:
+            yield "truth", (params, x, y), {}
+            if relu:
+                yield "preactivations", (params, x), {}
+            for exact_grads in sorted(exactness):
+                for options in _variants(exact_grads):
+                    yield "reverse", (params, x, y, np.dtype(dtype).type), options
+    oracle.prefetch(requests())
 
 
 def finite_differences(impls: list[Implementation], oracle: Oracle, states: Mapping[int, Params],
@@ -180,7 +191,7 @@ def finite_differences(impls: list[Implementation], oracle: Oracle, states: Mapp
     Rows not judged are kept, with ``judged`` False, and never fail.
     """
     inexact = {False} if any(not exact(impl) for impl in impls) else set()  # plain_errors is asked for these
-    _prefetch(oracle, [(cast(state, "float64"), "float64", inexact) for state in states.values()] if impls else [],
+    _prefetch(oracle, ((cast(state, "float64"), "float64", inexact) for state in states.values()) if impls else (),
               x, y)
     rows = []
     for step, state in states.items():
@@ -195,7 +206,7 @@ def finite_differences(impls: list[Implementation], oracle: Oracle, states: Mapp
                 max(NOTEBOOK_FD.rel, VS_REFERENCE.times * max(plain_errors(oracle, params, x, y, "float64", False,
                                                                            truth).values()))
             _, grads = impl.loss_and_grads(params, x, y)
-            forwards = lambda moved: batched(impl, [("forward", (m, x)) for m in moved])  # noqa: E731
+            forwards = lambda moved: batched(impl, (("forward", (m, x)) for m in moved))  # noqa: E731
             estimate = finite_difference_grads(impl, params, x, y, FD_CHECK_STEP, FD_MAX_DIRECTIONS, forwards)
             halved = finite_difference_grads(impl, params, x, y, FD_CHECK_STEP / 2, FD_MAX_DIRECTIONS, forwards)
             for name, ref in estimate.items():

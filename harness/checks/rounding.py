@@ -38,7 +38,7 @@ def kernel_ulps(impl: Implementation, oracle: Oracle, params: Params, x: np.ndar
     layers = [(i, act) for i, act in enumerate(oracle.spec.activations) if act in MEASURED]
     zs = oracle.preactivations(params, x) if layers else []
     inputs = [np.asarray(zs[i], dtype) for i, _ in layers]
-    got = batched(impl, [("kernel", (act, z)) for (_, act), z in zip(layers, inputs)])
+    got = list(batched(impl, [("kernel", (act, z)) for (_, act), z in zip(layers, inputs)]))
     worst = FLOOR_ULPS
     for (_, act), z, value in zip(layers, inputs, got):
         exact = ACTIVATIONS[act](z.astype(EXTENDED))

@@ -6,13 +6,15 @@ import ctypes.util
 import pickle
 import time
 from functools import partial
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 
 from harness.running.guard import Fault
+from harness.running.spill import Answers, digest
 from harness.running.workers import Worker, may_start
 
+T = TypeVar("T")
 ENABLED = True  # False runs every call in this process (tests that monkeypatch code a worker would not see)
 
 
@@ -87,17 +89,17 @@ class RemoteImpl:
         _write_back(args, changed)
         return result
 
-    def batch(self, calls: list[tuple[str, tuple]]) -> list[Any]:
-        """Each (method, args) call's value, in order, in one round trip (a call's time limit each)."""
-        names = " and ".join(dict.fromkeys(f"{name}()" for name, _ in calls))
-        found = self.worker.call(_methods, (calls,), f"{names} at {len(calls)} points", self.seconds * len(calls))
-        values = []
-        for (name, args), reply in zip(calls, found):
-            if len(reply) == 4:  # ("raised", ...); a value comes as (value, changed)
-                raise Fault(f"{name}() raised {reply[2]}: {reply[3]}", kind=reply[2])
-            _write_back(args, reply[1])
-            values.append(reply[0])
-        return values
+    def batch(self, calls: Iterable[tuple[str, tuple]]) -> Iterator[Any]:
+        """Each (method, args) call's value, in order, as it comes: the calls go in round trips of at most
+        ``BATCH_BYTES`` of arrays (all in one for a small network), a call's time limit each."""
+        for part in in_round_trips(calls, lambda call: array_bytes(call[1]), BATCH_BYTES):
+            names = " and ".join(dict.fromkeys(f"{name}()" for name, _ in part))
+            found = self.worker.call(_methods, (part,), f"{names} at {len(part)} points", self.seconds * len(part))
+            for (name, args), reply in zip(part, found):
+                if len(reply) == 4:  # ("raised", ...); a value comes as (value, changed)
+                    raise Fault(f"{name}() raised {reply[2]}: {reply[3]}", kind=reply[2])
+                _write_back(args, reply[1])
+                yield reply[0]
 
     def run(self, fn: Callable, *args: Any, label: str) -> Any:
         """``fn(implementation, *args)`` in the worker (e.g. a timed trajectory, or timings)."""
@@ -112,11 +114,38 @@ def _write_back(args: tuple, changed: dict) -> None:
             np.copyto(target, value, casting="unsafe")
 
 
-def batched(impl, calls: list[tuple[str, tuple]]) -> list[Any]:
-    """Each (method, args) call's value, in order: one round trip to a worker's implementation, else here."""
+def batched(impl, calls: Iterable[tuple[str, tuple]]) -> Iterator[Any]:
+    """Each (method, args) call's value, in order, as it comes: in round trips to a worker's implementation
+    (``RemoteImpl.batch``), else made here one at a time. ``calls`` may be a generator: no more of them
+    are made, or held, than one round trip needs."""
     if isinstance(impl, RemoteImpl):
         return impl.batch(calls)
-    return [getattr(impl, name)(*args) for name, args in calls]
+    return (getattr(impl, name)(*args) for name, args in calls)
+
+
+BATCH_BYTES = 64 << 20  # arrays sent to a worker in one round trip; the answers are about as large (an
+# implementation's gradients or new state), an oracle's truth a few times larger. A check's calls into a large
+# network go in round trips of this size, so neither side holds them all at once: a 10-1024-1024-1 network's
+# finite-difference check moves 192 copies of its 8.5 MB of parameters, and took 3 GB in each worker at once.
+
+
+def array_bytes(args: tuple) -> int:
+    """The bytes of every array given, directly or in a dict of named arrays (as ``_arrays`` finds them)."""
+    return sum(value.nbytes for _, value in _arrays(args))
+
+
+def in_round_trips(items: Iterable[T], size: Callable[[T], int], limit: int) -> Iterator[list[T]]:
+    """``items`` in order, in lists of at most ``limit`` bytes by ``size`` (an item larger than that alone)."""
+    part, held = [], 0
+    for item in items:
+        n = size(item)
+        if part and held + n > limit:
+            yield part
+            part, held = [], 0
+        part.append(item)
+        held += n
+    if part:
+        yield part
 
 
 def where_it_lives(impl, fn: Callable, *args: Any, label: str) -> Any:
@@ -154,6 +183,8 @@ def prepare_oracle_process() -> None:
         pass
 
 
+ORACLE_BATCH_BYTES = BATCH_BYTES // 4  # the truth's answer (gradients and scale, in longdouble) is about four
+# times its float64 parameters
 PARALLEL_PARAMS = 10_000  # a network this large has its truths at many states computed by two workers side by side
 
 
@@ -167,43 +198,44 @@ class RemoteOracle:
         self.spec = spec
         self.worker = Worker("oracle", on_one_blas_thread, (Oracle, spec))
         self._second: Worker | None = None
-        self._cache: dict[bytes, Any] = {}
+        self._cache = Answers()  # by the request's digest; past a budget, in a temporary file
         self.seconds = 0.0  # wall seconds its answers took (the checks' share of the oracle's work)
 
     def _remote(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        key = pickle.dumps((method, args, kwargs))  # the checks ask for the same states once per implementation
+        key = digest((method, args, kwargs))  # the checks ask for the same states once per implementation
         if key not in self._cache:
             self.prefetch([(method, args, kwargs)])
         return self._cache[key]
 
-    def prefetch(self, requests: list[tuple[str, tuple, dict]]) -> None:
-        """Compute each (method, args, kwargs) not yet asked in one round trip; the calls that follow find it."""
+    def prefetch(self, requests: Iterable[tuple[str, tuple, dict]]) -> None:
+        """Compute each (method, args, kwargs) not yet asked, in as few round trips as ``ORACLE_BATCH_BYTES``
+        allows; the calls that follow find it. ``requests`` may be a generator (see ``batched``)."""
         from harness.truth.oracle import Oracle, OracleError
 
-        keys = {pickle.dumps(request): request for request in requests}
-        missing = [key for key in keys if key not in self._cache]
-        if not missing:
-            return
-        label = f"the oracle's {requests[0][0]}()" if len(missing) == 1 else f"the oracle at {len(missing)} points"
-        start = time.perf_counter()
-        shared = len(missing) > 1 and sum(n * m for n, m in self.spec.param_shapes().values()) >= PARALLEL_PARAMS
-        if shared and self._second is None:  # from the fork server, not a plain fork of this process: started
-            # this late, a fork would share this process's pages as they are now (a 10-1024-1024-1 run's
-            # checkpoints, GBs) and keep each one alive once this process frees or rewrites it
-            self._second = Worker("oracle, second", on_one_blas_thread, (Oracle, self.spec))
-        workers = [self.worker, self._second] if shared else [self.worker]
-        parts = [missing[i::len(workers)] for i in range(len(workers))]
-        try:
-            for worker, part in zip(workers, parts):
-                worker.submit(_calls, ([keys[key] for key in part],), label)
-            for worker, part in zip(workers, parts):
-                self._cache.update(zip(part, worker.result()))
-        except Fault as exc:  # the harness's own truth failed: never an implementation's fault
-            for worker in workers:  # a call may still be pending: the run ends here
-                worker.stop()
-            raise OracleError(str(exc)) from None
-        finally:
-            self.seconds += time.perf_counter() - start
+        shared = sum(n * m for n, m in self.spec.param_shapes().values()) >= PARALLEL_PARAMS
+        missing = ((key, request) for request in requests if (key := digest(request)) not in self._cache)
+        for part in in_round_trips(missing, lambda item: array_bytes(item[1][1]),
+                                   2 * ORACLE_BATCH_BYTES if shared else ORACLE_BATCH_BYTES):
+            if len(part) > 1 and shared and self._second is None:
+                # from the fork server, not a plain fork of this process: started this late, a fork would
+                # share this process's pages as they are now (a 10-1024-1024-1 run's checkpoints, GBs) and keep
+                # each one alive once this process frees or rewrites it
+                self._second = Worker("oracle, second", on_one_blas_thread, (Oracle, self.spec))
+            workers = [self.worker, self._second] if len(part) > 1 and shared else [self.worker]
+            label = f"the oracle's {part[0][1][0]}()" if len(part) == 1 else f"the oracle at {len(part)} points"
+            start = time.perf_counter()
+            shares = [part[i::len(workers)] for i in range(len(workers))]
+            try:
+                for worker, share in zip(workers, shares):
+                    worker.submit(_calls, ([request for _, request in share],), label)
+                for worker, share in zip(workers, shares):
+                    self._cache.update(zip((key for key, _ in share), worker.result()))
+            except Fault as exc:  # the harness's own truth failed: never an implementation's fault
+                for worker in workers:  # a call may still be pending: the run ends here
+                    worker.stop()
+                raise OracleError(str(exc)) from None
+            finally:
+                self.seconds += time.perf_counter() - start
 
     def truth(self, params, x, y):
         return self._remote("truth", params, x, y)

@@ -23,6 +23,7 @@ of ``logaddexp`` (which has no complex loop).
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
@@ -139,6 +140,19 @@ def _activation_slope(name: str, z: np.ndarray, out: np.ndarray, textbook: bool 
     return np.ones_like(z)
 
 
+CACHE_BYTES = 256 << 20  # truths kept for asking again; past it, one asked again is computed again (in a
+# worker the caller keeps them, and a 10-1024-1024-1 network's are 34 MB each)
+
+
+def _fingerprint(*arrays: np.ndarray) -> bytes:
+    """A 16-byte fingerprint of the arrays' dtypes, shapes and values."""
+    h = hashlib.blake2b(digest_size=16)
+    for a in arrays:
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(np.ascontiguousarray(a).view(np.uint8).ravel())
+    return h.digest()
+
+
 class Oracle:
     """The truth for one ``ModelSpec`` (its dtype is ignored: the oracle picks its own).
 
@@ -149,7 +163,8 @@ class Oracle:
         self.spec, self.relu0 = spec, float(relu0)
         self.names = list(spec.param_shapes())
         self.shapes = spec.param_shapes()
-        self._cache: dict[tuple, Truth] = {}
+        self._cache: dict[bytes, Truth] = {}  # by the state's fingerprint, up to CACHE_BYTES of them
+        self._cached_bytes = 0
         self.effects: list[Effects] = []  # per start of the last train() in a reduced dtype: what it did
         self.complex_step_s = 0.0  # wall seconds spent in complex step so far (its share of the oracle's cost)
 
@@ -302,7 +317,7 @@ class Oracle:
         reverse mode gives them and complex step checks it along seeded random directions.
         Either way reverse mode and complex step must agree, or OracleError is raised.
         """
-        key = (*(np.asarray(params[k]).tobytes() for k in self.names), np.asarray(x).tobytes())
+        key = _fingerprint(*(np.asarray(params[k]) for k in self.names), np.asarray(x))
         if key in self._cache:
             return self._cache[key]
         flat = self._flat(params, EXTENDED)
@@ -324,8 +339,10 @@ class Oracle:
             grads, method = rev, f"reverse mode, checked by complex step along {VERIFY_DIRECTIONS} directions"
         scale = {"loss": self.loss_scale(params, x, y), **self._unflat(scale_flat)}
         found = Truth(self.loss(params, x, y), {k: np.asarray(grads[k], EXTENDED) for k in self.names}, scale, method)
-        if len(self._cache) < 4096:
+        size = sum(np.asarray(v).nbytes for part in (found.grads, found.scale) for v in part.values())
+        if self._cached_bytes + size <= CACHE_BYTES:
             self._cache[key] = found
+            self._cached_bytes += size
         return found
 
     def _spread(self, params: Params, x: np.ndarray, y: np.ndarray, exact: np.ndarray) -> np.ndarray:
