@@ -183,8 +183,8 @@ def prepare_oracle_process() -> None:
         pass
 
 
-ORACLE_BATCH_BYTES = BATCH_BYTES // 4  # the truth's answer (gradients and scale, in longdouble) is about four
-# times its float64 parameters
+ORACLE_BATCH_BYTES = BATCH_BYTES  # arrays sent to an oracle worker in one round trip; its answers are up to four
+# times as large (a truth: gradients and their scale, in longdouble)
 PARALLEL_PARAMS = 10_000  # a network this large has its truths at many states computed by two workers side by side
 
 
@@ -198,6 +198,7 @@ class RemoteOracle:
         self.spec = spec
         self.worker = Worker("oracle", on_one_blas_thread, (Oracle, spec))
         self._second: Worker | None = None
+        self._turns: dict[str, int] = {}  # per method: requests dealt so far (shared out in turn)
         self._cache = Answers()  # by the request's digest; past a budget, in a temporary file
         self.seconds = 0.0  # wall seconds its answers took (the checks' share of the oracle's work)
 
@@ -224,7 +225,11 @@ class RemoteOracle:
             workers = [self.worker, self._second] if len(part) > 1 and shared else [self.worker]
             label = f"the oracle's {part[0][1][0]}()" if len(part) == 1 else f"the oracle at {len(part)} points"
             start = time.perf_counter()
-            shares = [part[i::len(workers)] for i in range(len(workers))]
+            shares: list[list] = [[] for _ in workers]  # each kind of request dealt in turn (truths cost most)
+            for item in part:
+                turn = self._turns[item[1][0]] = self._turns.get(item[1][0], -1) + 1
+                shares[turn % len(workers)].append(item)
+            workers, shares = zip(*[(w, share) for w, share in zip(workers, shares) if share])
             try:
                 for worker, share in zip(workers, shares):
                     worker.submit(_calls, ([request for _, request in share],), label)

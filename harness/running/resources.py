@@ -1,9 +1,16 @@
 """What a run will need, estimated before any work starts: memory (refused when it does not fit) and time.
 
-Memory counts what the run holds at once: every implementation's per-step losses
-and checkpoints (in its worker and again here), its activations, the oracle's
-runs (longdouble, and a stack of three in each dtype), the per-step tables, and
-the complex-step copies of the network. Time is the per-step cost of each
+Memory is the larger of two moments. While training: every implementation's
+per-step losses and checkpoints (in its worker and again here), its activations,
+and the oracle's runs (longdouble, and a stack of three in each dtype) alike.
+While checking (from when the truth and a dtype's reference runs are in): those
+reference runs here only, the implementations as while training (one may still
+train), the complex-step copies of the network in each worker computing truths,
+the truths and answers kept for asking again (up to their budgets), and the check
+calls in flight (up to a round trip's budget). Not counted: each worker's own
+pages once its framework is loaded (measured in the default run: 10 to 17 MB
+private for a NumPy or oracle worker, about 150 MB for torch and jax), small
+beside what a run that might not fit holds. Time is the per-step cost of each
 trajectory, from a fixed per-call overhead per implementation plus the matmul
 work at a rate measured here and now in each dtype, spread over the two cores the
 trajectories share, plus the checks at every checkpoint. The oracle's extended
@@ -28,7 +35,9 @@ from pathlib import Path
 import numpy as np
 
 from harness.running.runs import OTHER_US_PER_STEP, REFERENCE_US_PER_STEP, US_PER_STEP, checkpoint_steps, slots
-from harness.truth.oracle import FULL_COMPLEX_STEP_MAX, VERIFY_DIRECTIONS
+from harness.running.remote import BATCH_BYTES, ORACLE_BATCH_BYTES, PARALLEL_PARAMS
+from harness.running.spill import KEEP_BYTES
+from harness.truth.oracle import CACHE_BYTES, FULL_COMPLEX_STEP_MAX, VERIFY_DIRECTIONS
 from harness.truth.products import EXTENDED, products_per_product, worth_splitting
 from impls.spec import ORACLE_DTYPE
 
@@ -44,6 +53,10 @@ CALIBRATION_MAX_S = 1.0  # an implementation whose 40 calibration steps would ta
 COARSE_MARGIN = 2.0  # before calibration, refuse only runs estimated at twice --max-hours or more
 SHOW_ESTIMATE_S = 30.0  # runs expected to take longer say so at the start
 MEMORY_HEADROOM = 0.8  # of the memory available, what a run may plan to use
+ANSWERS_PER_STATE = 3  # the oracle's plain evaluations a state's checks ask for in each dtype (gradcheck._variants)
+IMPL_TRIP = 4  # a round trip's arguments and as much in answers, each in the worker and here
+FD_COPIES = 64  # moved copies of the parameters a finite-difference check sends (2 signs x 16 directions, per array)
+ORACLE_TRIP = 10  # an oracle round trip's arguments and up to four times as much in answers, there and here
 TRAIN_LIMIT_MARGIN = 4.0  # train()'s limit over its estimate: the estimate's stated factor of two, twice over
 # for a trajectory that shares its core (the 2,000-step 10-1024-1024-1 run's torch train() overran 600 s)
 
@@ -149,8 +162,22 @@ def estimate(config, x: np.ndarray, measured: dict[tuple[str, str], float] | Non
         memory[f"the oracle's {dtype} run"] = count * (LOSS_COPIES * steps * _bytes(dtype)
                                                        + 2 * checkpoints * params * _bytes(dtype)
                                                        + activations * _bytes(dtype))
+    while_training = sum(memory.values())  # every run and reference run at once: in its worker and here
+    # the checks start once the truth and a dtype's reference runs are in: their workers have ended, so those
+    # are held here only, while an implementation's run may still be training
+    while_checking = sum(memory[f"{name} {dtype}"] for name, dtype in runs) + sum(
+        count * checkpoints * params * _bytes(dtype) for dtype, count in stacks)
     copies = params if params * macs <= FULL_COMPLEX_STEP_MAX else VERIFY_DIRECTIONS
-    memory["the oracle's complex step"] = copies * activations * 2 * _bytes(ORACLE_DTYPE)
+    per_state = 2 if params >= PARALLEL_PARAMS else 1  # workers computing the truths at the checkpoints
+    memory["the oracle's complex step"] = per_state * copies * activations * 2 * _bytes(ORACLE_DTYPE)
+    truth_bytes = 2 * params * _bytes(ORACLE_DTYPE)  # a state's truth: gradients and their term scale
+    memory["the truths kept by the oracle's workers"] = per_state * min(CACHE_BYTES, checkpoints * truth_bytes)
+    memory["the oracle's answers kept here"] = min(KEEP_BYTES, checkpoints * (
+        truth_bytes + ANSWERS_PER_STATE * params * sum(_bytes(d) for d in config.dtype)))
+    memory["check calls in flight"] = min(IMPL_TRIP * BATCH_BYTES, IMPL_TRIP * FD_COPIES * params * 8) + \
+        min(ORACLE_TRIP * ORACLE_BATCH_BYTES, ORACLE_TRIP * checkpoints * params * 8)
+    while_checking += sum(memory[part] for part in ("the oracle's complex step", "the truths kept by the oracle's workers",
+                                            "the oracle's answers kept here", "check calls in flight"))
     rates = {d: flop_seconds(d) for d in config.dtype}
     extended = Rates.measure()
     seconds = {}
@@ -165,7 +192,7 @@ def estimate(config, x: np.ndarray, measured: dict[tuple[str, str], float] | Non
         seconds[f"the oracle's {dtype} run"] = steps * (REFERENCE_US_PER_STEP * 1e-6 + work)
     trajectories = max(sum(seconds.values()) / slots(), max(seconds.values()))
     checks = checkpoints * (len(runs) * PER_CHECKPOINT_CALL_S + state_seconds(widths, k, copies, extended))
-    return Estimate(sum(memory.values()), trajectories + checks, max(memory, key=memory.get),
+    return Estimate(max(while_training, while_checking), trajectories + checks, max(memory, key=memory.get),
                     max(seconds, key=seconds.get), seconds)
 
 
