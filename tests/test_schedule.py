@@ -89,3 +89,53 @@ def test_a_worker_done_with_is_closed_as_soon_as_its_value_is_in_and_the_others_
     finally:
         for host in hosts:
             host.close()
+
+
+class Borrower:
+    """A hosted object that takes a lent core, as the oracle's workers do (it records when it got it)."""
+
+    def __init__(self) -> None:
+        self.lent_at: float | None = None
+        workers.on_lent_core(lambda: setattr(self, "lent_at", time.monotonic()))
+
+
+def wait_for_a_core(hosted: Borrower, seconds: float) -> float | None:
+    """Until a core is lent (or ``seconds`` pass): when it was, else None."""
+    end = time.monotonic() + seconds
+    while hosted.lent_at is None and time.monotonic() < end:
+        time.sleep(0.01)
+    return hosted.lent_at
+
+
+def test_a_task_is_lent_the_free_core_once_nothing_else_is_left_to_run_and_only_it():
+    if runs.slots() < 2:
+        pytest.skip("one core: none is ever free beside a task")
+    hosts = [workers.Worker("borrower", Borrower), workers.Worker("nap", Idle), workers.Worker("other", Borrower)]
+    try:
+        tasks = [runs.Task(0, hosts[0], wait_for_a_core, "wait()", 0, 0.0, (10.0,)),
+                 runs.Task(1, hosts[1], nap, "nap()", 0, 0.0, (0.5,)),
+                 runs.Task(2, hosts[2], wait_for_a_core, "wait()", 0, 0.0, (0.3,))]
+        done = runs.schedule(tasks, (), lend_to=frozenset({0}))
+    finally:
+        for host in hosts:
+            host.close()
+    # the nap holds the other core first, then the second borrower (never lent: not in lend_to); task 0 gets
+    # the core only once both have ended
+    assert done[2] is None
+    assert done[0] is not None and done[0] >= done[1][1]
+
+
+def test_a_lent_core_leaves_the_extended_products_bits_as_they_were():
+    import numpy as np
+    from harness.truth import products
+
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((300, 257)).astype(np.longdouble) / 3
+    b = rng.standard_normal((257, 200)).astype(np.longdouble) / 7
+    alone = products.matmul(a, b)
+    try:
+        products.lend(2)
+        lent = products.matmul(a, b)
+    finally:
+        products.lend(1)
+    assert products.worth_splitting(300, 257, 200) and np.array_equal(alone, lent)

@@ -1,8 +1,6 @@
 """The common interface in front of a worker: implementations and the oracle computed in processes of their own."""
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import pickle
 import time
 from functools import partial
@@ -12,7 +10,8 @@ import numpy as np
 
 from harness.running.guard import Fault
 from harness.running.spill import Answers, digest
-from harness.running.workers import Worker, may_start
+from harness.running.workers import HEAP_KEPT, Worker, libc, may_start, on_lent_core
+from harness.truth import products
 
 T = TypeVar("T")
 ENABLED = True  # False runs every call in this process (tests that monkeypatch code a worker would not see)
@@ -171,15 +170,17 @@ def prepare_oracle_process() -> None:
     other and run slower; one each keeps every core busy. Each product and activation allocates
     arrays of a megabyte or more, which malloc would map fresh and unmap again every time, touching every page
     anew (docs: what checking costs as the network grows); kept in the heap, they are reused. Where mallopt is missing
-    (not glibc) only the BLAS limit applies."""
+    (not glibc) only the BLAS limit applies. Once the scheduler lends the process the other core (``lend_core``:
+    nothing else is left to run beside it), its extended products take two threads (``products.lend``)."""
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1, user_api="blas")
+    on_lent_core(lambda: products.lend(2))  # running alone (the truth's trajectory after the rest): two cores
+    HEAP_KEPT[0] = True
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(M_MMAP_THRESHOLD, KEEP_BYTES)
-        libc.mallopt(M_TRIM_THRESHOLD, KEEP_BYTES)
-    except (OSError, AttributeError):
+        libc().mallopt(M_MMAP_THRESHOLD, KEEP_BYTES)
+        libc().mallopt(M_TRIM_THRESHOLD, KEEP_BYTES)
+    except AttributeError:
         pass
 
 

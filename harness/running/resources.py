@@ -36,7 +36,7 @@ import numpy as np
 
 from harness.running.runs import OTHER_US_PER_STEP, REFERENCE_US_PER_STEP, US_PER_STEP, checkpoint_steps, slots
 from harness.running.remote import BATCH_BYTES, ORACLE_BATCH_BYTES, PARALLEL_PARAMS
-from harness.running.spill import KEEP_BYTES
+from harness.running.spill import HELD_BYTES
 from harness.truth.oracle import CACHE_BYTES, FULL_COMPLEX_STEP_MAX, VERIFY_DIRECTIONS
 from harness.truth.products import EXTENDED, products_per_product, worth_splitting
 from impls.spec import ORACLE_DTYPE
@@ -172,7 +172,7 @@ def estimate(config, x: np.ndarray, measured: dict[tuple[str, str], float] | Non
     memory["the oracle's complex step"] = per_state * copies * activations * 2 * _bytes(ORACLE_DTYPE)
     truth_bytes = 2 * params * _bytes(ORACLE_DTYPE)  # a state's truth: gradients and their term scale
     memory["the truths kept by the oracle's workers"] = per_state * min(CACHE_BYTES, checkpoints * truth_bytes)
-    memory["the oracle's answers kept here"] = min(KEEP_BYTES, checkpoints * (
+    memory["the oracle's answers kept here"] = min(HELD_BYTES, checkpoints * (
         truth_bytes + ANSWERS_PER_STATE * params * sum(_bytes(d) for d in config.dtype)))
     memory["check calls in flight"] = min(IMPL_TRIP * BATCH_BYTES, IMPL_TRIP * FD_COPIES * params * 8) + \
         min(ORACLE_TRIP * ORACLE_BATCH_BYTES, ORACLE_TRIP * checkpoints * params * 8)

@@ -3,7 +3,7 @@
 The checks ask the oracle for the same states once per implementation, so its answers are kept. For a large
 network they are large: at each of a 10-1024-1024-1 run's 102 checkpoints the truth's gradients and their
 scale in longdouble and the plain evaluations in float64, about 60 MB a state, 6 GB in all, which held in
-memory beside the run's checkpoints took this machine's memory. Past ``KEEP_BYTES`` an answer is written to a
+memory beside the run's checkpoints took this machine's memory. Past ``HELD_BYTES`` an answer is written to a
 file with no name (``tempfile.TemporaryFile``: gone when the process ends, however it ends) and read back when
 asked. Its pages sit in the kernel's cache while memory is free and are dropped first when it is not.
 """
@@ -15,7 +15,7 @@ import pickle
 import tempfile
 from typing import Any, Hashable
 
-KEEP_BYTES = 512 << 20  # answers held in memory; a 8-256-256-1 run's (3.3 MB a state, 102 states) all stay
+HELD_BYTES = 512 << 20  # answers held in memory; a 8-256-256-1 run's (3.3 MB a state, 102 states) all stay
 
 
 def pickled_bytes(value: Any) -> int:
@@ -37,7 +37,7 @@ def digest(value: Any) -> bytes:
 class Answers:
     """Values by key: the first ``keep`` bytes of them in memory, later ones in an unnamed temporary file."""
 
-    def __init__(self, keep: int = KEEP_BYTES) -> None:
+    def __init__(self, keep: int = HELD_BYTES) -> None:
         self.keep, self.held_bytes, self.spilled_bytes = keep, 0, 0
         self._held: dict[Hashable, Any] = {}
         self._spilled: dict[Hashable, tuple[int, int]] = {}  # key -> (offset, length) in the file
