@@ -11,7 +11,8 @@ from impls.spec import ModelSpec
 from tests.broken import BiasGradMean, LrDoubledInLoop, TanhPrimeWrong, register
 from tests.conftest import make
 
-pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m 'not slow'
+pytestmark = [pytest.mark.slow,  # the edit loop leaves this module out: pytest -m 'not slow'
+              pytest.mark.xdist_group("test_compare")]  # its module-scoped fixture is made once, on one worker
 
 SHORT = ["--steps", "300", "--check-every", "100"]
 FILES = ["summary.md", "gradients.csv", "trajectory.csv", "parameters.csv", "divergence.csv", "final.csv",

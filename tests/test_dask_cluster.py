@@ -21,7 +21,8 @@ from harness.running.executors import TaskDied, in_own_process, mismatches, vers
 from harness.running.workers import Worker, pid_of
 from tests.conftest import distributed_or_skip
 
-pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m 'not slow'
+pytestmark = [pytest.mark.slow,  # the edit loop leaves this module out: pytest -m 'not slow'
+              pytest.mark.xdist_group("test_dask_cluster")]  # its module-scoped fixture is made once, on one worker
 
 Client = distributed_or_skip().Client
 

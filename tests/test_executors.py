@@ -8,7 +8,8 @@ from harness import fuzz, sweep
 from harness.running import executors
 from tests.conftest import distributed_or_skip
 
-pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m 'not slow'
+pytestmark = [pytest.mark.slow,  # the edit loop leaves this module out: pytest -m 'not slow'
+              pytest.mark.xdist_group("test_executors")]  # its module-scoped fixture is made once, on one worker
 
 LocalCluster = distributed_or_skip().LocalCluster
 

@@ -125,17 +125,29 @@ def test_a_task_is_lent_the_free_core_once_nothing_else_is_left_to_run_and_only_
     assert done[0] is not None and done[0] >= done[1][1]
 
 
-def test_a_lent_core_leaves_the_extended_products_bits_as_they_were():
+def test_a_lent_core_leaves_the_truths_bits_as_they_were():
     import numpy as np
+    from harness.data import load
+    from harness.init import initial_params
     from harness.truth import products
+    from harness.truth.oracle import Oracle
+    from impls.spec import ModelSpec
 
     rng = np.random.default_rng(3)
     a = rng.standard_normal((300, 257)).astype(np.longdouble) / 3
     b = rng.standard_normal((257, 200)).astype(np.longdouble) / 7
-    alone = products.matmul(a, b)
+    spec = ModelSpec(layers=(8, 64, 64, 1), activations=("tanh", "tanh", "sigmoid"))
+    x, y = load("parity:8")
+    params = initial_params(spec)
+
+    def truth():
+        losses, final, _ = Oracle(spec).train([params], x, y, 3, [3])[0]
+        return products.matmul(a, b), np.concatenate([losses, *(v.ravel() for v in final.values())])
+    alone = truth()
     try:
         products.lend(2)
-        lent = products.matmul(a, b)
+        lent = truth()
     finally:
         products.lend(1)
-    assert products.worth_splitting(300, 257, 200) and np.array_equal(alone, lent)
+    assert products.worth_splitting(300, 257, 200) and x.shape[0] * 64 >= products.LENT_MIN_ELEMENTS
+    assert np.array_equal(alone[0], lent[0]) and np.array_equal(alone[1], lent[1])

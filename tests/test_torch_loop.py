@@ -22,7 +22,8 @@ from impls.interface import Unavailable
 from impls.spec import ModelSpec
 from tests.conftest import make
 
-pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m 'not slow'
+pytestmark = [pytest.mark.slow,  # the edit loop leaves this module out: pytest -m 'not slow'
+              pytest.mark.xdist_group("test_torch_loop")]  # its module-scoped fixture is made once, on one worker
 
 SPEC = ModelSpec()
 STEPS = 37

@@ -188,6 +188,21 @@ def lend(cores: int) -> None:
         _POOL.append(ThreadPoolExecutor(1, thread_name_prefix="split"))
 
 
+def elementwise(fn, z: np.ndarray, out: np.ndarray) -> None:
+    """``fn(z, out=out)`` (an activation, elementwise), the two halves of the rows side by side where this
+    process is lent a core (``lend``): longdouble's tanh has no vector kernel, and takes as long as the products."""
+    if LENT[0] > 1 and z.ndim >= 2 and z.shape[-2] > 1 and z.size >= LENT_MIN_ELEMENTS:
+        half = z.shape[-2] // 2
+        pending = _POOL[0].submit(fn, z[..., :half, :], out=out[..., :half, :])
+        fn(z[..., half:, :], out=out[..., half:, :])
+        pending.result()
+    else:
+        fn(z, out=out)
+
+
+LENT_MIN_ELEMENTS = 1 << 14  # below this an activation takes less than a thread's hand-over
+
+
 def _by_slices(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
     """a @ b by slices, or None where a row's or column's scale is out of range."""
     bits, count = slicing(a.shape[-1])
