@@ -176,3 +176,53 @@ def test_a_defect_after_a_stated_convention_is_found_where_the_run_leaves_that_c
     found, = verdict.failing
     assert verdict.status == "fail" and found.step == 189 and found.cause == "update" and found.cause_step == 188
     assert "decays one step late" in found.detail and "AMSGrad" in found.under[0]
+
+
+class SlowOracle:
+    """The oracle, with each new answer a worker would compute taking ``seconds`` (a large network's truths)."""
+
+    def __init__(self, spec, seconds: float) -> None:
+        from harness.truth.oracle import Oracle
+
+        self.here, self.spec, self.seconds, self.asked = Oracle(spec), spec, seconds, set()
+
+    def prefetch(self, requests) -> None:
+        import time
+        from harness.running.spill import digest
+
+        new = {digest(request) for request in requests} - self.asked
+        if new:
+            time.sleep(self.seconds)
+        self.asked |= new
+
+    def __getattr__(self, name):
+        return getattr(self.here, name)
+
+
+def test_the_oracles_time_is_never_an_implementations_fault(data, notebook_params):
+    """The 2,000-step 10-1024-1024-1 run's truths at its checkpoints took longer than --time-limit allows one
+    call, counted against numpy's one-step checks: the limit stopped them and numpy was blamed."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    from harness.checks.suite import WhileTraining
+    from harness.running.remote import RemoteImpl
+    from harness.running.workers import Worker
+    from impls.registry import create
+    from impls.spec import ModelSpec
+
+    x, y = data
+    impl = RemoteImpl(Worker("numpy float64", create, ("numpy", ModelSpec())), 60)
+    try:
+        truth = SimpleNamespace(checkpoints={0: notebook_params, 1: {k: v * 1.01 for k, v in notebook_params.items()}},
+                                losses=np.zeros(1))
+        references = {"longdouble": [truth], "float64": [SimpleNamespace(nonfinite_at=None)]}
+        faults = []
+        roster = SimpleNamespace(time_limit=1.0, fault=lambda *args: faults.append(args))
+        checks = WhileTraining(RunConfig(steps=1, impls=("numpy",), dtype=("float64",)), roster,
+                               SlowOracle(ModelSpec(), 1.5), notebook_params, x, y)
+        found = checks._check(SimpleNamespace(impl=impl, dtype="float64", name="numpy"), truth, references)
+    finally:
+        impl.worker.close()
+    assert isinstance(found, pd.DataFrame), found
+    assert found.passed.all() and set(found.check) == {"teacher-forced", "finite-difference", "update"}

@@ -63,8 +63,7 @@ def teacher_forced(impls: list[Implementation], oracle: Oracle, states: Mapping[
     # each implementation's calls at every state, made as its answers are taken (a large network's go in
     # round trips of a bounded size, ``batched``), on copies of the state (the truth's stays as it was)
     answers = {impl.name: _one_step_answers(impl, states, x, y, updates) for impl in impls}
-    _prefetch(oracle, ((cast(state, dtype), dtype, {exact(i) for i in impls if i.spec.dtype == dtype})
-                       for state in states.values() for dtype in dtypes), x, y)
+    _prefetch(oracle, _one_step_points(impls, states), x, y)
     rows, kernels = [], {}
     for step in states:
         for dtype in dtypes:
@@ -162,6 +161,32 @@ def _variants(exact_grads: bool) -> list[dict]:
             *([] if exact_grads else [{"fd_step": NOTEBOOK_FD_STEP}])]
 
 
+def prefetch_truths(oracle, impls: list[Implementation], states: Mapping[int, Params],
+                    fd_impls: list[Implementation], fd_states: Mapping[int, Params], x: np.ndarray,
+                    y: np.ndarray) -> None:
+    """Every answer of the oracle that ``teacher_forced(impls, oracle, states)`` and
+    ``finite_differences(fd_impls, oracle, fd_states)`` will ask for, computed now where the oracle lives in a
+    worker, so that a caller can keep the oracle's time apart from the implementations'."""
+    _prefetch(oracle, _one_step_points(impls, states), x, y)
+    _prefetch(oracle, _difference_points(fd_impls, fd_states), x, y)
+
+
+def _one_step_points(impls: list[Implementation], states: Mapping[int, Params]):
+    """(params, dtype, exactness) of each state in each dtype of ``impls``: what the one-step checks ask at."""
+    dtypes = list(dict.fromkeys(impl.spec.dtype for impl in impls))
+    for state in states.values():
+        for dtype in dtypes:
+            yield cast(state, dtype), dtype, {exact(i) for i in impls if i.spec.dtype == dtype}
+
+
+def _difference_points(impls: list[Implementation], states: Mapping[int, Params]):
+    """(params, "float64", exactness) of each state: what the finite-difference checks of ``impls`` ask at
+    (``plain_errors`` is asked only for implementations whose gradients are not exact)."""
+    inexact = {False} if any(not exact(impl) for impl in impls) else set()
+    for state in states.values() if impls else ():
+        yield cast(state, "float64"), "float64", inexact
+
+
 def _prefetch(oracle, points: Iterable[tuple[Params, str, set[bool]]], x: np.ndarray, y: np.ndarray) -> None:
     """The oracle's answers at every (params, dtype, exact gradients or not) point the checks will ask about,
     computed in as few round trips as its worker takes (``RemoteOracle.prefetch``); ``points`` may be a
@@ -190,9 +215,7 @@ def finite_differences(impls: list[Implementation], oracle: Oracle, states: Mapp
     agree to a tenth of the tolerance (steep, saturated states after a blow-up fail that).
     Rows not judged are kept, with ``judged`` False, and never fail.
     """
-    inexact = {False} if any(not exact(impl) for impl in impls) else set()  # plain_errors is asked for these
-    _prefetch(oracle, ((cast(state, "float64"), "float64", inexact) for state in states.values()) if impls else (),
-              x, y)
+    _prefetch(oracle, _difference_points(impls, states), x, y)
     rows = []
     for step, state in states.items():
         params = cast(state, "float64")

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from harness import notebook
-from harness.checks.gradcheck import finite_differences, table, teacher_forced
+from harness.checks.gradcheck import finite_differences, prefetch_truths, table, teacher_forced
 from harness.checks.policy import policy_rows
 from harness.checks.conventions import explain, not_followed
 from harness.checks.replay import name_cause
@@ -20,6 +20,7 @@ from harness.checks.trajectory import (Divergence, conclusiveness, first_diverge
 from harness.running.guard import Fault, guarded
 from harness.running.roster import Roster
 from harness.running.plugins import run_faults
+from harness.running.remote import RemoteImpl
 from harness.running.runs import Run, checkpoint_steps
 from harness.running.training import Trained
 from harness.truth.references import envelope
@@ -69,12 +70,18 @@ class WhileTraining:
         end64 = states if run.dtype == "float64" else {}
         fd_states = {0: self.params, **({self.config.steps: end64[self.config.steps]}
                                         if self.config.steps in end64 else {})}
+        fd_impls = [run.impl] if run.dtype == "float64" else []
+        # The oracle's answers first, on no implementation's clock: a large network's truths at its many states
+        # take longer than any one call may (the 2,000-step 10-1024-1024-1 run's took over 10 min; the limit
+        # then stopped them mid-way and blamed numpy). A worker's implementation has each call timed there; one
+        # built here has the whole check timed, as nothing else can stop it.
+        prefetch_truths(self.oracle, [run.impl], states, fd_impls, fd_states, self.x, self.y)
+        limit = 0.0 if isinstance(run.impl, RemoteImpl) else self.roster.time_limit
         try:
             return guarded("loss_and_grads()", lambda: pd.concat([
                 teacher_forced([run.impl], self.oracle, states, self.x, self.y),
-                finite_differences([run.impl] if run.dtype == "float64" else [], self.oracle, fd_states,
-                                   self.x, self.y),
-            ], ignore_index=True), self.roster.time_limit, THE_ORACLES)
+                finite_differences(fd_impls, self.oracle, fd_states, self.x, self.y),
+            ], ignore_index=True), limit, THE_ORACLES)
         except Fault as exc:
             return exc
 

@@ -214,6 +214,10 @@ class RemoteOracle:
         allows; the calls that follow find it. ``requests`` may be a generator (see ``batched``)."""
         from harness.truth.oracle import Oracle, OracleError
 
+        if self.worker.dead:  # stopped mid-call (an interruption: its state is unknown): a fresh one
+            self.worker = Worker("oracle", on_one_blas_thread, (Oracle, self.spec))
+        if self._second is not None and self._second.dead:
+            self._second = None  # started again when a round trip needs it
         shared = sum(n * m for n, m in self.spec.param_shapes().values()) >= PARALLEL_PARAMS
         missing = ((key, request) for request in requests if (key := digest(request)) not in self._cache)
         for part in in_round_trips(missing, lambda item: array_bytes(item[1][1]),
