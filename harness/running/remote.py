@@ -10,8 +10,7 @@ import numpy as np
 
 from harness.running.guard import Fault
 from harness.running.spill import Answers, digest
-from harness.running.workers import HEAP_KEPT, Worker, libc, may_start, on_lent_core
-from harness.truth import products
+from harness.running.workers import HEAP_KEPT, Worker, libc, may_start
 
 T = TypeVar("T")
 ENABLED = True  # False runs every call in this process (tests that monkeypatch code a worker would not see)
@@ -170,12 +169,10 @@ def prepare_oracle_process() -> None:
     other and run slower; one each keeps every core busy. Each product and activation allocates
     arrays of a megabyte or more, which malloc would map fresh and unmap again every time, touching every page
     anew (docs: what checking costs as the network grows); kept in the heap, they are reused. Where mallopt is missing
-    (not glibc) only the BLAS limit applies. Once the scheduler lends the process the other core (``lend_core``:
-    nothing else is left to run beside it), its extended products take two threads (``products.lend``)."""
+    (not glibc) only the BLAS limit applies."""
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1, user_api="blas")
-    on_lent_core(lambda: products.lend(2))  # running alone (the truth's trajectory after the rest): two cores
     HEAP_KEPT[0] = True
     try:
         libc().mallopt(M_MMAP_THRESHOLD, KEEP_BYTES)

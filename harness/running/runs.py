@@ -11,11 +11,10 @@ import numpy as np
 from harness.running import timing
 from harness.running.guard import Fault, guarded, one_line
 from harness.running.remote import RemoteImpl, on_one_blas_thread, usable
-from harness.running.workers import POLL_S, Worker, lend_core, wait
+from harness.running.workers import POLL_S, Worker, wait
 from harness.truth.oracle import OracleError
 from harness.truth.references import Reference, ReferenceJob, first_nonfinite
 from impls.interface import Implementation, Params, TrainResult
-from impls.spec import ORACLE_DTYPE
 
 
 @dataclass
@@ -163,9 +162,7 @@ def train_all(impls: list[Implementation], references: list[ReferenceJob], param
             return idle(runs, hand, tail)
 
         oracles = frozenset(range(len(impls), len(impls) + len(references)))  # a job's worker: one run, then idle
-        truth = frozenset(len(impls) + j for j, job in enumerate(references) if job.dtype == ORACLE_DTYPE)
-        done.update(schedule(_order(tasks, len(impls)), args, in_hand if idle else None, done, running, oracles,
-                             truth))  # its products alone are the same bits on any number of threads
+        done.update(schedule(_order(tasks, len(impls)), args, in_hand if idle else None, done, running, oracles))
     except BaseException:  # interrupted, or this process failed: a busy oracle worker is stopped, not waited for
         if oracle:
             oracle.stop()
@@ -209,18 +206,17 @@ def slots() -> int:
 
 
 def schedule(tasks: list[Task], args: tuple, idle: Callable[[dict], bool] | None = None,
-             before: dict | None = None, running: dict | None = None, done_with: frozenset = frozenset(),
-             lend_to: frozenset = frozenset()) -> dict[int, object]:
+             before: dict | None = None, running: dict | None = None, done_with: frozenset = frozenset()
+             ) -> dict[int, object]:
     """Run ``tasks`` in order, one per core at a time:
     key -> value or Fault. Whenever a core is free, ``idle(done so far, with ``before``; whether every task
     has started)`` first does one
     piece of this process's own work there, if it has any (asked again only once more tasks have ended),
     and the next task starts when it has none: so this process never works beside two tasks. ``running``:
     key -> worker, tasks submitted earlier, each holding a core until it ends. ``done_with``: keys whose
-    worker has no more work once its value is in: it is closed then, and what it held goes with it.
-    ``lend_to``: keys whose task may take a second core once a core would otherwise wait (``lend_core``)."""
+    worker has no more work once its value is in: it is closed then, and what it held goes with it."""
     slots_ = slots()
-    queue, running, done, lent = list(tasks), dict(running or {}), {}, set()
+    queue, running, done = list(tasks), dict(running or {}), {}
     idle_found_nothing_at = -1  # how many tasks had ended when idle last found nothing: asked again on more
     while queue or running:
         if idle is not None and len(running) < slots_ and len(done) != idle_found_nothing_at:
@@ -236,10 +232,6 @@ def schedule(tasks: list[Task], args: tuple, idle: Callable[[dict], bool] | None
             except Fault as exc:
                 done[task.key] = exc
             continue
-        if len(running) < slots_:  # nothing left to start or to do here: a core would wait
-            for key in (lend_to & running.keys()) - lent:
-                lend_core(running[key])
-                lent.add(key)
         wait([w for w in running.values()], POLL_S)
         _collect(running, done, done_with)
     while idle is not None and idle({**(before or {}), **done}, True):  # the last task ended: the rest, now

@@ -86,7 +86,6 @@ def _serve(conn: Connection, factory: Callable, args: tuple, name: str, parents_
     _name_process(name)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it ends every worker
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a plain fork inherits the parent's handler: not the worker's
-    signal.signal(LEND_SIGNAL, signal.SIG_IGN)  # a lent core is taken only by hosts that ask for one
     np.seterr(all="ignore")  # overflow to inf or NaN is a result here, reported per run, as in the main process
     warnings.simplefilter("ignore", RuntimeWarning)
     try:
@@ -389,23 +388,6 @@ def peak_memory() -> dict[str, int]:
     for worker in list(_LIVE):
         _keep_peak(worker.label, peak_bytes(worker._process.pid))  # noqa: SLF001
     return dict(sorted(_PEAKS.items()))
-
-
-LEND_SIGNAL = signal.SIGUSR1  # "a core is free beside you": sent to a busy worker whose host can use two
-
-
-def lend_core(worker: Worker) -> None:
-    """Tell a busy worker that the core beside it is free for the rest of its call (a host that asked for
-    it, with ``on_lent_core``, takes it; any other ignores it)."""
-    try:
-        os.kill(worker._process.pid, LEND_SIGNAL)  # noqa: SLF001
-    except (ProcessLookupError, TypeError):  # ended meanwhile (its result or fault is collected as usual)
-        pass
-
-
-def on_lent_core(take: Callable[[], None]) -> None:
-    """In a worker: ``take()`` when the parent lends it the core beside it (``lend_core``)."""
-    signal.signal(LEND_SIGNAL, lambda signum, frame: take())
 
 
 def pid_of(worker: Worker) -> int | None:

@@ -33,7 +33,7 @@ import numpy as np
 from scipy.special import expit
 
 from harness.truth.optimizers import BIAS_SUM, DECAY_FORMS, RELU_CONVENTION, Rule, initial_loss_scale
-from harness.truth.products import EXTENDED, elementwise, matmul
+from harness.truth.products import EXTENDED, matmul
 from harness.truth.tolerances import ORACLE_CONDITIONED, ORACLE_SAMPLES, ORACLE_SELF_CHECK
 from impls.spec import CONVENTIONS, ModelSpec
 
@@ -483,7 +483,7 @@ class Oracle:
                     for j, rng, _ in noisy:  # another summation order: up to half an ulp of the terms
                         zs[i][j] += rng.uniform(-1, 1, zs[i][j].shape) * unit * (np.abs(inputs[i][j])
                                                                                  @ np.abs(blocks[i][j]))
-                    elementwise(act_fns[i], zs[i], outs[i])
+                    act_fns[i](zs[i], out=outs[i])
                     for j in nudged:
                         np.nextafter(outs[i][j], toward, out=outs[i][j])
                     if acts[i] in ("tanh", "sigmoid"):  # another kernel: up to k ulps of the output

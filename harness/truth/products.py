@@ -38,7 +38,6 @@ is faster there, and the default run's numbers stay as they were.
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -172,44 +171,11 @@ def inner_chunks(inner: int) -> list[slice]:
     return [slice(start, min(start + size, inner)) for start in range(0, inner, size)]
 
 
-LENT = [1]  # threads an extended product may use: 1, or 2 once this process is lent a second core (``lend``)
-_POOL: list[ThreadPoolExecutor] = []
-
-
-def lend(cores: int) -> None:
-    """From now on each extended product may use ``cores`` threads: its float64 BLAS products, and the split of
-    its two operands side by side. The bits are the same for any count: every partial product is exact, so
-    its summation order cannot matter, and the split is elementwise."""
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(cores, user_api="blas")
-    LENT[0] = cores
-    if cores > 1 and not _POOL:
-        _POOL.append(ThreadPoolExecutor(1, thread_name_prefix="split"))
-
-
-def elementwise(fn, z: np.ndarray, out: np.ndarray) -> None:
-    """``fn(z, out=out)`` (an activation, elementwise), the two halves of the rows side by side where this
-    process is lent a core (``lend``): longdouble's tanh has no vector kernel, and takes as long as the products."""
-    if LENT[0] > 1 and z.ndim >= 2 and z.shape[-2] > 1 and z.size >= LENT_MIN_ELEMENTS:
-        half = z.shape[-2] // 2
-        pending = _POOL[0].submit(fn, z[..., :half, :], out=out[..., :half, :])
-        fn(z[..., half:, :], out=out[..., half:, :])
-        pending.result()
-    else:
-        fn(z, out=out)
-
-
-LENT_MIN_ELEMENTS = 1 << 14  # below this an activation takes less than a thread's hand-over
-
-
 def _by_slices(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
     """a @ b by slices, or None where a row's or column's scale is out of range."""
     bits, count = slicing(a.shape[-1])
-    pending = _POOL[0].submit(lambda: [_split(part, -1, bits, count) for part in _parts(a)]) \
-        if LENT[0] > 1 else None  # NumPy's loops release the GIL: the operands split side by side
+    left = [_split(part, -1, bits, count) for part in _parts(a)]
     right = [_split(part, -2, bits, count) for part in _parts(b)]
-    left = pending.result() if pending else [_split(part, -1, bits, count) for part in _parts(a)]
     if any(part is None for part in left + right):
         return None
     (ar, ai), (br, bi) = (*left, None)[:2], (*right, None)[:2]
