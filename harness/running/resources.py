@@ -169,15 +169,17 @@ def estimate(config, x: np.ndarray, measured: dict[tuple[str, str], float] | Non
         count * checkpoints * params * _bytes(dtype) for dtype, count in stacks)
     copies = params if params * macs <= FULL_COMPLEX_STEP_MAX else VERIFY_DIRECTIONS
     per_state = 2 if params >= PARALLEL_PARAMS else 1  # workers computing the truths at the checkpoints
-    memory["the oracle's complex step"] = per_state * copies * activations * 2 * _bytes(ORACLE_DTYPE)
     truth_bytes = 2 * params * _bytes(ORACLE_DTYPE)  # a state's truth: gradients and their term scale
-    memory["the truths kept by the oracle's workers"] = per_state * min(CACHE_BYTES, checkpoints * truth_bytes)
-    memory["the oracle's answers kept here"] = min(HELD_BYTES, checkpoints * (
-        truth_bytes + ANSWERS_PER_STATE * params * sum(_bytes(d) for d in config.dtype)))
-    memory["check calls in flight"] = min(IMPL_TRIP * BATCH_BYTES, IMPL_TRIP * FD_COPIES * params * 8) + \
-        min(ORACLE_TRIP * ORACLE_BATCH_BYTES, ORACLE_TRIP * checkpoints * params * 8)
-    while_checking += sum(memory[part] for part in ("the oracle's complex step", "the truths kept by the oracle's workers",
-                                            "the oracle's answers kept here", "check calls in flight"))
+    checking = {
+        "the oracle's complex step": per_state * copies * activations * 2 * _bytes(ORACLE_DTYPE),
+        "the truths kept by the oracle's workers": per_state * min(CACHE_BYTES, checkpoints * truth_bytes),
+        "the oracle's answers kept here": min(HELD_BYTES, checkpoints * (
+            truth_bytes + ANSWERS_PER_STATE * params * sum(_bytes(d) for d in config.dtype))),
+        "check calls in flight": min(IMPL_TRIP * BATCH_BYTES, IMPL_TRIP * FD_COPIES * params * 8)
+        + min(ORACLE_TRIP * ORACLE_BATCH_BYTES, ORACLE_TRIP * checkpoints * params * 8),
+    }
+    memory.update(checking)
+    while_checking += sum(checking.values())
     rates = {d: flop_seconds(d) for d in config.dtype}
     extended = Rates.measure()
     seconds = {}

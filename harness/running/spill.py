@@ -63,10 +63,9 @@ class Answers:
         data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         if self._file is None:
             self._file = tempfile.TemporaryFile(prefix="xh-answers-")
-        offset = self.spilled_bytes
-        view = memoryview(data)
-        while view.nbytes:
-            view = view[os.pwrite(self._file.fileno(), view, offset + len(data) - view.nbytes):]
+        offset, written = self.spilled_bytes, 0
+        while written < len(data):  # appended at the end of what is already written
+            written += os.pwrite(self._file.fileno(), memoryview(data)[written:], offset + written)
         self._spilled[key] = (offset, len(data))
         self.spilled_bytes += len(data)
 
