@@ -314,11 +314,11 @@ SCALING_ACTIVATIONS = ("tanh", "tanh", "sigmoid")
 
 
 def print_scaling(steps: int) -> None:
-    """The oracle's parts on a realistic MLP, its extended products by NumPy's loop and by exact float64 slices,
+    """The oracle's parts on a realistic MLP, its extended products by NumPy's loop and split into float64 ones,
     one after the other in this process, and what one extended product costs in float64 products."""
     from harness.data import load
     from harness.running.oracle_cost import oracle_cost, split_against_loop
-    from harness.truth.products import products_per_product, slicing
+    from harness.truth.products import error_factor, lead_bits, products_per_product
 
     config = RunConfig(layers=SCALING_LAYERS, activations=SCALING_ACTIVATIONS, dataset=f"parity:{SCALING_LAYERS[0]}",
                        steps=steps, dtype=("float64",))
@@ -332,15 +332,14 @@ def print_scaling(steps: int) -> None:
             ("  of which complex step", loop.complex_step_s, split.complex_step_s),
             ("extended work (the two above)", loop.extended_s, split.extended_s),
             ("reference runs (float64)", loop.references_s, split.references_s)]
-    print(f"{'part':34} {'loop s':>9} {'slices s':>9} {'loop / slices':>14}")
+    print(f"{'part':34} {'loop s':>9} {'split s':>9} {'loop / split':>14}")
     for label, before, after in rows:
         print(f"{label:34} {before:9.2f} {after:9.2f} {before / after:14.2f}")
     inner = SCALING_LAYERS[1] + 1
-    bits, count = slicing(inner)
-    print(f"one extended product of inner dimension {inner}: {products_per_product(inner)} exact float64 products"
-          f" ({count} slices of {bits} bits a side)", flush=True)
+    print(f"one extended product of inner dimension {inner}: {products_per_product(inner)} float64 products"
+          f" ({lead_bits(inner)}-bit integer leads; bound {error_factor(inner):.1e} of the terms' sums)", flush=True)
     gap = split_against_loop(config.spec("float64"), [params, split.final], x, y)
-    print(f"the truth's gradients by slices against by the loop, at the start and after {steps} steps: at most"
+    print(f"the truth's gradients split against by the loop, at the start and after {steps} steps: at most"
           f" {gap:.1e} of each entry's term scale (longdouble's unit roundoff: {np.finfo(np.longdouble).eps / 2:.1e})")
 
 
@@ -378,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only-against", action="store_true", help="run only the --against section")
     parser.add_argument("--scaling-steps", type=int, default=200, help="steps of the scaling section's network")
     parser.add_argument("--only-scaling", action="store_true", help="run only the scaling section (the oracle's"
-                        " parts, products by NumPy's loop and by slices)")
+                        " parts, products by NumPy's loop and split)")
     try:
         args = parser.parse_args(argv)
         if args.default_runs < 1:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from harness.truth import products
-from harness.truth.products import EXTENDED, EXTENDED_BITS, matmul, slicing, worth_splitting
+from harness.truth.products import EXTENDED, EXTENDED_BITS, error_factor, lead_bits, matmul, worth_splitting
 
 
 def exact(value) -> Fraction:
@@ -25,8 +25,8 @@ def spread(rng, shape, decades: float) -> np.ndarray:
 
 
 @pytest.mark.parametrize("m,k,n,decades", [(70, 80, 60, 3), (33, 300, 35, 3), (70, 64, 64, 30), (20, 1100, 20, 3)])
-def test_split_products_are_exact_to_the_slices_bound_and_to_the_loop_over_a_few_decades(m, k, n, decades):
-    """The guarantee: each entry within 2^-(bits x slices) of its row's and column's largest entries times the
+def test_split_products_are_within_the_stated_bound_and_the_loop_over_a_few_decades(m, k, n, decades):
+    """The guarantee: each entry within ``error_factor`` of its row's and column's largest entries times the
     other side's absolute sums, plus a few roundings of the last sum. Within a few decades a row, as a trained
     network's activations and gradients are, that is as good as NumPy's extended loop or better."""
     rng = np.random.default_rng(m * k)
@@ -34,8 +34,8 @@ def test_split_products_are_exact_to_the_slices_bound_and_to_the_loop_over_a_few
     assert worth_splitting(m, k, n)
     found, loop, scale = matmul(a, b), a @ b, np.abs(a) @ np.abs(b)
     chunks = products.inner_chunks(k)  # past CHUNK_INNER: chunks added in extended precision, a rounding each
-    bits, count = slicing(chunks[0].stop)
-    cut = Fraction(1, 2 ** (bits * count))
+    cut = Fraction(error_factor(chunks[0].stop))
+    assert cut <= Fraction(1, 2 ** (EXTENDED_BITS + products.GUARD_BITS))
     unit = Fraction(1, 2 ** EXTENDED_BITS)
     for i, j in [(0, 0), (m - 1, n - 1), (m // 2, 3), (5, n // 2)]:
         truth, size = exact_product(a, b, i, j), exact(scale[i, j])
@@ -86,26 +86,42 @@ def test_thin_products_other_dtypes_and_values_out_of_range_take_the_plain_loop(
     assert np.isnan(matmul(huge, huge)[3]).all()
 
 
-def test_slices_carry_more_bits_than_the_extended_significand_and_their_products_stay_exact():
-    for inner in (32, 257, 1025, 4096):
-        bits, count = slicing(inner)
-        assert bits * count >= EXTENDED_BITS + products.GUARD_BITS
-        assert 2 * bits + np.ceil(np.log2(inner)) <= 53  # every partial sum of a slice product is an integer < 2^53
+def test_leads_multiply_exactly_and_split_and_rest_rebuild_the_operand():
+    for inner in (32, 257, 512, 1025, 4096):
+        assert 2 * lead_bits(inner) + np.ceil(np.log2(inner)) <= 53  # every partial sum of lead @ lead: an integer < 2^53
     rng = np.random.default_rng(5)
     a = spread(rng, (50, 300), 30)
-    bits, count = slicing(300)
-    slices, exponent = products._split(a, -1, bits, count)
-    assert np.all(np.abs(slices) <= 2.0 ** bits) and np.all(slices == np.rint(slices))
-    rebuilt = sum(slices[j].astype(EXTENDED) * EXTENDED(2.0) ** (-bits * j) for j in range(count))
-    rebuilt = rebuilt * np.ldexp(EXTENDED(1), exponent)
+    bits = lead_bits(300)
+    split = products._split(a, -1, bits)
+    assert np.all(np.abs(split.lead) <= 2.0 ** bits) and np.all(split.lead == np.rint(split.lead))
+    assert np.all(np.abs(split.rest) <= 0.5 * (1 + 2.0 ** (bits - 52)))
+    scale = np.ldexp(EXTENDED(1), split.exponent)
+    rebuilt = (split.lead.astype(EXTENDED) + split.rest.astype(EXTENDED)) * scale
     rows = np.max(np.abs(a), axis=-1, keepdims=True)
-    assert np.all(np.abs(rebuilt - a) <= rows * EXTENDED(2.0) ** (-EXTENDED_BITS))
+    assert np.all(np.abs(rebuilt - a) <= rows * EXTENDED(2.0) ** -(bits + 53))  # rest rounded once, by 2^-53 of it
+    assert np.all(split.hi == np.ldexp(a.astype(np.float64), -split.exponent))
 
 
-def test_a_wide_inner_dimension_is_cut_into_chunks_of_three_slices():
-    """Past CHUNK_INNER, slices narrow and 66 bits would take 4 of them (10 float64 products); equal chunks keep
-    3 (6 products), each exact, added in extended precision."""
-    assert slicing(products.CHUNK_INNER)[0] > slicing(products.CHUNK_INNER + 1)[0]  # narrower past it
+def test_the_lead_product_is_exact_and_the_rest_is_within_its_unit_roundoffs():
+    """The split's two terms apart, against exact arithmetic: lead @ lead has no error at all; the rounded term
+    is within error_factor of the sums (checked as a whole above), here at the widest chunk, where it is
+    largest."""
+    rng = np.random.default_rng(6)
+    k = products.CHUNK_INNER
+    a, b = spread(rng, (8, k), 3), np.tanh(spread(rng, (k, 8), 3))
+    bits = lead_bits(k)
+    left, right = products._split(a, -1, bits), products._split(b, -2, bits)
+    lead = left.lead @ right.lead
+    for i, j in [(0, 0), (7, 7), (3, 5)]:
+        assert Fraction(lead[i, j]) == sum((Fraction(p) * Fraction(q) for p, q in zip(left.lead[i], right.lead[:, j])),
+                                           Fraction(0))
+
+
+def test_a_wide_inner_dimension_is_cut_into_chunks_that_keep_the_bound():
+    """Past CHUNK_INNER, leads narrow and the bound would pass GUARD_BITS; equal chunks keep it, added in
+    extended precision."""
+    assert lead_bits(products.CHUNK_INNER) > lead_bits(products.CHUNK_INNER + 1)  # narrower past it
+    assert error_factor(products.CHUNK_INNER + 1) > 2.0 ** -(EXTENDED_BITS + products.GUARD_BITS)
     assert [len(products.inner_chunks(k)) for k in (512, 513, 1024, 1025, 4096)] == [1, 2, 2, 3, 8]
     assert products.inner_chunks(1025) == [slice(0, 342), slice(342, 684), slice(684, 1025)]
-    assert products.products_per_product(1025) == products.products_per_product(512) == 6
+    assert products.products_per_product(1025) == products.products_per_product(512) == 3

@@ -310,6 +310,6 @@ def oracle_info() -> dict:
             "significand_bits": products.EXTENDED_BITS,
             "gradients": "complex step in clongdouble (every entry; along random directions for large networks),"
                          " reverse mode in longdouble checked against it",
-            "products": f"NumPy's longdouble loop where thin; else exact float64 BLAS products of slices"
-                        f" ({products.GUARD_BITS} bits past the significand; harness.truth.products)",
+            "products": f"NumPy's longdouble loop where thin; else split into float64 BLAS products, one exact and"
+                        f" two rounded {products.GUARD_BITS} bits past the significand (harness.truth.products)",
             "imports_from_impls": "impls.spec only"}

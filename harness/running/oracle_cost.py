@@ -62,7 +62,7 @@ def oracle_cost(config, params, x: np.ndarray, y: np.ndarray, split: bool = True
 
 
 def split_against_loop(spec, states: list, x: np.ndarray, y: np.ndarray) -> float:
-    """The largest gap between the truth's gradients with products by slices and by NumPy's loop at ``states``,
+    """The largest gap between the truth's gradients with products split and by NumPy's loop at ``states``,
     relative to each entry's term scale (what the checks divide by): how far the faster truth moved."""
     worst = 0.0
     for state in states:

@@ -15,8 +15,8 @@ trajectory, from a fixed per-call overhead per implementation plus the matmul
 work at a rate measured here and now in each dtype, spread over the two cores the
 trajectories share, plus the checks at every checkpoint. The oracle's extended
 products are costed as it takes them (``harness.truth.products``): by NumPy's
-longdouble loop where that is faster, else as float64 BLAS products of their
-slices plus the extended elementwise work of splitting them; its activations
+longdouble loop where that is faster, else as the float64 BLAS products of their
+split plus the extended elementwise work of splitting them; its activations
 (real, and complex for complex step) at their measured rates. Where that comes to
 more than 30 s, each implementation cheap enough to time runs 20 steps twice in
 its worker (the first call compiles or warms up), and its measured cost per step
