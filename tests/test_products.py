@@ -125,3 +125,32 @@ def test_a_wide_inner_dimension_is_cut_into_chunks_that_keep_the_bound():
     assert [len(products.inner_chunks(k)) for k in (512, 513, 1024, 1025, 4096)] == [1, 2, 2, 3, 8]
     assert products.inner_chunks(1025) == [slice(0, 342), slice(342, 684), slice(684, 1025)]
     assert products.products_per_product(1025) == products.products_per_product(512) == 3
+
+
+def test_halves_given_for_an_operand_and_its_transpose_give_the_same_bits():
+    rng = np.random.default_rng(8)
+    a, b = spread(rng, (2, 70, 80), 3), spread(rng, (2, 80, 64), 3)
+    assert np.array_equal(matmul(a, b, (products.halves(a), products.halves(b))), matmul(a, b))
+    at = np.swapaxes(a, -1, -2)  # as the truth's backward pass takes a layer's input
+    given = tuple(np.swapaxes(h, -1, -2) for h in products.halves(a))
+    c = spread(rng, (2, 70, 64), 3)
+    assert np.array_equal(matmul(at, c, (given, None)), matmul(at, c))
+
+
+def test_the_truths_trajectory_is_the_same_whether_its_operands_are_halved_once_or_per_product(monkeypatch):
+    """The training loop halves each layer's input and weights once a step for their forward and backward
+    products; made per product instead (as every other caller does), every bit is the same."""
+    from harness.data import load
+    from harness.init import initial_params
+    from harness.truth import oracle
+    from impls.spec import ModelSpec
+
+    spec = ModelSpec(layers=(8, 64, 64, 1), activations=("tanh", "tanh", "sigmoid"))
+    x, y = load("parity:8")
+    start = initial_params(spec)
+    assert worth_splitting(x.shape[0], 65, 64)
+    shared = oracle.Oracle(spec).train([start], x, y, 5, [0, 5])[0]
+    monkeypatch.setattr(oracle, "halves", lambda a: None)  # matmul then halves each operand itself
+    apart = oracle.Oracle(spec).train([start], x, y, 5, [0, 5])[0]
+    assert np.array_equal(shared[0], apart[0])
+    assert all(np.array_equal(shared[1][k], apart[1][k]) for k in shared[1])

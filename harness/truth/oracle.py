@@ -33,7 +33,7 @@ import numpy as np
 from scipy.special import expit
 
 from harness.truth.optimizers import BIAS_SUM, DECAY_FORMS, RELU_CONVENTION, Rule, initial_loss_scale
-from harness.truth.products import EXTENDED, matmul
+from harness.truth.products import EXTENDED, SPLIT, Halves, halves, matmul, worth_splitting
 from harness.truth.tolerances import ORACLE_CONDITIONED, ORACLE_SAMPLES, ORACLE_SELF_CHECK
 from impls.spec import CONVENTIONS, ModelSpec
 
@@ -471,6 +471,14 @@ class Oracle:
             per_element = _softplus(kept) - y_loss * kept if bce else half * (kept - y_loss) ** 2
             losses[done:upto] = per_element.mean(axis=(-2, -1))
 
+        # Extended products that will be split take each operand's float64 halves, made once a step and shared by
+        # its forward and backward products (each layer's input and weights serve two each).
+        split = np.dtype(dtype) == np.dtype(EXTENDED) and SPLIT[0]
+        layers = list(zip(widths, widths[1:]))
+        halve_in = [split and (worth_splitting(k, n + 1, m) or worth_splitting(n + 1, k, m)) for n, m in layers]
+        halve_w = [split and (worth_splitting(k, n + 1, m) or (i > 0 and worth_splitting(k, m, n)))
+                   for i, (n, m) in enumerate(layers)]
+        first_in = halves(inputs[0]) if halve_in[0] else None  # the data and its ones: the same every step
         with np.errstate(all="ignore"):
             for step in range(steps):
                 if step in wanted:
@@ -478,8 +486,12 @@ class Oracle:
                         kept[step] = state(j)
                 if mixed:  # the master weights rounded to the dtype the passes compute in
                     np.copyto(low, flat, casting="unsafe")
+                h_w = [halves(block) if halve else None for block, halve in zip(blocks, halve_w)]
+                h_in = [first_in] + [None] * (depth - 1)
                 for i in range(depth):
-                    _into(inputs[i], blocks[i], zs[i])
+                    if i and halve_in[i]:
+                        h_in[i] = halves(inputs[i])
+                    _into(inputs[i], blocks[i], zs[i], (h_in[i], h_w[i]))
                     for j, rng, _ in noisy:  # another summation order: up to half an ulp of the terms
                         zs[i][j] += rng.uniform(-1, 1, zs[i][j].shape) * unit * (np.abs(inputs[i][j])
                                                                                  @ np.abs(blocks[i][j]))
@@ -511,11 +523,12 @@ class Oracle:
                 for i in range(depth - 1, -1, -1):
                     if i < depth - 1:
                         delta = delta * slope(i, zs[i], outs[i])
-                    _into(inputs_t[i], delta, grads[i])
+                    _into(inputs_t[i], delta, grads[i], (_transposed(h_in[i]), None))
                     if in_dtype_sums:  # the bias row summed sample by sample in the dtype, as a stated convention
                         grads[i][:, -1, :] = np.cumsum(delta, axis=1, dtype=dtype)[:, -1, :]
                     if i:
-                        delta = _product(delta, weights_t[i], dtype)
+                        weights = None if h_w[i] is None else [h[:, :-1] for h in h_w[i]]  # w without its bias row
+                        delta = _product(delta, weights_t[i], dtype, (None, _transposed(weights)))
                 if mixed:
                     np.copyto(grad_master, grad, casting="unsafe")
                     if scale != 1:
@@ -545,19 +558,25 @@ class Oracle:
         return [(losses[:, j].copy(), state(j), checkpoints[j]) for j in range(count)]
 
 
-def _product(a: np.ndarray, b: np.ndarray, dtype) -> np.ndarray:
+def _product(a: np.ndarray, b: np.ndarray, dtype, given: tuple = (None, None)) -> np.ndarray:
     """a @ b in ``dtype``: in a reduced dtype the spec's rule, accumulated in float32 and rounded once (NumPy's
-    bfloat16 matmul returns float32, its float16 one accumulates in float)."""
-    found = matmul(a, b)
+    bfloat16 matmul returns float32, its float16 one accumulates in float). ``given``: ``matmul``'s."""
+    found = matmul(a, b, given)
     return found if found.dtype == dtype else found.astype(dtype)
 
 
-def _into(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
-    """out = a @ b, in place (extended products by ``products.matmul``, the others by NumPy's into ``out``)."""
+def _into(a: np.ndarray, b: np.ndarray, out: np.ndarray, given: tuple = (None, None)) -> None:
+    """out = a @ b, in place (extended products by ``products.matmul``, given the operands' halves where made;
+    the others by NumPy's into ``out``)."""
     if out.dtype == EXTENDED:
-        out[...] = matmul(a, b)
+        out[...] = matmul(a, b, given)
     else:
         np.matmul(a, b, out=out)
+
+
+def _transposed(given: Halves | None) -> Halves | None:
+    """Halves of an operand, as its transpose's (views)."""
+    return None if given is None else tuple(np.swapaxes(h, -1, -2) for h in given)
 
 
 def _column_sum(a: np.ndarray, dtype) -> np.ndarray:

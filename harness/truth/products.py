@@ -85,16 +85,28 @@ class Split(NamedTuple):
     exponent: np.ndarray  # value = 2^exponent (lead + rest), per row or column
 
 
-def _split(a: np.ndarray, axis: int, bits: int) -> Split | None:
+Halves = tuple[np.ndarray, np.ndarray]  # an extended array as hi + lo, two float64 arrays, exactly
+
+
+def halves(a: np.ndarray) -> Halves:
+    """``a`` (real, extended) as hi + lo in float64, exactly up to 106 bits: the only extended arithmetic of a split.
+    An operand used in two products (the truth's trajectory: each layer's input and weights, forward and back)
+    is halved once and the halves given to both (``matmul``'s ``given``), transposed or sliced as it is."""
+    hi = a.astype(np.float64)
+    return hi, (a - hi).astype(np.float64)
+
+
+def _split(a: np.ndarray, axis: int, bits: int, given: Halves | None = None) -> Split | None:
     """``a`` split along its rows (``axis`` = -1) or columns (-2); None where a row's scale is outside float64's
-    range. The extended values are first written as two float64s, hi + lo exactly (the only extended
-    arithmetic); each is scaled by the same power of two (exact), lead = rint(hi) and hi - lead are exact, and
-    rest = (hi - lead) + lo is rounded once, by 2^-53 of itself."""
-    hi = a.astype(np.float64, order="C")  # C order: the same BLAS path, so the same bits, whatever a's layout
+    range. ``a`` is first written as hi + lo (``halves``, or ``given``); each is scaled by the same power of
+    two (exact), lead = rint(hi) and hi - lead are exact, and rest = (hi - lead) + lo is rounded once, by 2^-53
+    of itself. Every array is laid out in C order whatever ``a``'s layout, so BLAS takes the same path and
+    returns the same bits."""
+    hi, lo = given if given is not None else halves(a)
+    hi, lo = np.ascontiguousarray(hi), np.ascontiguousarray(lo)
     top = np.max(np.abs(hi), axis=axis, keepdims=True)
     if not np.all((top < RANGE) & ((top == 0) | (top > 1 / RANGE))):  # also False for inf and NaN
         return None
-    lo = (a - hi).astype(np.float64, order="C")
     _, exponent = np.frexp(top)  # |a| < 2^exponent along the axis
     hi, lo = np.ldexp(hi, bits - exponent), np.ldexp(lo, bits - exponent)  # exact: |hi| < 2^bits
     lead = np.rint(hi)
@@ -135,18 +147,20 @@ def loop_only() -> Iterator[None]:
         SPLIT[0] = True
 
 
-def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def matmul(a: np.ndarray, b: np.ndarray, given: tuple[Halves | None, Halves | None] = (None, None)) -> np.ndarray:
     """a @ b, exact to extended precision: split into float64 BLAS products where both are extended (real or complex)
     and the product is large enough to pay (``worth_splitting``), else NumPy's own matmul (small products, other
     dtypes, values outside float64's range). An inner dimension past ``CHUNK_INNER`` is cut into chunks, whose
-    products are added in extended precision."""
+    products are added in extended precision. ``given``: a real operand's ``halves``, where already made."""
     a, b = np.asarray(a), np.asarray(b)
     if (not SPLIT[0] or {a.dtype, b.dtype} - {np.dtype(EXTENDED), np.dtype(np.clongdouble)} or a.ndim < 2 or b.ndim < 2
             or not worth_splitting(a.shape[-2], a.shape[-1], b.shape[-1])):
         return a @ b
     total = None
+    left, right = given
     for chunk in inner_chunks(a.shape[-1]):
-        found = _by_split(a[..., chunk], b[..., chunk, :])
+        found = _by_split(a[..., chunk], b[..., chunk, :], None if left is None else [h[..., chunk] for h in left],
+                          None if right is None else [h[..., chunk, :] for h in right])
         if found is None:
             return a @ b
         total = found if total is None else total + found  # one extended rounding per chunk
@@ -161,11 +175,13 @@ def inner_chunks(inner: int) -> list[slice]:
     return [slice(start, min(start + size, inner)) for start in range(0, inner, size)]
 
 
-def _by_split(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
-    """a @ b split, or None where a row's or column's scale is out of range."""
+def _by_split(a: np.ndarray, b: np.ndarray, left_given: Halves | None = None, right_given: Halves | None = None
+              ) -> np.ndarray | None:
+    """a @ b split (a real operand from its halves where given), or None where a row's or column's scale is out of
+    range."""
     bits = lead_bits(a.shape[-1])
-    left = [_split(part, -1, bits) for part in _parts(a)]
-    right = [_split(part, -2, bits) for part in _parts(b)]
+    left = [_split(part, -1, bits, left_given if len(_parts(a)) == 1 else None) for part in _parts(a)]
+    right = [_split(part, -2, bits, right_given if len(_parts(b)) == 1 else None) for part in _parts(b)]
     if any(part is None for part in left + right):
         return None
     (ar, ai), (br, bi) = (*left, None)[:2], (*right, None)[:2]
