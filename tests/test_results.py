@@ -1,5 +1,6 @@
 """The results writer: whole runs or nothing; and the timing helpers."""
 import json
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -111,3 +112,15 @@ def test_plots_drawn_in_forks_equal_those_drawn_here_and_a_broken_one_fails_the_
     for name in ("loss.png", "deviation.png"):
         assert (forked / name).read_bytes() == (here / name).read_bytes(), name
     assert (forked / "timings.png").exists()
+
+
+def test_timed_repeats_shrink_only_for_slow_steps_and_calls():
+    """A repeat lasts TIMING_REPEAT_S and, for train(), 100 steps up to 0.1 s: the default run's fast steps keep
+    100 or more, a wide network's 10 ms steps take 10, not 100 (a second a repeat)."""
+    assert timing.repeat_steps(33e-6) == 303 and timing.repeat_steps(200e-6) == 100
+    assert timing.repeat_steps(1e-3) == 100 and timing.repeat_steps(10e-3) == 10 and timing.repeat_steps(5.0) == 10
+    calls = []
+    fast = timing.steady(lambda: calls.append(1), repeats=3, number=20, fit=True)
+    assert fast.number == 20 and len(calls) == 1 + 3 * 20
+    slow = timing.steady(lambda: time.sleep(0.02), repeats=2, number=20, fit=True)
+    assert slow.number == 1  # one call already lasts TIMING_REPEAT_S
