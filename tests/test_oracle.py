@@ -94,14 +94,15 @@ def test_complex_step_along_directions_takes_an_exact_zero_relu_input_as_the_kin
     assert "along 4 directions" in truth.method
 
 
-def test_complex_tanh_of_a_wide_layer_matches_numpys_to_a_few_extended_ulps():
+@pytest.mark.parametrize("imag", [1e-30, 1e-12, 1e-3])  # complex step's (both below STEP_IMAG_MAX), and not
+def test_complex_tanh_of_a_wide_layer_matches_numpys_to_a_few_extended_ulps(imag):
     """Complex step through a wide tanh layer takes tanh by its identity in real functions; NumPy's complex tanh
     is the yardstick, the far tails (|Re z| > 40) and small arrays are NumPy's own."""
     from harness.truth.oracle import FAST_COMPLEX_TANH_MIN, _tanh
 
     rng = np.random.default_rng(11)
     z = (rng.standard_normal(FAST_COMPLEX_TANH_MIN) * 8).astype(np.longdouble) \
-        + 1j * np.longdouble(1e-30) * rng.standard_normal(FAST_COMPLEX_TANH_MIN)
+        + 1j * np.longdouble(imag) * rng.standard_normal(FAST_COMPLEX_TANH_MIN)
     z.real[:4] = [60.0, -6000.0, 0.0, 1e-25]
     found, numpy = _tanh(z), np.tanh(z)
     unit = np.finfo(np.longdouble).eps
