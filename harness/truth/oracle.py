@@ -214,13 +214,14 @@ class Oracle:
             h = ACTIVATIONS[act](h @ np.asarray(params[f"w{i}"], dtype) + np.asarray(params[f"b{i}"], dtype))
         return h
 
-    def loss_scale(self, params: Params, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    def loss_scale(self, params: Params, x: np.ndarray, y: np.ndarray, loss: np.longdouble | None = None
+                   ) -> np.ndarray:
         """What the reported loss's rounding is judged against: the loss itself for sel; for bce the mean of
         its two terms' magnitudes, log(1 + e^z) + |y z|, which cancel where the logits saturate the right way
         (a well-trained net): any formula of the element, z + log1p(e^-z) - z or torch's (1 - y) z -
         log_sigmoid(z), rounds to a few ulps of these terms, not of their tiny difference."""
-        if self.spec.loss != "bce":
-            return np.asarray(self.loss(params, x, y))
+        if self.spec.loss != "bce":  # the loss itself (``loss``, where the caller has it already)
+            return np.asarray(self.loss(params, x, y) if loss is None else loss)
         z, y = self.preactivations(params, x)[-1], np.asarray(y, EXTENDED)
         return np.asarray((_softplus(z) + np.abs(y * z)).mean())
 
@@ -344,8 +345,9 @@ class Oracle:
             _agree(directions @ rev_flat, along, np.abs(directions) @ scale_flat,
                    f"along {VERIFY_DIRECTIONS} random directions", lambda: np.abs(directions) @ spread())
             grads, method = rev, f"reverse mode, checked by complex step along {VERIFY_DIRECTIONS} directions"
-        scale = {"loss": self.loss_scale(params, x, y), **self._unflat(scale_flat)}
-        found = Truth(self.loss(params, x, y), {k: np.asarray(grads[k], EXTENDED) for k in self.names}, scale, method)
+        loss = self.loss(params, x, y)
+        scale = {"loss": self.loss_scale(params, x, y, loss), **self._unflat(scale_flat)}
+        found = Truth(loss, {k: np.asarray(grads[k], EXTENDED) for k in self.names}, scale, method)
         size = sum(np.asarray(v).nbytes for part in (found.grads, found.scale) for v in part.values())
         if self._cached_bytes + size <= CACHE_BYTES:
             self._cache[key] = found
