@@ -130,3 +130,15 @@ def test_a_spent_time_budget_starts_no_example_and_still_writes_a_whole_run(tmp_
     assert code == 0
     assert "no disagreement in 0 example(s)" in (tmp_path / "out" / "summary.md").read_text()
     assert (tmp_path / "out" / "meta.json").exists()
+
+
+def test_a_shrink_budget_spent_at_once_still_keeps_and_replays_the_failure(tmp_path):
+    """With no time to shrink, the failure found is still replayed and written as a reproducer. Before, the
+    rejection that stops shrinking also hit Hypothesis's replay of the failing example: "flaky", an internal
+    error, and nothing written."""
+    out = tmp_path / "out"
+    code = fuzz.main(["--impls", "numpy", "--impl", "tests.cluster_faults:SegfaultsInTrain", "--dtype", "float64",
+                      "--max-examples", "1", "--max-steps", "20", "--shrink-budget", "1e-6", "--quiet", "--out", str(out)])
+    assert code == 1
+    reproducers = pd.read_csv(out / "reproducers.csv")
+    assert len(reproducers) == 1 and (reproducers.verdict == "faulty").all()

@@ -225,6 +225,7 @@ def shrink(task: Shrink, progress: Callable[[], None] | None = None) -> Found:
     extra = {reference: plugins.load(reference) for reference in shard.plugins}
     found, db = Found(), Examples(task.database)
     stop = None if shard.shrink_seconds is None else time.time() + shard.shrink_seconds
+    failing: set[bytes] = set()  # the choices of every example seen failing (as the task keeps them)
 
     @_settings(max_examples=max(2, len(task.database.get(START, ()))), database=db,
                phases=(Phase.reuse, Phase.shrink), report_multiple_bugs=True)
@@ -232,8 +233,11 @@ def shrink(task: Shrink, progress: Callable[[], None] | None = None) -> Found:
     @given(space.settings(shard.dtypes, max_steps=shard.max_steps))
     def example(chosen: dict) -> None:
         final = current_build_context().is_final
-        if not final and stop is not None and time.time() > stop:
-            reject()  # out of time: shrinking stops where it is
+        choices = choices_to_bytes(current_build_context().data.choices)
+        if not final and stop is not None and time.time() > stop and failing and choices not in failing:
+            reject()  # out of time: shrinking stops where it is. Not before a failure is in hand (the database's
+            # examples are replayed first), and never for one known to fail: Hypothesis replays it before the
+            # final run, and a rejection there is "flaky", which ended the whole campaign as an internal error
         verdict, cause, keys, seconds, by_key = _judge(chosen, shard, extra)
         row = _row(chosen, shard, "replay" if final else "shrink", verdict, cause, seconds)
         found.rows.append(row)
@@ -241,8 +245,9 @@ def shrink(task: Shrink, progress: Callable[[], None] | None = None) -> Found:
             progress()
         kept = [k for k in keys if task.key is None or k == task.key]
         if verdict in FAILING and kept:
+            failing.add(choices)
             if final:  # Hypothesis replays each minimal failing example once more, at the end
-                found.failures[kept[0]] = choices_to_bytes(current_build_context().data.choices)
+                found.failures[kept[0]] = choices
                 found.reproducers.append({**row, "cause": by_key.get(kept[0], cause),  # the kept failure's own
                                           "command": space.command(chosen, _named(kept[:1], shard), shard.plugins,
                                                                          shard.time_limit)})
