@@ -58,7 +58,9 @@ def pytest_configure(config):
 # How `-n 2` (pytest-xdist) shares the suite out, unless --dist is given: a test at a time to whichever worker is
 # free (no queue of tests behind a long one while the other worker idles), but each module whose module-scoped
 # fixture costs seconds (a compile, a cluster, a shared run) whole to one worker, so that fixture is built once;
-# and the slow modules first, these among them, so that the short tests fill the end.
+# and the slow modules first, these among them, so that the short tests fill the end. (xdist's own
+# `--dist loadgroup` would do the first part by marks, but under pytest 9.2 it does not: xdist 3.8 tags each test's
+# node id through `item._nodeid`, which pytest 9.2 no longer reads, so every test was its own group.)
 SHARED_FIXTURES = ("test_dask_cluster.py", "test_executors.py", "test_torch_loop.py", "test_compare.py")
 
 

@@ -11,8 +11,8 @@ from impls.spec import ModelSpec
 from tests.broken import BiasGradMean, LrDoubledInLoop, TanhPrimeWrong, register
 from tests.conftest import make
 
-pytestmark = [pytest.mark.slow,  # the edit loop leaves this module out: pytest -m 'not slow'
-              pytest.mark.xdist_group("test_compare")]  # its module-scoped fixture is made once, on one worker
+pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m 'not slow'; -n 2 runs it whole on
+# one worker (tests/conftest.py's SHARED_FIXTURES), so its module-scoped fixture is made once
 
 SHORT = ["--steps", "300", "--check-every", "100"]
 FILES = ["summary.md", "gradients.csv", "trajectory.csv", "parameters.csv", "divergence.csv", "final.csv",

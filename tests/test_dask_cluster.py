@@ -21,8 +21,8 @@ from harness.running.executors import TaskDied, in_own_process, mismatches, vers
 from harness.running.workers import Worker, pid_of
 from tests.conftest import distributed_or_skip
 
-pytestmark = [pytest.mark.slow,  # the edit loop leaves this module out: pytest -m 'not slow'
-              pytest.mark.xdist_group("test_dask_cluster")]  # its module-scoped fixture is made once, on one worker
+pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m 'not slow'; -n 2 runs it whole on
+# one worker (tests/conftest.py's SHARED_FIXTURES), so its module-scoped fixture is made once
 
 Client = distributed_or_skip().Client
 

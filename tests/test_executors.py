@@ -8,8 +8,8 @@ from harness import fuzz, sweep
 from harness.running import executors
 from tests.conftest import distributed_or_skip
 
-pytestmark = [pytest.mark.slow,  # the edit loop leaves this module out: pytest -m 'not slow'
-              pytest.mark.xdist_group("test_executors")]  # its module-scoped fixture is made once, on one worker
+pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m 'not slow'; -n 2 runs it whole on
+# one worker (tests/conftest.py's SHARED_FIXTURES), so its module-scoped fixture is made once
 
 LocalCluster = distributed_or_skip().LocalCluster
 

@@ -26,3 +26,20 @@ def test_readme_shows_the_committed_reference_tables():
     summary = (ROOT / "results" / "reference" / "summary.md").read_text()
     table_rows = [line for line in block.splitlines() if line.startswith("|")]
     assert table_rows and all(line in summary for line in table_rows)
+
+
+def test_the_test_command_keeps_each_costly_module_on_one_worker():
+    """`-n 2` with no --dist (none in addopts either, which would bypass it) takes conftest's scheduler: a module
+    whose module-scoped fixture costs seconds goes whole to one worker, every other test on its own."""
+    import tomllib
+    from types import SimpleNamespace
+
+    from tests import conftest
+
+    addopts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["addopts"]
+    assert "--dist" not in addopts
+    config = SimpleNamespace(invocation_params=SimpleNamespace(args=("-q", "-n", "2")), getvalue=lambda name: "load",
+                             option=SimpleNamespace(distload=False, maxschedchunk=None), getoption=lambda *a, **k: None)
+    scheduler = conftest.pytest_xdist_make_scheduler(config, log=None)
+    assert scheduler._split_scope("tests/test_compare.py::test_summary_reads_first") == "tests/test_compare.py"
+    assert scheduler._split_scope("tests/test_data.py::test_xor") == "tests/test_data.py::test_xor"

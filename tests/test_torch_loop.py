@@ -22,8 +22,8 @@ from impls.interface import Unavailable
 from impls.spec import ModelSpec
 from tests.conftest import make
 
-pytestmark = [pytest.mark.slow,  # the edit loop leaves this module out: pytest -m 'not slow'
-              pytest.mark.xdist_group("test_torch_loop")]  # its module-scoped fixture is made once, on one worker
+pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m 'not slow'; -n 2 runs it whole on
+# one worker (tests/conftest.py's SHARED_FIXTURES), so its module-scoped fixture is made once
 
 SPEC = ModelSpec()
 STEPS = 37
