@@ -46,7 +46,7 @@ class HangsInC(NumpyBackprop):
         return super().forward(params, x)
 
 
-SLOW_TRAIN_S = 6.0  # past a per-call limit of 5 s that a test sets
+SLOW_TRAIN_S = 3.0  # past a per-call limit of 2 s that a test sets
 
 
 class SlowTrain(NumpyBackprop):
