@@ -318,7 +318,7 @@ def print_scaling(steps: int) -> None:
     one after the other in this process, and what one extended product costs in float64 products."""
     from harness.data import load
     from harness.running.oracle_cost import oracle_cost, split_against_loop
-    from harness.truth.products import error_factor, lead_bits, products_per_product
+    from harness.truth.products import FLOAT64_PRODUCTS, error_factor, lead_bits
 
     config = RunConfig(layers=SCALING_LAYERS, activations=SCALING_ACTIVATIONS, dataset=f"parity:{SCALING_LAYERS[0]}",
                        steps=steps, dtype=("float64",))
@@ -336,7 +336,7 @@ def print_scaling(steps: int) -> None:
     for label, before, after in rows:
         print(f"{label:34} {before:9.2f} {after:9.2f} {before / after:14.2f}")
     inner = SCALING_LAYERS[1] + 1
-    print(f"one extended product of inner dimension {inner}: {products_per_product(inner)} float64 products"
+    print(f"one extended product of inner dimension {inner}: {FLOAT64_PRODUCTS} float64 products"
           f" ({lead_bits(inner)}-bit integer leads; bound {error_factor(inner):.1e} of the terms' sums)", flush=True)
     gap = split_against_loop(config.spec("float64"), [params, split.final], x, y)
     print(f"the truth's gradients split against by the loop, at the start and after {steps} steps: at most"

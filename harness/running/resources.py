@@ -38,7 +38,7 @@ from harness.running.runs import OTHER_US_PER_STEP, REFERENCE_US_PER_STEP, US_PE
 from harness.running.remote import BATCH_BYTES, ORACLE_BATCH_BYTES, PARALLEL_PARAMS
 from harness.running.spill import HELD_BYTES
 from harness.truth.oracle import CACHE_BYTES, FULL_COMPLEX_STEP_MAX, VERIFY_DIRECTIONS
-from harness.truth.products import EXTENDED, products_per_product, worth_splitting
+from harness.truth.products import EXTENDED, FLOAT64_PRODUCTS, worth_splitting
 from impls.spec import ORACLE_DTYPE
 
 MATMULS_PER_STEP = 3  # forward, and two in the backward pass
@@ -120,7 +120,7 @@ def product_seconds(m: int, k: int, n: int, rates: Rates) -> float:
     """One extended (m x k) @ (k x n) product, taken as the oracle takes it."""
     if not worth_splitting(m, k, n):
         return m * k * n * rates.loop
-    return products_per_product(k) * m * k * n * rates.blas + SPLIT_OPS_PER_ENTRY * (m * k + k * n + m * n) * rates.element
+    return FLOAT64_PRODUCTS * m * k * n * rates.blas + SPLIT_OPS_PER_ENTRY * (m * k + k * n + m * n) * rates.element
 
 
 def oracle_step_seconds(widths, k: int, rates: Rates) -> float:

@@ -482,10 +482,10 @@ class Oracle:
 
         # Extended products that will be split take each operand's float64 halves, made once a step and shared by
         # its forward and backward products (each layer's input and weights serve two each).
-        split = np.dtype(dtype) == np.dtype(EXTENDED) and SPLIT[0]
+        halving = np.dtype(dtype) == np.dtype(EXTENDED) and SPLIT[0]  # (``split`` above cuts the flat rows)
         layers = list(zip(widths, widths[1:]))
-        halve_in = [split and (worth_splitting(k, n + 1, m) or worth_splitting(n + 1, k, m)) for n, m in layers]
-        halve_w = [split and (worth_splitting(k, n + 1, m) or (i > 0 and worth_splitting(k, m, n)))
+        halve_in = [halving and (worth_splitting(k, n + 1, m) or worth_splitting(n + 1, k, m)) for n, m in layers]
+        halve_w = [halving and (worth_splitting(k, n + 1, m) or (i > 0 and worth_splitting(k, m, n)))
                    for i, (n, m) in enumerate(layers)]
         first_in = halves(inputs[0]) if halve_in[0] else None  # the data and its ones: the same every step
         with np.errstate(all="ignore"):

@@ -50,7 +50,8 @@ RANGE = 2.0 ** 450  # split rows whose largest entry lies within 2^-450..2^450: 
 OZAKI_MIN_RATIO = 4  # split where multiply-adds per entry of the operands and result reach this (bench: scaling)
 OZAKI_MIN_MACS = 1 << 18  # and the product has this many multiply-adds: about a millisecond of NumPy's loop
 CHUNK_INNER = 512  # the widest inner dimension whose bound (error_factor) stays GUARD_BITS past the significand
-FLOAT64_PRODUCTS = 3  # float64 products of the operands' size per extended one: lead @ lead, lead @ rest, rest @ hi
+FLOAT64_PRODUCTS = 3  # float64 products of the operands' size per extended one, whatever the inner dimension
+# (chunks divide it, not the work): lead @ lead, lead @ rest, rest @ hi
 
 
 def lead_bits(inner: int) -> int:
@@ -68,12 +69,6 @@ def error_factor(inner: int) -> float:
     those sums; float64 rounds it by at most (inner + 2) units of 2^-53 (the two GEMMs, their sum), its parts
     by one each, and hi_b drops 2^-53 of b."""
     return (inner + 4) * 2.0 ** -(SIGNIFICAND_BITS + lead_bits(inner))
-
-
-def products_per_product(inner: int) -> int:
-    """float64 products of the operands' size behind one extended product, whatever ``inner``: chunks
-    (``inner_chunks``) divide the inner dimension, not the work."""
-    return FLOAT64_PRODUCTS
 
 
 class Split(NamedTuple):
@@ -180,8 +175,9 @@ def _by_split(a: np.ndarray, b: np.ndarray, left_given: Halves | None = None, ri
     """a @ b split (a real operand from its halves where given), or None where a row's or column's scale is out of
     range."""
     bits = lead_bits(a.shape[-1])
-    left = [_split(part, -1, bits, left_given if len(_parts(a)) == 1 else None) for part in _parts(a)]
-    right = [_split(part, -2, bits, right_given if len(_parts(b)) == 1 else None) for part in _parts(b)]
+    a_parts, b_parts = _parts(a), _parts(b)
+    left = [_split(part, -1, bits, left_given if len(a_parts) == 1 else None) for part in a_parts]
+    right = [_split(part, -2, bits, right_given if len(b_parts) == 1 else None) for part in b_parts]
     if any(part is None for part in left + right):
         return None
     (ar, ai), (br, bi) = (*left, None)[:2], (*right, None)[:2]
