@@ -113,6 +113,20 @@ def test_complex_tanh_of_a_wide_layer_matches_numpys_to_a_few_extended_ulps(imag
     assert np.array_equal(_tanh(small), np.tanh(small))
 
 
+def test_complex_step_copies_of_one_network_share_their_real_part_and_give_the_same_bits():
+    """Copies stepped along several directions differ only in Im z: tanh of their common real part is taken once,
+    and each copy gets exactly what it gets alone; a copy whose real part differs is taken whole."""
+    from harness.truth.oracle import FAST_COMPLEX_TANH_MIN, _tanh
+
+    rng = np.random.default_rng(12)
+    real = (rng.standard_normal(FAST_COMPLEX_TANH_MIN) * 4).astype(np.longdouble)
+    z = real + 1j * np.longdouble(1e-30) * rng.standard_normal((3, FAST_COMPLEX_TANH_MIN))
+    alone = np.stack([_tanh(copy) for copy in z])
+    assert np.array_equal(_tanh(z), alone)
+    z.real[2, 7] += 1e-3
+    assert np.array_equal(_tanh(z), np.stack([_tanh(copy) for copy in z]))
+
+
 def test_a_large_networks_truths_are_shared_by_two_oracle_workers_and_match_one():
     from harness.running.remote import PARALLEL_PARAMS, RemoteOracle
     from harness.truth.oracle import Oracle

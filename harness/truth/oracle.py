@@ -32,6 +32,7 @@ import ml_dtypes
 import numpy as np
 from scipy.special import expit
 
+from harness.truth.kernels import FUSED_MIN, tanh_and_slope
 from harness.truth.optimizers import BIAS_SUM, DECAY_FORMS, RELU_CONVENTION, Rule, initial_loss_scale
 from harness.truth.products import EXTENDED, SPLIT, Halves, halves, matmul, worth_splitting
 from harness.truth.tolerances import ORACLE_CONDITIONED, ORACLE_SAMPLES, ORACLE_SELF_CHECK
@@ -113,8 +114,11 @@ def _tanh(z):
         return np.tanh(z)
     found = np.empty_like(z)
     if np.max(np.abs(z.imag)) < STEP_IMAG_MAX:  # (sinh 2x + i 2y) / (cosh 2x + 1): relative changes below 2^-66
+        x = z.real
+        if x.ndim > 1 and len(x) > 1 and np.array_equal(x, np.broadcast_to(x[:1], x.shape)):
+            x = x[:1]  # copies of one network stepped along several directions: only Im z differs between them
         with np.errstate(over="ignore"):
-            found.real, found.imag = np.tanh(z.real), z.imag / np.cosh(z.real) ** 2
+            found.real, found.imag = np.tanh(x), z.imag / np.cosh(x) ** 2
         return found
     x, y = 2 * z.real, 2 * z.imag
     with np.errstate(over="ignore", invalid="ignore"):
@@ -455,8 +459,13 @@ class Oracle:
         relu0 = float((conventions or {}).get(RELU_CONVENTION, self.relu0))
         in_dtype_sums = (conventions or {}).get(BIAS_SUM) == CONVENTIONS[BIAS_SUM][1]
 
+        # In longdouble a wide tanh layer's output and slope come from one exponential an entry (kernels), the
+        # slope kept from the forward pass for the backward one.
+        fused = [np.empty_like(z) if np.dtype(dtype) == np.dtype(EXTENDED) and not textbook and a == "tanh"
+                 and z.size >= FUSED_MIN else None for a, z in zip(acts, zs)]
+
         def slope(i: int, z, out):
-            found = _activation_slope(acts[i], z, out, textbook, relu0)
+            found = _activation_slope(acts[i], z, out, textbook, relu0) if fused[i] is None else fused[i]
             if by_difference and acts[i] in BY_DIFFERENCE:
                 for j in by_difference:
                     found[j] = _difference_slope(acts[i], z[j], fd_h, relu0, rngs.get(j))
@@ -504,7 +513,10 @@ class Oracle:
                     for j, rng, _ in noisy:  # another summation order: up to half an ulp of the terms
                         zs[i][j] += rng.uniform(-1, 1, zs[i][j].shape) * unit * (np.abs(inputs[i][j])
                                                                                  @ np.abs(blocks[i][j]))
-                    act_fns[i](zs[i], out=outs[i])
+                    if fused[i] is None:
+                        act_fns[i](zs[i], out=outs[i])
+                    else:
+                        tanh_and_slope(zs[i], outs[i], fused[i])
                     for j in nudged:
                         np.nextafter(outs[i][j], toward, out=outs[i][j])
                     if acts[i] in ("tanh", "sigmoid"):  # another kernel: up to k ulps of the output
