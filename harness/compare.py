@@ -46,11 +46,12 @@ def _run(config, extra: dict, out: Path) -> tuple[Outcome, Path]:
     if not config.quiet:
         print(f"harness.compare: {config.steps:,} steps of {', '.join(config.impls + config.impl)} in"
               f" {', '.join(config.dtype)}; results go to {out}", file=sys.stderr, flush=True)
-    outcome = compare(config, extra)
+    outcome = compare(config, extra, timings=not config.no_timings)
     text = summary.summary_md(config, outcome)
     meta = {"config": run_config(config), "skipped": outcome.skipped, "oracle": summary.oracle_info(),
             "work": outcome.work, "memory": outcome.memory, "environment": run_metadata(outcome.environment)}
-    plots_ = [] if config.no_plots else _plots(outcome.tables)
+    plots_ = [] if config.no_plots else [p for p in _plots(outcome.tables)
+                                         if not (config.no_timings and p[0] == "timings.png")]
     return outcome, results.write(out, outcome.tables, meta, text, plots_)
 
 

@@ -54,6 +54,7 @@ class RunConfig:
     out: str | None = None  # results folder; None: a new one under results/
     overwrite: bool = False  # replace an existing --out folder
     no_plots: bool = False  # skip the PNG plots
+    no_timings: bool = False  # skip the per-call timings (the checks and verdicts are the same)
     quiet: bool = False  # no progress bar; print only the verdict line and failures
 
     def __post_init__(self) -> None:
@@ -149,6 +150,7 @@ HELP = {
     "out": "results folder",
     "overwrite": "replace an existing --out folder",
     "no_plots": "do not draw the PNG plots",
+    "no_timings": "do not time the calls (about half a second an implementation; verdicts are unchanged and timings.csv keeps only its header)",
     "quiet": "no progress bar; print only the verdict and failures",
 }
 KIND = {"impls": _csv(str), "dtype": _csv(str), "layers": _csv(int), "activations": _csv(str),

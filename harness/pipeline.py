@@ -42,7 +42,8 @@ from harness.truth.optimizers import conventions_of
 from harness.truth.oracle import Oracle
 from impls.spec import ModelSpec
 
-OUTPUT_ONLY = ("out", "overwrite", "no_plots", "quiet")  # how a run is written, not what it computes
+OUTPUT_ONLY = ("out", "overwrite", "no_plots", "no_timings", "quiet")  # how a run is written and measured, not what
+# it computes
 
 
 @dataclass

@@ -84,7 +84,7 @@ def test_summary_reads_first(short_run):
 def test_a_planted_bug_exits_1_naming_step_and_parameter(monkeypatch, capsys, tmp_path, cls, expected):
     name = register(monkeypatch, cls)
     code = compare.main([*SHORT, "--impls", f"numpy,{name}", "--dtype", "float64", "--out", str(tmp_path / "r"),
-                         "--quiet", "--no-plots"])
+                         "--quiet", "--no-plots", "--no-timings"])
     out = capsys.readouterr().out
     assert code == 1
     assert f"trajectory: {name} float64 {expected}" in out
@@ -95,7 +95,7 @@ def test_a_planted_bug_exits_1_naming_step_and_parameter(monkeypatch, capsys, tm
 def test_one_step_checks_name_the_parameter(monkeypatch, capsys, tmp_path):
     name = register(monkeypatch, TanhPrimeWrong)
     assert compare.main([*SHORT, "--impls", name, "--dtype", "float64", "--out", str(tmp_path / "r"), "--quiet",
-                         "--no-plots"]) == 1
+                         "--no-plots", "--no-timings"]) == 1
     out = capsys.readouterr().out
     assert f"teacher-forced: {name} float64 step 0 w0: relative error" in out
     assert f"finite-difference: {name} float64 step 0 w0: relative error" in out
@@ -105,7 +105,7 @@ def test_one_step_checks_name_the_parameter(monkeypatch, capsys, tmp_path):
 def test_a_planted_bug_is_caught_in_float32_too(monkeypatch, capsys, tmp_path):
     name = register(monkeypatch, BiasGradMean)
     code = compare.main([*SHORT, "--impls", name, "--dtype", "float32", "--out", str(tmp_path / "r"), "--quiet",
-                         "--no-plots"])
+                         "--no-plots", "--no-timings"])
     out = capsys.readouterr().out
     assert code == 1
     # float32's floor lets the loss drift a few steps before it shows; the replay still finds step 0.
@@ -203,3 +203,15 @@ def test_a_bug_on_the_relu_kink_is_not_excused_by_the_stated_convention(tmp_path
 def test_layers_that_do_not_fit_the_dataset_are_bad_usage(capsys):
     assert compare.main(["--dataset", "parity:3"]) == 2
     assert "--layers 2,4,1 does not fit parity:3: it needs 3 inputs and 1 output" in capsys.readouterr().err
+
+
+def test_no_timings_gives_the_same_checks_and_says_none_were_taken(short_run, tmp_path):
+    out = tmp_path / "untimed"
+    assert compare.main([*SHORT, "--out", str(out), "--quiet", "--no-timings"]) == short_run[0] == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(set(FILES) - {"timings.png"})
+    timings = pd.read_csv(out / "timings.csv")
+    assert timings.empty and list(timings.columns) == list(pd.read_csv(short_run[1] / "timings.csv").columns)
+    for table in ("verdicts.csv", "gradients.csv", "final.csv"):  # what is checked does not move
+        pd.testing.assert_frame_equal(pd.read_csv(out / table), pd.read_csv(short_run[1] / table))
+    assert "Not taken (--no-timings)" in (out / "summary.md").read_text()
+    assert "no_timings" not in json.loads((out / "meta.json").read_text())["config"]

@@ -68,7 +68,7 @@ def test_default_leaves_each_framework_as_its_users_get_it(data, notebook_params
 def test_every_float32_run_records_its_setting_and_probe(tmp_path):
     out = tmp_path / "run"
     code = compare.main(["--impls", "torch,jax", "--dtype", "float32", "--steps", "5", "--matmul-precision", "high",
-                         "--out", str(out), "--no-plots", "--quiet"])
+                         "--out", str(out), "--no-plots", "--no-timings", "--quiet"])
     assert code == 0
     meta = json.loads((out / "meta.json").read_text())
     assert meta["config"]["matmul_precision"] == "high"

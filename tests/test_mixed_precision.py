@@ -26,7 +26,7 @@ OVERFLOWING = ["--mixed-precision", "fp16", "--layers", "5,32,1", "--activations
 
 def _run(tmp_path, *argv):
     out = tmp_path / "run"
-    code = compare.main([*argv, "--out", str(out), "--overwrite", "--no-plots", "--quiet"])
+    code = compare.main([*argv, "--out", str(out), "--overwrite", "--no-plots", "--no-timings", "--quiet"])
     verdicts = pd.read_csv(out / "verdicts.csv")
     return code, dict(zip(verdicts.impl, verdicts.verdict)), (out / "summary.md").read_text()
 

@@ -12,7 +12,8 @@ from tests import broken
 
 pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m 'not slow'
 
-RUN = ["--steps", "300", "--check-every", "100", "--dtype", "float64", "--impls", "numpy", "--quiet", "--no-plots"]
+RUN = ["--steps", "300", "--check-every", "100", "--dtype", "float64", "--impls", "numpy", "--quiet", "--no-plots",
+       "--no-timings"]
 
 
 def test_the_documented_example_passes_from_the_api_and_the_cli(tmp_path, capsys):

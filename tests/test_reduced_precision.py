@@ -21,7 +21,7 @@ CONCLUSIVE = ["--steps", "500", "--lr", "0.1"]  # the notebook's net moves well 
 
 def _run(tmp_path, *argv):
     out = tmp_path / "run"
-    code = compare.main([*argv, "--out", str(out), "--overwrite", "--no-plots", "--quiet"])
+    code = compare.main([*argv, "--out", str(out), "--overwrite", "--no-plots", "--no-timings", "--quiet"])
     return code, pd.read_csv(out / "verdicts.csv"), (out / "summary.md").read_text()
 
 

@@ -67,7 +67,7 @@ def test_an_existing_or_unwritable_output_folder_is_bad_input(tmp_path, capsys):
 
 def test_a_blow_up_is_reported_per_run_without_nan_in_the_tables(tmp_path):
     out = tmp_path / "run"
-    code = compare.main(["--activations", "tanh,identity", "--lr", "10", "--impls", "numpy,torch,jax", *SMALL,
+    code = compare.main(["--activations", "tanh,identity", "--lr", "10", "--impls", "numpy,torch,jax", *SMALL, "--no-timings",
                          "--out", str(out)])
     assert code == 0  # every run overflows where the reference runs in its dtype do, or where rounding explains it
     div = pd.read_csv(out / "divergence.csv", keep_default_na=False)
@@ -93,7 +93,7 @@ def test_a_faulty_implementation_is_named_and_the_rest_still_compared(tmp_path, 
     out = tmp_path / "run"
     code = compare.main(["--impls", "numpy,jax", "--dtype", "float64", "--impl", f"tests.broken:{cls}",
                          # 8 s: a hang is stopped soon, while jax's first compile on a loaded machine fits
-                         "--time-limit", "8", *SMALL, "--out", str(out)])
+                         "--time-limit", "8", *SMALL, "--no-timings", "--out", str(out)])
     assert code == 1
     assert fault in capsys.readouterr().out
     final = pd.read_csv(out / "final.csv")
@@ -196,7 +196,7 @@ def test_asking_for_cuda_without_a_gpu_is_bad_usage(tmp_path, capsys):
 
 def test_the_device_is_recorded_in_the_metadata(tmp_path):
     out = tmp_path / "run"
-    assert compare.main(["--impls", "numpy,torch,jax", "--dtype", "float64", "--device", "cpu", *SMALL,
+    assert compare.main(["--impls", "numpy,torch,jax", "--dtype", "float64", "--device", "cpu", *SMALL, "--no-timings",
                          "--out", str(out)]) == 0
     assert json.loads((out / "meta.json").read_text())["config"]["device"] == "cpu"
 

@@ -14,7 +14,7 @@ from harness.truth.references import Reference, envelope
 pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m 'not slow'
 
 PATCHED = "the bug is a monkeypatch of the implementation's code, which its worker would not see"
-SHORT = ["--steps", "300", "--check-every", "100", "--quiet", "--no-plots"]
+SHORT = ["--steps", "300", "--check-every", "100", "--quiet", "--no-plots", "--no-timings"]
 
 
 def _main(capsys, tmp_path, *argv) -> tuple[int, list[str]]:

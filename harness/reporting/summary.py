@@ -207,7 +207,8 @@ def summary_md(config: RunConfig, outcome: "Outcome", short: bool = False) -> st
             verdict += "\n\n" + "\n".join(f"- note: {line}" for line in reduced)
     if reduced := outcome.environment.get("reduced_precision"):
         sections["Reduced precision"] = reduced_section(reduced)
-    sections["Timings"] = report.timing_table(t["timings"])
+    sections["Timings"] = report.timing_table(t["timings"]) if not config.no_timings else \
+        "Not taken (--no-timings): timings.csv has only its header."
     if outcome.skipped:
         sections["Unavailable"] = "\n".join(f"- {k}: {v}" for k, v in outcome.skipped.items())
     if not short:
