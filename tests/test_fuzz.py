@@ -47,6 +47,8 @@ def test_a_planted_bug_is_found_and_shrunk_to_its_trigger(tmp_path, planted, exa
     assert minimal.command.startswith("python -m harness.compare --impls numpy --impl tests.broken_fuzz:")
     assert (rows.verdict == "pass").any()  # right elsewhere: the search had to look for it
     assert (rows.phase == "generate").sum() == examples  # a failure does not end the search: every one is drawn
+    shrunk = rows[rows.phase == "shrink"].drop(columns=["verdict", "cause", "seconds", "host", "device"])
+    assert not shrunk.duplicated().any(), shrunk[shrunk.duplicated(keep=False)]  # each configuration compared once
 
 
 @pytest.mark.in_process(HERE)

@@ -22,7 +22,8 @@ for each failure key, the choices of the first example that showed it. Shrinking
 then starts from those choices (one task per key, however many shards saw it):
 Hypothesis looks for the smallest configuration in which the same
 implementation still fails the same check, and replays it once more; that is the
-reproducer. Failures kept from an earlier run (the examples database) are
+reproducer. Before that replay, a configuration is compared once in a task (two choice sequences can draw the
+same one: a hang would cost its time limit each time). Failures kept from an earlier run (the examples database) are
 replayed before anything else.
 
 A stage is deterministic: a shard's seed fixes what it draws, and a shrink task
@@ -226,6 +227,7 @@ def shrink(task: Shrink, progress: Callable[[], None] | None = None) -> Found:
     found, db = Found(), Examples(task.database)
     stop = None if shard.shrink_seconds is None else time.time() + shard.shrink_seconds
     failing: set[bytes] = set()  # the choices of every example seen failing (as the task keeps them)
+    judged: dict[str, tuple] = {}  # configuration -> its judgement: two choice sequences can draw one configuration
 
     @_settings(max_examples=max(2, len(task.database.get(START, ()))), database=db,
                phases=(Phase.reuse, Phase.shrink), report_multiple_bugs=True)
@@ -238,11 +240,14 @@ def shrink(task: Shrink, progress: Callable[[], None] | None = None) -> Found:
             reject()  # out of time: shrinking stops where it is. Not before a failure is in hand (the database's
             # examples are replayed first), and never for one known to fail: Hypothesis replays it before the
             # final run, and a rejection there is "flaky", which ended the whole campaign as an internal error
-        verdict, cause, keys, seconds, by_key = _judge(chosen, shard, extra)
-        row = _row(chosen, shard, "replay" if final else "shrink", verdict, cause, seconds)
-        found.rows.append(row)
-        if progress is not None:
-            progress()
+        config = repr(sorted(chosen.items()))
+        if final or config not in judged:  # the final replay always runs: it is the reproducer
+            judged[config] = _judge(chosen, shard, extra)
+            row = _row(chosen, shard, "replay" if final else "shrink", *judged[config][:2], judged[config][3])
+            found.rows.append(row)
+            if progress is not None:
+                progress()
+        verdict, cause, keys, seconds, by_key = judged[config]
         kept = [k for k in keys if task.key is None or k == task.key]
         if verdict in FAILING and kept:
             failing.add(choices)
