@@ -33,8 +33,8 @@ def assert_matches_reference(impl: Factory | str, *, steps: int = 2_000, check_e
     reduction, dataset, lr, seed. Defaults: the notebook's network and weights.
     """
     factory = load(impl) if isinstance(impl, str) else impl
-    known = {f.name for f in fields(RunConfig)} - {"impls", "impl", "out", "overwrite", "no_plots", "no_timings", "quiet",
-                                             "strict"}
+    known = {f.name for f in fields(RunConfig)} - {"impls", "impl", "out", "overwrite", "no_plots", "no_timings",
+                                                   "quiet", "strict"}
     unknown = sorted(set(model) - known)
     if unknown:
         raise TypeError(f"unknown settings {unknown}; choose from {sorted(known)}")

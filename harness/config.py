@@ -150,7 +150,7 @@ HELP = {
     "out": "results folder",
     "overwrite": "replace an existing --out folder",
     "no_plots": "do not draw the PNG plots",
-    "no_timings": "do not time the calls (about half a second an implementation; verdicts are unchanged and timings.csv keeps only its header)",
+    "no_timings": "do not time the calls (verdicts are unchanged; timings.csv keeps only its header)",
     "quiet": "no progress bar; print only the verdict and failures",
 }
 KIND = {"impls": _csv(str), "dtype": _csv(str), "layers": _csv(int), "activations": _csv(str),

@@ -43,10 +43,9 @@ from impls.spec import ORACLE_DTYPE
 
 MATMULS_PER_STEP = 3  # forward, and two in the backward pass
 SPLIT_OPS_PER_ENTRY = 6  # extended elementwise operations per entry of a split product's operands and result
-ACTIVATION_OPS = 3  # an extended activation and its slope, per entry, in units of one tanh (NumPy's two calls,
-# or the truth's fused kernel on a wide layer: both measured between 2.5 and 3.6 of this tanh rate on real data).
-# Checked against the three-product split and that kernel: 31.5 ms a step estimated at 8-256-256-1 on parity:8,
-# 31 to 33 ms measured (results/scaling/NOTE.md)
+ACTIVATION_OPS = 3  # an extended activation and its slope, per entry, in units of one tanh: NumPy's two calls, or
+# the truth's fused kernel on a wide layer, each measured at about 3 on real data; with the three-product split
+# the estimate of a step matches the measured one (results/scaling/NOTE.md)
 ACTIVATION_COPIES = 8  # arrays of k x width alive per layer in a step (inputs, z, outputs, deltas, slopes, ...)
 LOSS_COPIES = 3  # per-step losses: in the worker, in transit, and here
 TABLE_BYTES_PER_STEP = 96  # the per-step loss table (impl, dtype, step, loss, error, allowed) here, per run

@@ -1,16 +1,16 @@
 """tanh and its slope from one exponential an entry, for the truth's training loop in longdouble.
 
-NumPy has no vector loop for ``longdouble``: ``np.tanh`` and ``np.cosh`` each call the C library once an entry
-(about 50 and 45 ns here), and the loop needs both, the output and the slope sech^2 z. Both follow from one
+NumPy has no vector loop for ``longdouble``: ``np.tanh`` and ``np.cosh`` each call the C library once an entry,
+and the loop needs both, the output and the slope sech^2 z. Both follow from one
 exponential of -2|z|: with p = e^{-2|z|} and m = 1 - p,
 
     tanh |z| = m / (1 + p),        sech^2 z = 4 p / (1 + p)^2,
 
 where p and m are each taken from whichever of ``expm1`` and ``exp`` gives it without cancelling: up to
 |z| = ln 2 / 2 (p >= 1/2), m = -expm1(-2|z|) and p = 1 + that; above it (p < 1/2), p = exp(-2|z|) and m = 1 - p.
-Every step after the exponential is a sum of like-signed terms, a product or a quotient, so each result stays
-within a few longdouble ulps of the exact value, relatively (tests/test_kernels.py measures it against mpmath),
-at every |z|, saturated or not; overflow cannot happen (p <= 1), and p underflows to 0 only where sech^2 does.
+After the exponential come only sums that cannot cancel (1 + p, and 1 - p where p < 1/2), products and
+quotients, so each result stays within a few longdouble ulps of the exact value, relatively
+(tests/test_kernels.py measures it against mpmath), at every |z|, saturated or not; overflow cannot happen (p <= 1), and p underflows to 0 only where sech^2 does.
 
 The oracle's other paths, and with them the complex-step check of its reverse mode, keep the C library's own
 functions, so this formula is never checked against itself.
