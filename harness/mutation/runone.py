@@ -36,8 +36,12 @@ MODELS = {
     "ill-conditioned: 2-60-1-1 tanh, amsgrad, lr 0.1": {"layers": (2, 60, 1, 1),
                                                        "activations": tuple("tanh,tanh,tanh".split(",")),
                                                        "lr": 0.1, "seed": 0, "optimizer": "amsgrad"},
-    # the other optimizers' code: momentum buffers (nesterov) and AdamW's decay under a step schedule
-    "optimizers: nesterov": {"optimizer": "nesterov", "lr": 0.01},
+    # the other optimizers' code: momentum buffers (nesterov) and AdamW's decay under a step schedule. Nesterov's
+    # net is the one sel model deeper than two layers, with an output activation unlike its second: a mutant that
+    # takes the output's slope from activations[1] instead of [-1] passed every other model (the 2026-12-08 rerun)
+    "optimizers: nesterov, 2-4-3-1 tanh, identity, sigmoid": {
+        "optimizer": "nesterov", "lr": 0.01, "layers": (2, 4, 3, 1),
+        "activations": tuple("tanh,identity,sigmoid".split(","))},
     "optimizers: adamw, step schedule": {"optimizer": "adamw", "lr": 0.01, "schedule": "step",
                                          "decay_every": 100},
 }
