@@ -44,6 +44,11 @@ MODELS = {
         "activations": tuple("tanh,identity,sigmoid".split(","))},
     "optimizers: adamw, step schedule": {"optimizer": "adamw", "lr": 0.01, "schedule": "step",
                                          "decay_every": 100},
+    # a sigmoid output that rounds to 1 within 20 steps (fuzz seed 61207): bce differenced through the outputs
+    # instead of the logits is not finite there, and on no other model (the 2026-12-08 rerun's two survivors)
+    "saturating bce: 5-49-41-41-1, parity:5, 20 steps": {
+        "layers": (5, 49, 41, 41, 1), "activations": tuple("relu,identity,tanh,sigmoid".split(",")),
+        "loss": "".join(["b", "ce"]), "dataset": "parity:5", "seed": 0, "lr": 0.1, "steps": 20, "check_every": 2},
 }
 # The notebook's model again at the edges of the checkpoint and chunk bookkeeping, where the first campaign's
 # real misses hid: a checkpoint at every step of a 2-step run (step 1 is a checkpoint; small ints are cached,
