@@ -143,3 +143,22 @@ def test_a_large_networks_truths_are_shared_by_two_oracle_workers_and_match_one(
     for state in states:
         far, near = remote.truth(state, x, y), here.truth(state, x, y)
         assert far.loss == near.loss and all(np.array_equal(far.grads[k], near.grads[k]) for k in near.grads)
+
+
+def test_the_truths_bce_losses_come_with_the_scale_their_rounding_is_judged_by(data):
+    """Each step's terms' magnitudes (bce) are those of the state the loss was reported at; sel has none."""
+    from harness.truth.oracle import Oracle
+
+    x, y = data
+    spec = ModelSpec(layers=(2, 3, 1), activations=("tanh", "sigmoid"), loss="bce")
+    params = {"w0": np.array([[0.5, -1.0, 2.0], [1.5, 0.3, -0.7]]), "b0": np.zeros((1, 3)),
+              "w1": np.array([[3.0], [-2.0], [4.0]]), "b1": np.zeros((1, 1))}
+    oracle = Oracle(spec)
+    (losses, _, kept), = oracle.train([params], x, y, 40, [0, 17, 39], np.longdouble)
+    terms = oracle.loss_terms[0]
+    for step in (0, 17, 39):
+        expected = oracle.loss_scale(kept[step], x, y)
+        assert abs(terms[step] - expected) <= 1e-17 * expected and terms[step] > losses[step]
+    sel = Oracle(ModelSpec(layers=(2, 3, 1), activations=("tanh", "sigmoid")))
+    sel.train([params], x, y, 3, [], np.longdouble)
+    assert sel.loss_terms == [None]

@@ -152,10 +152,11 @@ def _truth_under(spec: ModelSpec, conventions: dict[str, str], truth: Reference,
     """The oracle's run of ``spec`` under ``conventions``, with the truth's checkpoints: in longdouble, or where
     the run is judged against the oracle's plain run in a reduced dtype (and its policy), in that dtype."""
     steps, reduced = len(truth.losses), truth.dtype in LOW_DTYPES
-    (losses, _, checkpoints), = Oracle(spec).train([params], x, y, steps, sorted(truth.checkpoints),
-                                                   np.dtype(truth.dtype).type if reduced else EXTENDED,
-                                                   textbook=reduced, conventions=conventions)
-    return Reference(TRUTH, truth.dtype, losses, checkpoints, 0.0)
+    oracle = Oracle(spec)
+    (losses, _, checkpoints), = oracle.train([params], x, y, steps, sorted(truth.checkpoints),
+                                             np.dtype(truth.dtype).type if reduced else EXTENDED,
+                                             textbook=reduced, conventions=conventions)
+    return Reference(TRUTH, truth.dtype, losses, checkpoints, 0.0, terms=None if reduced else oracle.loss_terms[0])
 
 
 def _tables(run: Run, truth: Reference, rounding: Envelope, end: int):

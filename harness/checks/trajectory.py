@@ -115,7 +115,7 @@ def held(run: Run) -> str:
 
 def loss_table(run: Run, truth: Reference, rounding: Envelope, end: int) -> pd.DataFrame:
     """Per-step loss before ``end``, its relative error vs the truth, and what is allowed there."""
-    err = loss_error(run.result.losses[:end], truth.losses[:end], truth.losses[:end])
+    err = loss_error(run.result.losses[:end], truth.losses[:end], truth.loss_scale[:end])
     return pd.DataFrame({"impl": run.name, "dtype": run.dtype, "step": np.arange(end),
                          "loss": run.result.losses[:end], "rel_err": err,
                          "allowed": trajectory_allowed(held(run), rounding.loss[:end], exact(run.impl))})

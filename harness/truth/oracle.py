@@ -177,6 +177,8 @@ class Oracle:
         self._cache: dict[bytes, Truth] = {}  # by the state's fingerprint, up to CACHE_BYTES of them
         self._cached_bytes = 0
         self.effects: list[Effects] = []  # per start of the last train() in a reduced dtype: what it did
+        # per start of the last train(), bce only: each step's loss_scale (its terms' magnitudes), else None
+        self.loss_terms: list[np.ndarray | None] = []
         self.complex_step_s = 0.0  # wall seconds spent in complex step so far (its share of the oracle's cost)
 
     # -- the forward pass, for a stack of B parameter sets at once -------------------------------------
@@ -405,13 +407,14 @@ class Oracle:
         if scaling is not None and count > 1:
             def own(flags: Sequence, j: int) -> list:
                 return list(flags[j:j + 1])
-            found, effects = [], []
+            found, effects, terms = [], [], []
             for j, start in enumerate(starts):
                 found += self.train([start], x, y, steps, record, dtype, textbook, own(kernel_ulp, j),
                                     own(fd_slopes, j), conventions, complements_exact, decay_form, own(noise, j),
                                     loss_scale)
                 effects += self.effects
-            self.effects = effects
+                terms += self.loss_terms
+            self.effects, self.loss_terms = effects, terms
             return found
         # Every start's parameters in one flat row (w0, b0, w1, b1, ...) and the gradients in another. Layer
         # i's w (n x m) and b (1 x m) are consecutive, so together they are one (n + 1) x m block of the row:
@@ -476,6 +479,7 @@ class Oracle:
         # kept values: one vectorised pass instead of three small calls per step.
         chunk = max(1, min(steps, HISTORY_ELEMENTS // (count * y.size)))
         history = np.empty((chunk, count, *y.shape), master)
+        terms = np.empty((steps, count), master) if bce else None  # bce: per step, what its rounding is judged by
 
         def state(j: int) -> dict[str, np.ndarray]:
             kept = {}
@@ -486,7 +490,12 @@ class Oracle:
         def flush(upto: int) -> None:
             done = (upto - 1) // chunk * chunk
             kept = history[:upto - done]
-            per_element = _softplus(kept) - y_loss * kept if bce else half * (kept - y_loss) ** 2
+            if bce:  # and the mean of its two terms' magnitudes (``loss_scale``)
+                soft = _softplus(kept)
+                per_element = soft - y_loss * kept
+                terms[done:upto] = (soft + np.abs(y_loss * kept)).mean(axis=(-2, -1))
+            else:
+                per_element = half * (kept - y_loss) ** 2
             losses[done:upto] = per_element.mean(axis=(-2, -1))
 
         # Extended products that will be split take each operand's float64 halves, made once a step and shared by
@@ -576,6 +585,7 @@ class Oracle:
         if steps in wanted:
             for j, kept in enumerate(checkpoints):
                 kept[steps] = state(j)
+        self.loss_terms = [None if terms is None else terms[:, j].copy() for j in range(count)]
         return [(losses[:, j].copy(), state(j), checkpoints[j]) for j in range(count)]
 
 

@@ -56,6 +56,16 @@ class Reference:
     checkpoints: dict[int, dict[str, np.ndarray]]
     cpu_s: float  # the CPU seconds of the job that trained it: its work, whatever ran beside it
     effects: Effects | None = None  # a plain run in a reduced dtype: what the dtype did to it
+    terms: np.ndarray | None = None  # the truth's, for bce: each step's mean of the loss's two terms' magnitudes
+
+    @property
+    def loss_scale(self) -> np.ndarray:
+        """Per step, what a reported loss's rounding is judged against (``Oracle.loss_scale``): the loss itself,
+        or for bce the magnitudes of its two terms, which cancel where the logits saturate the right way: any
+        formula of the element (the spec's z + log1p(e^-z) - y z, torch's (1 - y) z - log_sigmoid(z)) rounds to
+        a few ulps of those terms, and formulas cancel on different samples, so the truth's own plain runs,
+        which share one formula, do not show it."""
+        return self.losses if self.terms is None else self.terms
 
     @property
     def nonfinite_at(self) -> int | None:
@@ -115,6 +125,8 @@ class ReferenceJob:
         cpu = time.process_time() - start
         found = [Reference(name, self.dtype, losses, checkpoints, cpu)
                  for name, (losses, _, checkpoints) in zip(self.names, trained)]
+        if self.dtype == ORACLE_DTYPE:
+            found[0].terms = oracle.loss_terms[0]
         if self.dtype != ORACLE_DTYPE and np.dtype(self.dtype).itemsize < 4:
             found[0].effects = effects
         return found
@@ -190,7 +202,8 @@ def envelope(truth: Reference, plain: list[Reference]) -> Envelope:
     pairs = [(run, truth) for run in plain] + list(combinations(plain, 2))
     loss = np.zeros(len(truth.losses))
     for a, b in pairs:
-        loss = np.fmax(loss, np.where(np.isfinite(a.losses), loss_error(a.losses, b.losses, truth.losses), 0.0))
+        loss = np.fmax(loss, np.where(np.isfinite(a.losses), loss_error(a.losses, b.losses, truth.loss_scale),
+                                      0.0))
     loss = np.fmax.accumulate(np.where(np.isfinite(loss), loss, 0.0))
     return Envelope(loss, _params_envelope(truth, plain))
 
