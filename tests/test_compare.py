@@ -147,7 +147,7 @@ def test_exit_1_when_the_notebook_is_not_reproduced(monkeypatch, capsys, tmp_pat
     """Shrink the notebook run to 30 steps: the real line passes, a wrong one fails."""
     monkeypatch.setattr(config, "STEPS", 30)
     argv = ["--steps", "30", "--check-every", "10", "--impls", "numpy,jax", "--dtype", "float64", "--quiet",
-            "--no-plots"]
+            "--no-plots", "--no-timings"]
     monkeypatch.setattr(notebook, "PRINTED", _line_after(30))
     assert compare.main([*argv, "--out", str(tmp_path / "a")]) == 0
     monkeypatch.setattr(notebook, "PRINTED", _line_after(31))
@@ -158,7 +158,7 @@ def test_exit_1_when_the_notebook_is_not_reproduced(monkeypatch, capsys, tmp_pat
 def test_any_mlp_loss_and_dataset_from_the_command_line(tmp_path):
     argv = ["--dataset", "parity:3", "--layers", "3,6,4,1", "--activations", "tanh,identity,sigmoid", "--loss", "bce",
             "--reduction", "mean", "--lr", "0.05", "--steps", "400", "--check-every", "100", "--dtype", "float64",
-            "--out", str(tmp_path / "r"), "--quiet", "--no-plots"]
+            "--out", str(tmp_path / "r"), "--quiet", "--no-plots", "--no-timings"]
     assert compare.main(argv) == 0
     final = pd.read_csv(tmp_path / "r" / "final.csv")
     assert [c for c in final.columns if c.startswith("pred_")] == [f"pred_{i}" for i in range(8)]
@@ -168,7 +168,8 @@ def test_relu_convention_is_checked_named_and_passes(tmp_path, capsys):
     # numpy-fd states relu'(0) = 0.5 and the notebook's init puts a relu exactly at its kink: the truth is rerun
     # with relu'(0) = 0.5, numpy-fd matches it, so the verdict is "convention" (exit 0), not a failure.
     argv = ["--activations", "relu,sigmoid", "--impls", "numpy,numpy-fd,torch,jax", "--dtype", "float64",
-            "--steps", "200", "--check-every", "100", "--out", str(tmp_path / "r"), "--quiet", "--no-plots"]
+            "--steps", "200", "--check-every", "100", "--out", str(tmp_path / "r"), "--quiet", "--no-plots",
+            "--no-timings"]
     assert compare.main(argv) == 0
     out = capsys.readouterr().out
     assert "convention: numpy-fd float64: teacher-forced at a relu kink: relu'(0) = 0.5" in out
@@ -181,7 +182,7 @@ def test_relu_convention_is_checked_named_and_passes(tmp_path, capsys):
 
 def test_strict_fails_a_stated_convention(tmp_path, capsys):
     argv = ["--activations", "relu,sigmoid", "--impls", "numpy-fd", "--dtype", "float64", "--steps", "200",
-            "--out", str(tmp_path / "r"), "--quiet", "--no-plots", "--strict"]
+            "--out", str(tmp_path / "r"), "--quiet", "--no-plots", "--no-timings", "--strict"]
     assert compare.main(argv) == 1
     out = capsys.readouterr().out
     assert "convention: numpy-fd float64: teacher-forced at a relu kink" in out
@@ -192,7 +193,7 @@ def test_strict_fails_a_stated_convention(tmp_path, capsys):
                                                   ("tests.broken:ReluClaimsHalfTakesOne", 1, "fail")])
 def test_a_bug_on_the_relu_kink_is_not_excused_by_the_stated_convention(tmp_path, capsys, plugin, code, status):
     argv = ["--activations", "relu,sigmoid", "--impls", "numpy", "--impl", plugin, "--dtype", "float64",
-            "--steps", "200", "--out", str(tmp_path / "r"), "--quiet", "--no-plots"]
+            "--steps", "200", "--out", str(tmp_path / "r"), "--quiet", "--no-plots", "--no-timings"]
     assert compare.main(argv) == code
     verdicts = pd.read_csv(tmp_path / "r" / "verdicts.csv")
     assert verdicts.verdict.tolist() == ["pass", status]

@@ -20,7 +20,7 @@ from tests.conftest import descendants, kill_group, wait_until
 pytestmark = pytest.mark.slow  # the edit loop leaves this module out: pytest -m 'not slow'
 
 ROOT = Path(__file__).resolve().parent.parent
-SHORT = ["--steps", "20", "--check-every", "10", "--dtype", "float64", "--quiet", "--no-plots"]
+SHORT = ["--steps", "20", "--check-every", "10", "--dtype", "float64", "--quiet", "--no-plots", "--no-timings"]
 
 
 @pytest.mark.parametrize("plugin, line", [
