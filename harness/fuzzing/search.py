@@ -241,13 +241,15 @@ def shrink(task: Shrink, progress: Callable[[], None] | None = None) -> Found:
             # examples are replayed first), and never for one known to fail: Hypothesis replays it before the
             # final run, and a rejection there is "flaky", which ended the whole campaign as an internal error
         config = repr(sorted(chosen.items()))
-        if final or config not in judged:  # the final replay always runs: it is the reproducer
+        compared = final or config not in judged  # the final replay always runs: it is the reproducer
+        if compared:
             judged[config] = _judge(chosen, shard, extra)
-            row = _row(chosen, shard, "replay" if final else "shrink", *judged[config][:2], judged[config][3])
+        verdict, cause, keys, seconds, by_key = judged[config]
+        if compared:
+            row = _row(chosen, shard, "replay" if final else "shrink", verdict, cause, seconds)
             found.rows.append(row)
             if progress is not None:
                 progress()
-        verdict, cause, keys, seconds, by_key = judged[config]
         kept = [k for k in keys if task.key is None or k == task.key]
         if verdict in FAILING and kept:
             failing.add(choices)

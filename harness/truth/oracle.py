@@ -491,9 +491,9 @@ class Oracle:
             done = (upto - 1) // chunk * chunk
             kept = history[:upto - done]
             if bce:  # and the mean of its two terms' magnitudes (``loss_scale``)
-                soft = _softplus(kept)
-                per_element = soft - y_loss * kept
-                terms[done:upto] = (soft + np.abs(y_loss * kept)).mean(axis=(-2, -1))
+                soft, yz = _softplus(kept), y_loss * kept
+                per_element = soft - yz
+                terms[done:upto] = (soft + np.abs(yz)).mean(axis=(-2, -1))
             else:
                 per_element = half * (kept - y_loss) ** 2
             losses[done:upto] = per_element.mean(axis=(-2, -1))
